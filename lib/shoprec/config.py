@@ -1,0 +1,353 @@
+"""Typed configuration: YAML files merged in order, environment overrides, validation up front.
+
+A job's configuration is ``conf/base.yaml`` overlaid by the file given with ``--conf``
+(``conf/local.yaml``, ``conf/cluster.yaml`` or a user's own). The overlay file may name its
+parent explicitly with a top-level ``extends:`` key; otherwise ``base.yaml`` beside it is the parent.
+
+Environment variables override single keys: ``SHOPREC__<SECTION>__<KEY>=value`` (double
+underscores separate the levels, the value is read as a YAML scalar), for example
+``SHOPREC__WAREHOUSE__ROOT=s3a://bucket/warehouse`` or ``SHOPREC__CLEAN__SESSION_GAP_MINUTES=20``.
+
+Everything is validated before Spark starts: an unknown key, a value of the wrong type or a
+local input path that does not exist raises :class:`ConfigError` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "SHOPREC__"
+REMOTE_SCHEMES = ("hdfs://", "s3a://", "s3://", "gs://", "abfs://", "abfss://", "viewfs://", "file://")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the dotted key that caused it."""
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """How the SparkSession is built; under spark-submit the submit's own settings win."""
+
+    master: str | None = None
+    app_name: str = "shoprec"
+    shuffle_partitions: int = 8
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WarehouseConfig:
+    """Where output tables live: a local path or an ``hdfs://`` / ``s3a://`` URI."""
+
+    root: str = "var/warehouse"
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """MLflow tracking; ``required: false`` lets a job run on when the tracking store is down."""
+
+    tracking_uri: str = "sqlite:///var/mlflow.db"
+    artifact_location: str | None = "var/mlflow-artifacts"
+    experiment: str = "shoprec"
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """The raw log that clean_events reads: which source block describes it, and where it is."""
+
+    source: str = "synthetic"
+    path: str = "var/raw/synthetic"
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """How one shop's raw log maps onto the canonical event table (see README, "Adding a source").
+
+    ``columns`` maps a canonical column to a source field name, or to a list of field names of which
+    the first non-empty one wins. ``constants`` sets canonical columns to fixed values.
+    """
+
+    format: str
+    columns: dict[str, Any]
+    fields: list[str] = field(default_factory=list)
+    header: bool = False
+    delimiter: str = ","
+    event_types: dict[str, str] = field(default_factory=dict)
+    timestamp_format: str = "iso8601"
+    timezone: str = "UTC"
+    id_cast: dict[str, str] = field(default_factory=dict)
+    constants: dict[str, Any] = field(default_factory=dict)
+    landing_date_pattern: str = r"dt=(\d{4}-\d{2}-\d{2})"
+
+
+@dataclass(frozen=True)
+class BotRules:
+    """A user whose activity crosses either limit on a day is filtered out for that day."""
+
+    max_events_per_minute: int = 40
+    max_events_per_day: int = 3000
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """Validation limits and normalisation settings of clean_events."""
+
+    min_event_time: str = "2000-01-01 00:00:00"
+    max_future_skew_hours: int = 24
+    max_price: float = 1_000_000.0
+    max_quantity: int = 1000
+    session_gap_minutes: int = 30
+    bots: BotRules = field(default_factory=BotRules)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """The synthetic shop: its size, its dirt and its seed."""
+
+    events: int = 200_000
+    days: int = 7
+    start_date: str = "2026-01-01"
+    users: int = 5_000
+    items: int = 2_000
+    categories: int = 24
+    brands: int = 60
+    dirty_fraction: float = 0.02
+    bot_users: int = 3
+    partitions: int = 4
+    seed: int = 42
+    out: str = "var/raw/synthetic"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of a shoprec deployment."""
+
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    @property
+    def source(self) -> SourceConfig:
+        """The source block that ``input.source`` names."""
+        return self.sources[self.input.source]
+
+    def table_path(self, table: str) -> str:
+        """The storage path of an output table under the warehouse root."""
+        return f"{self.warehouse.root.rstrip('/')}/{table}"
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten a config (or any nested dataclass/dict) into ``{"a.b.c": "value"}`` for MLflow params."""
+    if dataclasses.is_dataclass(cfg):
+        cfg = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, dict):
+        flat: dict[str, str] = {}
+        for key, value in cfg.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): str(cfg)}
+
+
+def load_config(
+    path: str | os.PathLike, environ: typing.Mapping[str, str] | None = None, require_input: bool = False
+) -> Config:
+    """Load, merge, override and validate a configuration file.
+
+    Args:
+        path: the overlay YAML file (``conf/local.yaml``, ``conf/cluster.yaml``, ...).
+        environ: environment to read ``SHOPREC__`` overrides from (defaults to ``os.environ``).
+        require_input: check that a local ``input.path`` exists (jobs that read raw input set it).
+
+    Returns:
+        The validated :class:`Config`, with relative local paths made absolute against the
+        current directory.
+
+    Raises:
+        ConfigError: a missing file, an unknown key, a wrong type or a missing input path.
+    """
+    raw = _load_layers(Path(path))
+    _apply_env_overrides(raw, os.environ if environ is None else environ)
+    cfg = _build(Config, raw, "")
+    _check_semantics(cfg)
+    if require_input and _is_local(cfg.input.path) and not Path(cfg.input.path).exists():
+        raise ConfigError(f"input.path: {cfg.input.path} does not exist")
+    return _absolutise(cfg)
+
+
+def _load_layers(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config files extend each other in a loop: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    parent_name = data.pop("extends", None if path.name == "base.yaml" else "base.yaml")
+    if parent_name is None:
+        return data
+    parent = _load_layers(path.parent / parent_name, seen + (path.resolve(),))
+    return _deep_merge(parent, data)
+
+
+def _deep_merge(base: dict, overlay: dict) -> dict:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_env_overrides(raw: dict, environ: typing.Mapping[str, str]) -> None:
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment {name}: {'.'.join(keys)} is not a section")
+        node[keys[-1]] = yaml.safe_load(value) if value != "" else None
+
+
+def _build(kind: Any, value: Any, key: str) -> Any:
+    """Turn plain YAML data into the annotated type ``kind``, naming ``key`` in any error."""
+    where = key or "<top level>"
+    origin = typing.get_origin(kind)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        hints = typing.get_type_hints(kind)
+        names = {f.name for f in dataclasses.fields(kind)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ConfigError(f"unknown config key {_join(key, unknown[0])} (known: {', '.join(sorted(names))})")
+        built = {}
+        for f in dataclasses.fields(kind):
+            if f.name in value:
+                built[f.name] = _build(hints[f.name], value[f.name], _join(key, f.name))
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing config key {_join(key, f.name)}")
+        return kind(**built)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _build(option, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        key_type, value_type = typing.get_args(kind)
+        return {str(k): _build(value_type, v, _join(key, str(k))) for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (item_type,) = typing.get_args(kind)
+        return [_build(item_type, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if kind is Any:
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if kind in (int, float, bool, str) and not (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+SOURCE_FORMATS = ("csv", "json", "parquet")
+ID_CASTS = ("long", "string")
+
+
+def _check_semantics(cfg: Config) -> None:
+    if cfg.input.source not in cfg.sources:
+        raise ConfigError(f"input.source: no source block named {cfg.input.source!r} (have: {', '.join(sorted(cfg.sources))})")
+    for name, source in cfg.sources.items():
+        key = f"sources.{name}"
+        if source.format not in SOURCE_FORMATS:
+            raise ConfigError(f"{key}.format: {source.format!r} is not one of {', '.join(SOURCE_FORMATS)}")
+        if source.format == "csv" and not source.fields:
+            raise ConfigError(f"{key}.fields: a csv source must list its fields in file order")
+        for canonical, cast in source.id_cast.items():
+            if cast not in ID_CASTS:
+                raise ConfigError(f"{key}.id_cast.{canonical}: {cast!r} is not one of {', '.join(ID_CASTS)}")
+        _check_source_columns(source, key)
+    if cfg.clean.session_gap_minutes <= 0:
+        raise ConfigError("clean.session_gap_minutes: must be positive")
+    if not 0.0 <= cfg.generate.dirty_fraction < 1.0:
+        raise ConfigError("generate.dirty_fraction: must be in [0, 1)")
+
+
+def _check_source_columns(source: SourceConfig, key: str) -> None:
+    from shoprec import schemas
+
+    mapped = set(source.columns) | set(source.constants)
+    unknown = sorted(mapped - set(schemas.MAPPABLE_COLUMNS))
+    if unknown:
+        raise ConfigError(f"{key}.columns.{unknown[0]}: not a canonical column (known: {', '.join(schemas.MAPPABLE_COLUMNS)})")
+    for required in (schemas.USER_ID, schemas.EVENT_TIME, schemas.EVENT_TYPE):
+        if required not in mapped:
+            raise ConfigError(f"{key}.columns.{required}: required, and not mapped")
+    for canonical, spec in source.columns.items():
+        names = [spec] if isinstance(spec, str) else spec
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{key}.columns.{canonical}: expected a field name or a list of field names")
+        if source.fields:
+            missing = [n for n in names if n not in source.fields]
+            if missing:
+                raise ConfigError(f"{key}.columns.{canonical}: field {missing[0]!r} is not in {key}.fields")
+
+
+def _is_local(path: str) -> bool:
+    return not path.startswith(REMOTE_SCHEMES)
+
+
+def absolute_path(path: str) -> str:
+    """A local path made absolute against the current directory; URIs unchanged."""
+    return str(Path(path).absolute()) if _is_local(path) else path
+
+
+def _absolutise(cfg: Config) -> Config:
+    mlflow = cfg.mlflow
+    uri = mlflow.tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + absolute_path(uri[len("sqlite:///"):])
+    artifacts = mlflow.artifact_location
+    if artifacts is not None and "://" not in artifacts:
+        artifacts = absolute_path(artifacts)
+    return dataclasses.replace(
+        cfg,
+        warehouse=dataclasses.replace(cfg.warehouse, root=absolute_path(cfg.warehouse.root)),
+        input=dataclasses.replace(cfg.input, path=absolute_path(cfg.input.path)),
+        generate=dataclasses.replace(cfg.generate, out=absolute_path(cfg.generate.out)),
+        mlflow=dataclasses.replace(mlflow, tracking_uri=uri, artifact_location=artifacts),
+    )

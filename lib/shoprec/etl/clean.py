@@ -1,0 +1,334 @@
+"""Pure transforms of raw shop logs into canonical, validated, deduplicated, sessionized events.
+
+Every function here takes and returns DataFrames; none reads or writes storage. The job
+``shoprec.jobs.clean_events`` chains them:
+
+    parse_records -> to_canonical -> (quarantine | mark_duplicates -> flag_bots -> sessionize)
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+from shoprec.config import BotRules, CleanConfig, SourceConfig
+
+FIELDS = "_fields"
+PARSE_ERROR = "_parse_error"
+CONTENT_HASH = "_content_hash"
+DUPLICATE = "_duplicate"
+BOT = "_bot"
+
+DUPLICATE_EXACT = "exact"
+DUPLICATE_EVENT_ID = "event_id"
+DUPLICATE_EARLIER_BATCH = "earlier_batch"
+
+# Columns whose values define "the same event" for exact-duplicate detection and derived event ids.
+CONTENT_COLUMNS = (
+    S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.EVENT_TIME, S.SESSION_ID, S.PRICE,
+    S.QUANTITY, S.CATEGORY, S.BRAND, S.QUERY, S.RATING,
+)
+_ZONED = r"(Z|z|[+-]\d{2}:?\d{2}|\s+UTC)$"
+_INTEGER = r"^[+-]?\d+$"
+
+
+def header_line(source: SourceConfig) -> str | None:
+    """The exact header line a CSV source's files start with, or None if they have none."""
+    if source.format != "csv" or not source.header:
+        return None
+    return source.delimiter.join(source.fields)
+
+
+def parse_records(raw: DataFrame, source: SourceConfig, raw_record_col: str = S.RAW_RECORD) -> DataFrame:
+    """Split each raw record into its source fields, as strings, and drop CSV header lines.
+
+    Args:
+        raw: one row per raw record (a text line, or a Parquet row rendered as JSON).
+        source: the source block describing the record layout.
+
+    Returns:
+        ``raw``'s columns plus ``_fields`` (struct of the source's fields, all strings) and
+        ``_parse_error`` (string, null when the record parsed): ``unparseable`` for malformed
+        JSON, empty lines or a NUL byte, ``field_count_mismatch`` for a CSV line with too few or
+        too many fields.
+    """
+    S.require_columns(raw, [raw_record_col], "parse_records")
+    record = F.col(raw_record_col)
+    blank = record.isNull() | (F.trim(record) == "") | record.contains("\u0000")
+    header = header_line(source)
+    if header is not None:
+        raw = raw.where(record.isNull() | (F.rtrim(F.regexp_replace(record, "\r$", "")) != header))
+
+    if source.format == "csv":
+        names = list(source.fields)
+        ddl = ", ".join(f"`{name}` string" for name in names)
+        parsed = F.from_csv(F.regexp_replace(record, "\r$", ""), ddl, {"sep": source.delimiter, "mode": "PERMISSIVE"})
+        # Count delimiters outside quoted sections: Spark fills missing trailing fields with nulls silently.
+        unquoted = F.regexp_replace(record, r'"([^"]|"")*"', "")
+        field_count = F.size(F.split(unquoted, _regex_quote(source.delimiter), -1))
+        error = (
+            F.when(blank, F.lit(S.Reason.UNPARSEABLE))
+            .when(field_count != len(names), F.lit(S.Reason.FIELD_COUNT))
+        )
+    else:
+        names = sorted(_mapped_fields(source))
+        ddl = ", ".join(f"`{name}` string" for name in names) + ", `_corrupt` string"
+        parsed = F.from_json(record, ddl, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
+        error = F.when(blank | parsed.isNull() | parsed["_corrupt"].isNotNull(), F.lit(S.Reason.UNPARSEABLE))
+    return raw.withColumn(FIELDS, parsed).withColumn(PARSE_ERROR, error)
+
+
+def _regex_quote(text: str) -> str:
+    return "".join("\\" + ch if not ch.isalnum() else ch for ch in text)
+
+
+def _mapped_fields(source: SourceConfig) -> set[str]:
+    names: set[str] = set()
+    for spec in source.columns.values():
+        names.update([spec] if isinstance(spec, str) else spec)
+    return names
+
+
+def _field(source: SourceConfig, canonical: str) -> Column:
+    """The raw string of a canonical column: its source field(s) (first non-empty wins) or constant."""
+    if canonical in source.constants:
+        return F.lit(str(source.constants[canonical]))
+    spec = source.columns.get(canonical)
+    if spec is None:
+        return F.lit(None).cast("string")
+    names = [spec] if isinstance(spec, str) else spec
+    values = [F.nullif(F.trim(F.col(FIELDS)[name]), F.lit("")) for name in names]
+    return values[0] if len(values) == 1 else F.coalesce(*values)
+
+
+def _clean_id(value: Column, cast: str | None) -> tuple[Column, Column]:
+    """(normalised id, is-malformed flag) for an id column."""
+    if cast == "long":
+        number = F.when(value.rlike(_INTEGER), value).try_cast("long")
+        return number.cast("string"), value.isNotNull() & number.isNull()
+    return value, F.lit(False)
+
+
+def _parse_timestamp(value: Column, source: SourceConfig) -> Column:
+    """Parse a raw timestamp string per the source's format and time zone into a UTC timestamp."""
+    fmt = source.timestamp_format
+    if fmt in ("unix", "unix_ms"):
+        seconds = F.when(value.rlike(r"^[+-]?\d+(\.\d+)?$"), value).try_cast("double")
+        if fmt == "unix_ms":
+            seconds = seconds / 1000.0
+        return F.timestamp_seconds(seconds)
+    if fmt == "iso8601":
+        parsed = value.try_cast("timestamp")
+        zoned = value.rlike(_ZONED)
+    else:
+        parsed = F.try_to_timestamp(value, F.lit(fmt))
+        zoned = F.lit(any(token in fmt for token in ("X", "x", "Z", "z", "V", "'UTC'")))
+    if source.timezone.upper() in ("UTC", "Z", "GMT"):
+        return parsed
+    # Zone-less local times are in the source's time zone; the session time zone is UTC.
+    return F.when(zoned, parsed).otherwise(F.to_utc_timestamp(parsed, source.timezone))
+
+
+def to_canonical(
+    parsed: DataFrame,
+    source: SourceConfig,
+    source_name: str,
+    limits: CleanConfig,
+    batch_col: str = S.INGEST_BATCH,
+) -> DataFrame:
+    """Map parsed source fields onto the canonical event columns, normalise them and validate.
+
+    Args:
+        parsed: output of :func:`parse_records`.
+        source: the source block (column mapping, event-type mapping, formats, id casts).
+        source_name: recorded in the ``source`` column.
+        limits: validation limits (time floor, future skew, price and quantity bounds).
+        batch_col: the column holding each row's batch date (``YYYY-MM-DD``), the logical date
+            of its data; events after the end of that day plus ``limits.max_future_skew_hours``
+            are in the future.
+
+    Returns:
+        One row per input row with the canonical columns ``event_id`` (string; derived from the
+        content when the source has none), ``user_id``, ``item_id`` (string), ``event_type``
+        (string, one of ``schemas.EVENT_TYPES``), ``event_time`` (timestamp, UTC),
+        ``session_id`` (string, null when the source has none), ``price`` (double),
+        ``quantity`` (int), ``category``, ``brand`` (lower-cased strings), ``query`` (string),
+        ``rating`` (double), ``source`` (string), ``event_date`` (date of ``event_time``),
+        plus ``_content_hash`` (string), ``reason`` (quarantine reason code or null when the row
+        is valid) and ``detail`` (the offending value), and the input's other columns except
+        ``_fields``.
+    """
+    S.require_columns(parsed, [FIELDS, PARSE_ERROR, batch_col], "to_canonical")
+    user_id, bad_user = _clean_id(_field(source, S.USER_ID), source.id_cast.get(S.USER_ID))
+    item_id, bad_item = _clean_id(_field(source, S.ITEM_ID), source.id_cast.get(S.ITEM_ID))
+
+    raw_type = F.lower(_field(source, S.EVENT_TYPE))
+    if source.event_types:
+        mapping = F.create_map(*[F.lit(x) for pair in source.event_types.items() for x in (pair[0].lower(), pair[1])])
+        event_type = mapping[raw_type]
+    else:
+        event_type = raw_type
+    known_type = event_type.isin(*S.EVENT_TYPES)
+
+    raw_time = _field(source, S.EVENT_TIME)
+    event_time = _parse_timestamp(raw_time, source)
+    floor = F.lit(limits.min_event_time).cast("timestamp")
+    batch_end = F.date_add(F.to_date(F.col(batch_col)), 1).cast("timestamp")
+    ceiling = F.timestamp_add("HOUR", F.lit(limits.max_future_skew_hours), batch_end)
+
+    raw_price = _field(source, S.PRICE)
+    price = raw_price.try_cast("double")
+    raw_quantity = _field(source, S.QUANTITY)
+    quantity = F.when(raw_quantity.rlike(_INTEGER), raw_quantity).try_cast("int")
+    raw_rating = _field(source, S.RATING)
+    rating = raw_rating.try_cast("double")
+    query = _field(source, S.QUERY)
+
+    finite = lambda c: ~F.isnan(c) & (F.abs(c) != float("inf"))  # noqa: E731
+    checks = [
+        (F.col(PARSE_ERROR).isNotNull(), F.col(PARSE_ERROR), F.lit(None)),
+        (user_id.isNull() & ~bad_user, F.lit(S.Reason.MISSING_USER_ID), F.lit(None)),
+        (item_id.isNull() & ~bad_item & (event_type != "search"), F.lit(S.Reason.MISSING_ITEM_ID), F.lit(None)),
+        (bad_user | bad_item, F.lit(S.Reason.BAD_ID),
+         F.concat_ws(" ", F.concat(F.lit("user_id="), _field(source, S.USER_ID)),
+                     F.concat(F.lit("item_id="), _field(source, S.ITEM_ID)))),
+        (raw_type.isNull(), F.lit(S.Reason.MISSING_EVENT_TYPE), F.lit(None)),
+        (event_type.isNull() | ~known_type, F.lit(S.Reason.UNKNOWN_EVENT_TYPE), raw_type),
+        (event_time.isNull(), F.lit(S.Reason.BAD_TIMESTAMP), raw_time),
+        (event_time < floor, F.lit(S.Reason.TIMESTAMP_TOO_OLD), raw_time),
+        (event_time > ceiling, F.lit(S.Reason.TIMESTAMP_IN_FUTURE), raw_time),
+        (raw_price.isNotNull() & (price.isNull() | ~finite(price)), F.lit(S.Reason.BAD_PRICE), raw_price),
+        (price < 0, F.lit(S.Reason.NEGATIVE_PRICE), raw_price),
+        (price > limits.max_price, F.lit(S.Reason.ABSURD_PRICE), raw_price),
+        (raw_quantity.isNotNull() & (quantity.isNull() | (quantity <= 0) | (quantity > limits.max_quantity)),
+         F.lit(S.Reason.BAD_QUANTITY), raw_quantity),
+        ((raw_rating.isNotNull() & (rating.isNull() | ~finite(rating))) | ((event_type == "rating") & rating.isNull()),
+         F.lit(S.Reason.BAD_RATING), raw_rating),
+        ((event_type == "search") & query.isNull(), F.lit(S.Reason.MISSING_QUERY), F.lit(None)),
+    ]
+    reason = F.when(checks[0][0], checks[0][1])
+    detail = F.when(checks[0][0], checks[0][2])
+    for condition, code, value in checks[1:]:
+        reason = reason.when(condition, code)
+        detail = detail.when(condition, value)
+
+    canonical = parsed.select(
+        "*",
+        user_id.alias(S.USER_ID),
+        item_id.alias(S.ITEM_ID),
+        event_type.alias(S.EVENT_TYPE),
+        event_time.alias(S.EVENT_TIME),
+        _field(source, S.SESSION_ID).alias(S.SESSION_ID),
+        price.alias(S.PRICE),
+        quantity.alias(S.QUANTITY),
+        F.lower(_field(source, S.CATEGORY)).alias(S.CATEGORY),
+        F.lower(_field(source, S.BRAND)).alias(S.BRAND),
+        query.alias(S.QUERY),
+        rating.alias(S.RATING),
+        _field(source, S.EVENT_ID).alias("_source_event_id"),
+        reason.cast("string").alias(S.REASON),
+        detail.cast("string").alias(S.DETAIL),
+    ).drop(FIELDS)
+    content = F.sha2(F.to_json(F.struct(*[F.col(c) for c in CONTENT_COLUMNS])), 256)
+    return (
+        canonical
+        .withColumn(CONTENT_HASH, content)
+        .withColumn(S.EVENT_ID, F.coalesce(F.col("_source_event_id"), F.substring(F.col(CONTENT_HASH), 1, 32)))
+        .withColumn(S.SOURCE, F.lit(source_name))
+        .withColumn(S.EVENT_DATE, F.to_date(S.EVENT_TIME))
+        .drop("_source_event_id")
+    )
+
+
+def mark_duplicates(events: DataFrame, earlier_keys: DataFrame | None = None) -> DataFrame:
+    """Mark every copy of an event after the first.
+
+    Two rows are the same event when they share ``user_id`` and ``event_id`` (event ids derived
+    from content make exact copies share one). The first copy, by event time then content, is kept.
+
+    Args:
+        events: valid canonical events (``user_id``, ``event_id``, ``event_time``, ``_content_hash``).
+        earlier_keys: optional ``(user_id, event_id, event_date)`` rows already stored by earlier
+            batches; events matching one are duplicates of that stored copy.
+
+    Returns:
+        ``events`` plus ``_duplicate`` (string): null for the kept copy, ``exact`` for a copy
+        identical in content, ``event_id`` for a different record reusing an event id, and
+        ``earlier_batch`` for an event an earlier batch already stored.
+    """
+    S.require_columns(events, [S.USER_ID, S.EVENT_ID, S.EVENT_TIME, CONTENT_HASH], "mark_duplicates")
+    same_event = Window.partitionBy(S.USER_ID, S.EVENT_ID).orderBy(
+        S.EVENT_TIME, CONTENT_HASH, S.SOURCE_FILE if S.SOURCE_FILE in events.columns else CONTENT_HASH)
+    position = F.row_number().over(same_event)
+    first_content = F.first(CONTENT_HASH).over(same_event)
+    marked = events.withColumn(
+        DUPLICATE,
+        F.when(position == 1, F.lit(None).cast("string"))
+        .when(F.col(CONTENT_HASH) == first_content, F.lit(DUPLICATE_EXACT))
+        .otherwise(F.lit(DUPLICATE_EVENT_ID)),
+    )
+    if earlier_keys is None:
+        return marked
+    seen = earlier_keys.select(S.USER_ID, S.EVENT_ID, S.EVENT_DATE).distinct().withColumn("_seen", F.lit(True))
+    return (
+        marked.join(seen, [S.USER_ID, S.EVENT_ID, S.EVENT_DATE], "left")
+        .withColumn(DUPLICATE, F.when(F.col("_seen"), F.lit(DUPLICATE_EARLIER_BATCH)).otherwise(F.col(DUPLICATE)))
+        .drop("_seen")
+    )
+
+
+def flag_bots(events: DataFrame, rules: BotRules) -> DataFrame:
+    """Flag users whose activity on a day is beyond what a person does.
+
+    A user is a bot for a day when, on that day, they produced more than
+    ``rules.max_events_per_minute`` events within one clock minute or more than
+    ``rules.max_events_per_day`` events in all.
+
+    Args:
+        events: canonical events with ``user_id``, ``event_time`` and ``event_date``.
+
+    Returns:
+        ``events`` plus ``_bot`` (boolean).
+    """
+    S.require_columns(events, [S.USER_ID, S.EVENT_TIME, S.EVENT_DATE], "flag_bots")
+    minute = F.date_trunc("minute", S.EVENT_TIME)
+    per_minute = F.count(F.lit(1)).over(Window.partitionBy(S.USER_ID, S.EVENT_DATE, minute))
+    user_day = Window.partitionBy(S.USER_ID, S.EVENT_DATE)
+    return (
+        events.withColumn("_per_minute", per_minute)
+        .withColumn(BOT, (F.max("_per_minute").over(user_day) > rules.max_events_per_minute)
+                    | (F.count(F.lit(1)).over(user_day) > rules.max_events_per_day))
+        .drop("_per_minute")
+    )
+
+
+def sessionize(events: DataFrame, gap_minutes: int) -> DataFrame:
+    """Fill in ``session_id`` where the source had none.
+
+    A user's events without a session id are ordered by time; a new session starts at the first
+    one and after every gap longer than ``gap_minutes``. The id is stable: a hash of the user and
+    the session's start time, so re-running gives the same ids.
+
+    Args:
+        events: canonical events with ``user_id``, ``event_time``, ``event_id``, ``session_id``.
+        gap_minutes: the inactivity gap that ends a session.
+
+    Returns:
+        ``events`` with ``session_id`` (string) never null.
+    """
+    S.require_columns(events, [S.USER_ID, S.EVENT_TIME, S.EVENT_ID, S.SESSION_ID], "sessionize")
+    missing = F.col(S.SESSION_ID).isNull()
+    ordered = Window.partitionBy(S.USER_ID, missing).orderBy(S.EVENT_TIME, S.EVENT_ID)
+    previous = F.lag(S.EVENT_TIME).over(ordered)
+    starts = previous.isNull() | (
+        F.unix_timestamp(S.EVENT_TIME) - F.unix_timestamp(previous) > gap_minutes * 60)
+    started_at = F.last(F.when(F.col("_starts"), F.col(S.EVENT_TIME)), ignorenulls=True).over(
+        ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    derived = F.substring(F.sha2(F.concat_ws("|", F.col(S.USER_ID), F.col("_started_at").cast("string")), 256), 1, 24)
+    return (
+        events.withColumn("_starts", starts)
+        .withColumn("_started_at", started_at)
+        .withColumn(S.SESSION_ID, F.when(missing, derived).otherwise(F.col(S.SESSION_ID)))
+        .drop("_starts", "_started_at")
+    )

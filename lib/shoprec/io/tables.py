@@ -1,0 +1,125 @@
+"""Partitioned Parquet tables written atomically, partition by partition.
+
+A write goes to ``<table>/_staging/<write_id>/`` first. Only when Spark has finished writing it
+does the commit step swap partition directories into place: the old directories of the slice
+being replaced move to ``<table>/_trash/<write_id>/``, the new ones move in, and each new
+partition gets a ``_lineage.json`` naming the run that wrote it. Readers never see a partition
+that is half written. The list of moves is saved first as ``<table>/_commit.json``; if the
+driver dies during the swap, the next write to the table finishes the pending commit before
+doing anything else, so a rerun repairs the table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from pyspark.sql import DataFrame
+
+from shoprec.io.fs import HadoopFS
+
+COMMIT_JOURNAL = "_commit.json"
+
+
+class RowCountError(RuntimeError):
+    """A staged write does not hold the rows it should; it was not committed."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a table write replaced: partition directories (relative to the table) removed and added."""
+
+    table_path: str
+    removed: list[str]
+    added: list[str]
+
+
+def write_partitions(
+    df: DataFrame,
+    table_path: str,
+    partition_by: list[str],
+    replace: dict[str, list[str]],
+    write_id: str,
+    lineage: dict[str, str],
+    expected_rows: int | Callable[[], int] | None = None,
+) -> WriteResult:
+    """Write ``df`` as Parquet, replacing exactly the slice of the table that ``replace`` selects.
+
+    Args:
+        df: the rows to write; must contain the ``partition_by`` columns.
+        table_path: the table's root directory (any Hadoop-supported URI).
+        partition_by: partition columns, outermost first.
+        replace: ``{partition column: values}`` selecting the existing partitions to replace, for
+            example ``{"ingest_batch": ["2026-01-03"]}``; every existing partition directory with
+            one of those values is removed, whether or not the new rows touch it again.
+        write_id: a unique id for this write (the MLflow run id or a uuid).
+        lineage: written as ``_lineage.json`` into each new partition directory.
+        expected_rows: the number of rows the write must hold (or a function giving it once the
+            write has run); a different count raises before anything is committed.
+
+    Returns:
+        The partition directories removed and added.
+
+    Raises:
+        RowCountError: the staged rows differ from ``expected_rows``; the table is untouched.
+    """
+    fs = HadoopFS(df.sparkSession)
+    finish_pending_commit(fs, table_path)
+    staging = f"{table_path}/_staging/{write_id}"
+    fs.delete(staging)
+    df.write.mode("overwrite").partitionBy(*partition_by).parquet(staging)
+
+    added = fs.leaf_dirs(staging, len(partition_by))
+    if expected_rows is not None:
+        expected = expected_rows() if callable(expected_rows) else expected_rows
+        staged = df.sparkSession.read.parquet(staging).count() if added else 0
+        if staged != expected:
+            fs.delete(staging)
+            raise RowCountError(f"{table_path}: staged {staged} rows, expected {expected}; nothing committed")
+    existing = fs.leaf_dirs(table_path, len(partition_by))
+    removed = [rel for rel in existing if _selected(rel, replace)]
+    journal = {"write_id": write_id, "remove": removed, "add": added, "lineage": lineage}
+    fs.write_text(f"{table_path}/{COMMIT_JOURNAL}", json.dumps(journal, indent=1))
+    _apply_commit(fs, table_path, journal)
+    return WriteResult(table_path, removed, added)
+
+
+def _selected(rel: str, replace: dict[str, list[str]]) -> bool:
+    values = dict(part.split("=", 1) for part in rel.split("/"))
+    return all(values.get(column) in set(wanted) for column, wanted in replace.items())
+
+
+def finish_pending_commit(fs: HadoopFS, table_path: str) -> bool:
+    """Complete a commit that a dead driver left half done; True if there was one."""
+    journal_path = f"{table_path}/{COMMIT_JOURNAL}"
+    if not fs.exists(journal_path):
+        return False
+    _apply_commit(fs, table_path, json.loads(fs.read_text(journal_path)))
+    return True
+
+
+def _apply_commit(fs: HadoopFS, table_path: str, journal: dict) -> None:
+    """Idempotently move old partitions out and new ones in, as the journal lists."""
+    write_id = journal["write_id"]
+    staging = f"{table_path}/_staging/{write_id}"
+    trash = f"{table_path}/_trash/{write_id}"
+    added = set(journal["add"])
+    for rel in journal["remove"]:
+        live = f"{table_path}/{rel}"
+        # A directory still in staging means this partition has not been swapped yet.
+        if fs.exists(live) and (rel not in added or fs.exists(f"{staging}/{rel}")):
+            fs.rename(live, f"{trash}/{rel}")
+    for rel in journal["add"]:
+        new = f"{staging}/{rel}"
+        if fs.exists(new):
+            fs.delete(f"{table_path}/{rel}")
+            fs.rename(new, f"{table_path}/{rel}")
+        fs.write_text(f"{table_path}/{rel}/_lineage.json", json.dumps(journal["lineage"], indent=1, sort_keys=True))
+    fs.delete(f"{table_path}/{COMMIT_JOURNAL}")
+    fs.delete(trash)
+    fs.delete(staging)
+    if not fs.list_dir(f"{table_path}/_staging"):
+        fs.delete(f"{table_path}/_staging")
+    if not fs.list_dir(f"{table_path}/_trash"):
+        fs.delete(f"{table_path}/_trash")

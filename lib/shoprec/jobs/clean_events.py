@@ -1,0 +1,306 @@
+"""clean_events: raw shop logs -> ``events_clean`` and ``events_quarantine`` (partitioned Parquet).
+
+Run on a cluster::
+
+    spark-submit --master yarn --deploy-mode client \\
+        --py-files dist/shoprec.zip --files conf/base.yaml,conf/cluster.yaml \\
+        jobs/clean_events.py --conf cluster.yaml --run-date 2026-01-07
+
+or locally: ``shoprec run clean_events --conf conf/local.yaml --run-date 2026-01-07``.
+
+Which raw files a run reads:
+
+* by default, the files not yet in the processed-files log (and files whose size or modification
+  time changed). Files are grouped into *ingest batches* by their landing date, read from the path
+  (``dt=YYYY-MM-DD``) or, for a source without one, the run date. A batch that gains files is
+  rebuilt whole from all its files;
+* ``--backfill-from A --backfill-to B``: every file whose landing date is in ``[A, B]``, processed
+  or not; those batches are rebuilt;
+* ``--full-rebuild``: every file; every batch is rebuilt and batches whose files are gone removed.
+
+Rebuilding a batch replaces exactly that batch's partitions in both tables, so running the same
+command twice gives the same tables. Row accounting is checked before anything is committed:
+input records = clean + quarantined + duplicates + bot-filtered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass, field
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+from shoprec.config import Config, SourceConfig
+from shoprec.etl import clean
+from shoprec.io.fs import FileStatus, HadoopFS
+from shoprec.io.ingest_log import IngestLog
+from shoprec.io.sources import read_raw_records
+from shoprec.io.tables import write_partitions
+from shoprec.jobs.common import iso_date, job_parser, run_main
+from shoprec.tracking import JobRun, job_run, write_report
+
+JOB = "clean_events"
+CLEAN_TABLE = "events_clean"
+QUARANTINE_TABLE = "events_quarantine"
+CLEAN_PARTITIONS = [S.EVENT_DATE, S.INGEST_BATCH]
+QUARANTINE_PARTITIONS = [S.INGEST_BATCH]
+SAMPLES_PER_REASON = 3
+
+log = logging.getLogger(__name__)
+
+
+class AccountingError(RuntimeError):
+    """Rows went missing or appeared between input and output; nothing was committed."""
+
+
+@dataclass
+class CleanSummary:
+    """What one clean_events execution did."""
+
+    run_id: str
+    batches: list[str]
+    files: int
+    accounting: dict[str, int] = field(default_factory=dict)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    duplicates_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+def landing_date(path: str, pattern: str) -> str | None:
+    """The landing date a file's path carries (``dt=YYYY-MM-DD`` by default), if any."""
+    match = re.search(pattern, path)
+    return match.group(1) if match else None
+
+
+def plan_batches(
+    files: list[FileStatus],
+    logged: dict[str, list[FileStatus]],
+    run_date: str,
+    pattern: str,
+    full_rebuild: bool = False,
+    backfill: tuple[str, str] | None = None,
+) -> dict[str, list[FileStatus]]:
+    """Decide which ingest batches to (re)build, and from which files.
+
+    Args:
+        files: every raw file currently under the input path.
+        logged: the processed-files log, ``{batch: files}``.
+        run_date: the run's logical date; the batch of files whose path carries no landing date.
+        pattern: regex with one group capturing a file's landing date from its path.
+        full_rebuild: rebuild every batch from every file.
+        backfill: ``(first, last)`` landing dates to rebuild, processed or not.
+
+    Returns:
+        ``{batch: files}`` for each batch to build; empty when there is nothing new.
+    """
+    logged_batch = {} if full_rebuild else {f.path: batch for batch, fs in logged.items() for f in fs}
+
+    def batch_of(f: FileStatus) -> str:
+        return landing_date(f.path, pattern) or logged_batch.get(f.path) or run_date
+
+    if full_rebuild:
+        chosen = files
+    elif backfill is not None:
+        first, last = backfill
+        chosen = [f for f in files if first <= batch_of(f) <= last]
+    else:
+        known = {f.path: f for batch_files in logged.values() for f in batch_files}
+        touched = {batch_of(f) for f in files if known.get(f.path) != f}
+        # A batch that gains or changes a file is rebuilt whole.
+        chosen = [f for f in files if batch_of(f) in touched]
+    plan: dict[str, list[FileStatus]] = {}
+    for f in sorted(chosen, key=lambda f: f.path):
+        plan.setdefault(batch_of(f), []).append(f)
+    return plan
+
+
+def read_batches(spark: SparkSession, source: SourceConfig, plan: dict[str, list[FileStatus]]) -> DataFrame:
+    """Raw records of every planned batch, each row tagged with its ``ingest_batch``."""
+    frames = [
+        read_raw_records(spark, source, [f.path for f in batch_files]).withColumn(S.INGEST_BATCH, F.lit(batch))
+        for batch, batch_files in sorted(plan.items())
+    ]
+    combined = frames[0]
+    for frame in frames[1:]:
+        combined = combined.unionByName(frame)
+    return combined
+
+
+def _observed(df: DataFrame, name: str, **counts) -> tuple[DataFrame, Observation]:
+    observation = Observation(name)
+    metrics = [F.sum(F.when(condition, 1).otherwise(0)).alias(key) for key, condition in counts.items()]
+    return df.observe(observation, *metrics), observation
+
+
+def run(spark: SparkSession, cfg: Config, run_date: str, full_rebuild: bool = False,
+        backfill: tuple[str, str] | None = None) -> CleanSummary:
+    """Clean the raw files the run is due to read; write, account, log. See the module docstring."""
+    source_name, source = cfg.input.source, cfg.source
+    fs = HadoopFS(spark)
+    ingest_log = IngestLog(fs, cfg.warehouse.root, source_name)
+    files = fs.list_files(cfg.input.path)
+    if not files:
+        raise FileNotFoundError(f"input.path {cfg.input.path} holds no data files")
+    logged = ingest_log.batches()
+    plan = plan_batches(files, logged, run_date, source.landing_date_pattern, full_rebuild, backfill)
+    replaced = sorted(set(plan) | (set(logged) if full_rebuild else set()))
+    args = {"run_date": run_date, "full_rebuild": full_rebuild, "backfill": backfill}
+
+    with job_run(cfg, JOB, run_date, extra_params=args) as tracking:
+        tracking.set_tags({"shoprec.batches": ",".join(sorted(plan)) or "-", "shoprec.source": source_name})
+        summary = CleanSummary(tracking.run_id, sorted(plan), sum(len(v) for v in plan.values()))
+        if not plan:
+            log.info("clean_events %s: no new input files under %s; nothing to do", run_date, cfg.input.path)
+            tracking.log_metrics({"rows_input": 0, "files_processed": 0})
+            return summary
+        log.info("clean_events %s: %d file(s) into batch(es) %s", run_date, summary.files, ", ".join(sorted(plan)))
+        _clean_and_write(spark, cfg, plan, replaced, tracking, summary, run_date)
+        for batch, batch_files in plan.items():
+            ingest_log.record(batch, batch_files, tracking.run_id)
+        for stale in set(replaced) - set(plan):
+            fs.delete(f"{ingest_log.path}/batch={stale}.json")
+        return summary
+
+
+def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[FileStatus]], replaced: list[str],
+                     tracking: JobRun, summary: CleanSummary, run_date: str) -> None:
+    source = cfg.source
+    raw = read_batches(spark, source, plan)
+    validated = clean.to_canonical(clean.parse_records(raw, source), source, cfg.input.source, cfg.clean)
+    validated = validated.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        by_reason = {
+            row[S.REASON]: (row["rows"], row["first_date"], row["last_date"])
+            for row in validated.groupBy(S.REASON).agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.min(S.EVENT_DATE).alias("first_date"), F.max(S.EVENT_DATE).alias("last_date")).collect()
+        }
+        rows_input = sum(rows for rows, _, _ in by_reason.values())
+        rows_valid, first_date, last_date = by_reason.pop(None, (0, None, None))
+        summary.quarantine_reasons = {reason: rows for reason, (rows, _, _) in sorted(by_reason.items())}
+        rows_quarantined = sum(summary.quarantine_reasons.values())
+        lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "source": cfg.input.source}
+        replace = {S.INGEST_BATCH: replaced}
+
+        quarantine = validated.where(F.col(S.REASON).isNotNull()).select(
+            *[F.col(f.name) if f.name != S.INGEST_RUN_ID else F.lit(tracking.run_id).alias(f.name)
+              for f in S.EVENTS_QUARANTINE.fields])
+        write_partitions(quarantine, cfg.table_path(QUARANTINE_TABLE), QUARANTINE_PARTITIONS, replace,
+                         tracking.run_id, lineage, expected_rows=rows_quarantined)
+
+        earlier = _earlier_keys(spark, cfg, replaced, first_date, last_date)
+        valid = validated.where(F.col(S.REASON).isNull()).repartition(S.USER_ID)
+        deduped, dup_obs = _observed(
+            clean.mark_duplicates(valid, earlier), "duplicates",
+            exact=F.col(clean.DUPLICATE) == clean.DUPLICATE_EXACT,
+            event_id=F.col(clean.DUPLICATE) == clean.DUPLICATE_EVENT_ID,
+            earlier_batch=F.col(clean.DUPLICATE) == clean.DUPLICATE_EARLIER_BATCH)
+        flagged, bot_obs = _observed(
+            clean.flag_bots(deduped.where(F.col(clean.DUPLICATE).isNull()), cfg.clean.bots), "bots",
+            bot=F.col(clean.BOT))
+        kept = clean.sessionize(flagged.where(~F.col(clean.BOT)), cfg.clean.session_gap_minutes)
+        kept = kept.select(*[F.col(f.name) if f.name != S.INGEST_RUN_ID else F.lit(tracking.run_id).alias(f.name)
+                             for f in S.EVENTS_CLEAN.fields])
+
+        def expected_clean() -> int:
+            summary.duplicates_by_kind = {k: int(v or 0) for k, v in dup_obs.get.items()}
+            return rows_valid - sum(summary.duplicates_by_kind.values()) - int(bot_obs.get["bot"] or 0)
+
+        write_partitions(kept, cfg.table_path(CLEAN_TABLE), CLEAN_PARTITIONS, replace,
+                         tracking.run_id, lineage, expected_rows=expected_clean)
+        rows_duplicate = sum(summary.duplicates_by_kind.values())
+        rows_filtered = int(bot_obs.get["bot"] or 0)
+        rows_clean = rows_valid - rows_duplicate - rows_filtered
+    finally:
+        validated.unpersist()
+
+    summary.accounting = {
+        "rows_input": rows_input, "rows_clean": rows_clean, "rows_quarantined": rows_quarantined,
+        "rows_duplicate": rows_duplicate, "rows_filtered_bot": rows_filtered,
+    }
+    if rows_input != rows_clean + rows_quarantined + rows_duplicate + rows_filtered:
+        raise AccountingError(f"row accounting does not add up: {summary.accounting}")
+    tracking.log_metrics({
+        **summary.accounting, "files_processed": summary.files, "batches": len(plan),
+        **{f"quarantine_{reason}": rows for reason, rows in summary.quarantine_reasons.items()},
+        **{f"duplicate_{kind}": rows for kind, rows in summary.duplicates_by_kind.items()},
+    })
+    report = quality_report(spark, cfg, replaced, summary)
+    write_report(tracking, report, "data_quality")
+    log.info("clean_events %s: %s", run_date, summary.accounting)
+
+
+def _earlier_keys(spark: SparkSession, cfg: Config, replaced: list[str], first_date, last_date) -> DataFrame | None:
+    """Event keys already stored by batches this run does not rebuild, in the dates it touches."""
+    path = cfg.table_path(CLEAN_TABLE)
+    if first_date is None or not HadoopFS(spark).leaf_dirs(path, len(CLEAN_PARTITIONS)):
+        return None
+    stored = spark.read.parquet(path)
+    return stored.where(
+        F.col(S.EVENT_DATE).between(F.lit(first_date), F.lit(last_date)) & ~F.col(S.INGEST_BATCH).isin(*replaced)
+    ).select(S.USER_ID, S.EVENT_ID, S.EVENT_DATE)
+
+
+def quality_report(spark: SparkSession, cfg: Config, batches: list[str], summary: CleanSummary) -> dict:
+    """The data-quality report of the batches just written (logged to MLflow as JSON and Markdown)."""
+    clean_rows = spark.read.parquet(cfg.table_path(CLEAN_TABLE)).where(F.col(S.INGEST_BATCH).isin(*batches))
+    profile = clean_rows.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.countDistinct(S.USER_ID).alias("users"),
+        F.countDistinct(S.ITEM_ID).alias("items"),
+        F.countDistinct(S.SESSION_ID).alias("sessions"),
+        F.min(S.EVENT_TIME).cast("string").alias("first_event_time"),
+        F.max(S.EVENT_TIME).cast("string").alias("last_event_time"),
+        F.sum(F.col(S.CATEGORY).isNull().cast("int")).alias("missing_category"),
+        F.sum(F.col(S.BRAND).isNull().cast("int")).alias("missing_brand"),
+        F.sum((F.col(S.PRICE).isNull() & (F.col(S.EVENT_TYPE) != "search")).cast("int")).alias("missing_price"),
+        F.sum((F.col(S.PRICE) == 0).cast("int")).alias("zero_price"),
+    ).first().asDict()
+    by_type = {r[S.EVENT_TYPE]: r["count"] for r in clean_rows.groupBy(S.EVENT_TYPE).count().collect()}
+    by_date = {str(r[S.EVENT_DATE]): r["count"] for r in clean_rows.groupBy(S.EVENT_DATE).count().orderBy(S.EVENT_DATE).collect()}
+    quarantine = spark.read.parquet(cfg.table_path(QUARANTINE_TABLE)) if summary.quarantine_reasons else None
+    samples = []
+    if quarantine is not None:
+        from pyspark.sql import Window
+
+        ranked = quarantine.where(F.col(S.INGEST_BATCH).isin(*batches)).withColumn(
+            "_n", F.row_number().over(Window.partitionBy(S.REASON).orderBy(S.SOURCE_FILE, S.RAW_RECORD)))
+        samples = [
+            {"reason": r[S.REASON], "detail": r[S.DETAIL], "raw_record": (r[S.RAW_RECORD] or "")[:300]}
+            for r in ranked.where(F.col("_n") <= SAMPLES_PER_REASON).orderBy(S.REASON, "_n").collect()
+        ]
+    return {
+        "source": cfg.input.source,
+        "batches": ", ".join(batches),
+        "accounting": summary.accounting,
+        "quarantine_by_reason": summary.quarantine_reasons,
+        "duplicates_by_kind": summary.duplicates_by_kind,
+        "clean_profile": profile,
+        "clean_by_event_type": by_type,
+        "clean_by_event_date": by_date,
+        "quarantine_samples": samples,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``spark-submit jobs/clean_events.py`` and ``shoprec run clean_events``."""
+    parser = job_parser(JOB, "Clean raw shop logs into events_clean and events_quarantine.")
+    parser.add_argument("--full-rebuild", action="store_true", help="rebuild every batch from every input file")
+    parser.add_argument("--backfill-from", type=iso_date, help="first landing date to rebuild")
+    parser.add_argument("--backfill-to", type=iso_date, help="last landing date to rebuild (default: --backfill-from)")
+
+    def execute(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
+        backfill = None
+        if args.backfill_from:
+            backfill = (args.backfill_from, args.backfill_to or args.backfill_from)
+        elif args.backfill_to:
+            parser.error("--backfill-to needs --backfill-from")
+        summary = run(spark, cfg, args.run_date, full_rebuild=args.full_rebuild, backfill=backfill)
+        print(f"clean_events {args.run_date}: batches {', '.join(summary.batches) or 'none'}; {summary.accounting}")
+
+    return run_main(JOB, parser, execute, argv, needs_input=True)
