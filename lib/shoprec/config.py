@@ -100,7 +100,7 @@ class BotRules:
 class CleanConfig:
     """Validation limits and normalisation settings of clean_events."""
 
-    min_event_time: str = "2000-01-01 00:00:00"
+    min_event_time: str = "1995-01-01 00:00:00"
     max_future_skew_hours: int = 24
     max_price: float = 1_000_000.0
     max_quantity: int = 1000

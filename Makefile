@@ -1,0 +1,43 @@
+# shoprec: `make demo` runs the pipeline on the embedded defaults; `make test` runs the tests.
+# Both set up .venv first (scripts/bootstrap.sh), and do nothing more on a second run.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHOPREC := $(VENV)/bin/shoprec
+CONF ?= conf/local.yaml
+DEMO_DATE ?= 2026-01-08
+EVENTS ?= 10000000
+PYTEST_ARGS ?=
+MLFLOW_PORT ?= 5000
+
+.PHONY: setup demo test test-unit bench-clean mlflow-ui clean help
+
+help:
+	@echo "make demo         generate a synthetic shop log and run every job on it (local Spark, MLflow on SQLite)"
+	@echo "make test         run the test suite"
+	@echo "make bench-clean  time clean_events against a plain Parquet copy (EVENTS=$(EVENTS))"
+	@echo "make mlflow-ui    open the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)"
+	@echo "make clean        remove var/ (tables, raw logs, MLflow store)"
+
+setup:
+	@bash scripts/bootstrap.sh
+
+demo: setup
+	@bash scripts/demo.sh "$(CONF)" "$(DEMO_DATE)"
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench-clean: setup
+	$(PY) benchmarks/bench_clean.py --events $(EVENTS)
+
+mlflow-ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow.db \
+		--default-artifact-root $(CURDIR)/var/mlflow-artifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+clean:
+	rm -rf var spark-warehouse metastore_db derby.log
