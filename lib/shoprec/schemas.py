@@ -53,7 +53,7 @@ EVENTS_CLEAN = T.StructType([
     T.StructField(SOURCE_FILE, T.StringType(), False),
     T.StructField(INGEST_RUN_ID, T.StringType(), False),
     T.StructField(EVENT_DATE, T.DateType(), False),
-    T.StructField(INGEST_BATCH, T.StringType(), False),
+    T.StructField(INGEST_BATCH, T.DateType(), False),
 ])
 
 # events_quarantine: one row per rejected raw record, partitioned by ingest_batch.
@@ -64,7 +64,7 @@ EVENTS_QUARANTINE = T.StructType([
     T.StructField(SOURCE, T.StringType(), False),
     T.StructField(SOURCE_FILE, T.StringType(), False),
     T.StructField(INGEST_RUN_ID, T.StringType(), False),
-    T.StructField(INGEST_BATCH, T.StringType(), False),
+    T.StructField(INGEST_BATCH, T.DateType(), False),
 ])
 
 

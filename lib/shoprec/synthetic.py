@@ -155,15 +155,17 @@ def _sessions(rng: np.random.Generator, cat: Catalogue, cfg: GenerateConfig, n_s
 
 
 def _bot_events(rng: np.random.Generator, cat: Catalogue, cfg: GenerateConfig, n_events: int, start: int) -> pd.DataFrame:
-    """Views fired by bot users in bursts of about 300 within five minutes, across the catalogue."""
+    """Views fired by bot users in bursts of up to 300, three a second, across the catalogue."""
     n_bursts = max(1, n_events // 300)
     burst = rng.integers(0, n_bursts, size=n_events)
     burst_user = cfg.users + 1 + rng.integers(0, max(cfg.bot_users, 1), size=n_bursts)
-    burst_start = rng.integers(0, cfg.days, size=n_bursts) * SECONDS_PER_DAY + rng.integers(0, SECONDS_PER_DAY - 300, size=n_bursts)
+    burst_start = rng.integers(0, cfg.days, size=n_bursts) * SECONDS_PER_DAY + rng.integers(0, SECONDS_PER_DAY - 600, size=n_bursts)
+    burst_start -= burst_start % 60
+    duration = np.maximum(np.bincount(burst, minlength=n_bursts) // 3, 1)
     items = rng.integers(0, len(cat.item_category), size=n_events)
     return pd.DataFrame({
         "user": burst_user[burst], "item": items + 1, "kind": "view",
-        "epoch": start + burst_start[burst] + rng.integers(0, 300, size=n_events),
+        "epoch": start + burst_start[burst] + (rng.random(n_events) * duration[burst]).astype(np.int64),
         "price": cat.item_price[items], "quantity": 1, "category": cat.item_category[items],
         "brand": cat.item_brand[items], "query": "",
     })

@@ -85,6 +85,16 @@ def write_partitions(
     return WriteResult(table_path, removed, added)
 
 
+def _prune_empty_parents(fs: HadoopFS, table_path: str, rel: str) -> None:
+    """Remove partition directories left empty by moving ``rel`` away (``day=X`` with no batches left)."""
+    parts = rel.split("/")[:-1]
+    while parts:
+        parent = f"{table_path}/{'/'.join(parts)}"
+        if fs.exists(parent) and not fs.list_dir(parent):
+            fs.delete(parent)
+        parts.pop()
+
+
 def _selected(rel: str, replace: dict[str, list[str]]) -> bool:
     values = dict(part.split("=", 1) for part in rel.split("/"))
     return all(values.get(column) in set(wanted) for column, wanted in replace.items())
@@ -116,6 +126,8 @@ def _apply_commit(fs: HadoopFS, table_path: str, journal: dict) -> None:
             fs.delete(f"{table_path}/{rel}")
             fs.rename(new, f"{table_path}/{rel}")
         fs.write_text(f"{table_path}/{rel}/_lineage.json", json.dumps(journal["lineage"], indent=1, sort_keys=True))
+    for rel in journal["remove"]:
+        _prune_empty_parents(fs, table_path, rel)
     fs.delete(f"{table_path}/{COMMIT_JOURNAL}")
     fs.delete(trash)
     fs.delete(staging)

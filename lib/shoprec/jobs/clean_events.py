@@ -187,9 +187,7 @@ def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[File
         lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "source": cfg.input.source}
         replace = {S.INGEST_BATCH: replaced}
 
-        quarantine = validated.where(F.col(S.REASON).isNotNull()).select(
-            *[F.col(f.name) if f.name != S.INGEST_RUN_ID else F.lit(tracking.run_id).alias(f.name)
-              for f in S.EVENTS_QUARANTINE.fields])
+        quarantine = conform(validated.where(F.col(S.REASON).isNotNull()), S.EVENTS_QUARANTINE, tracking.run_id)
         write_partitions(quarantine, cfg.table_path(QUARANTINE_TABLE), QUARANTINE_PARTITIONS, replace,
                          tracking.run_id, lineage, expected_rows=rows_quarantined)
 
@@ -204,8 +202,7 @@ def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[File
             clean.flag_bots(deduped.where(F.col(clean.DUPLICATE).isNull()), cfg.clean.bots), "bots",
             bot=F.col(clean.BOT))
         kept = clean.sessionize(flagged.where(~F.col(clean.BOT)), cfg.clean.session_gap_minutes)
-        kept = kept.select(*[F.col(f.name) if f.name != S.INGEST_RUN_ID else F.lit(tracking.run_id).alias(f.name)
-                             for f in S.EVENTS_CLEAN.fields])
+        kept = conform(kept, S.EVENTS_CLEAN, tracking.run_id)
 
         def expected_clean() -> int:
             summary.duplicates_by_kind = {k: int(v or 0) for k, v in dup_obs.get.items()}
@@ -233,6 +230,14 @@ def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[File
     report = quality_report(spark, cfg, replaced, summary)
     write_report(tracking, report, "data_quality")
     log.info("clean_events %s: %s", run_date, summary.accounting)
+
+
+def conform(df: DataFrame, schema, run_id: str) -> DataFrame:
+    """``df`` with exactly the table's columns, in order and of its types, stamped with the run id."""
+    return df.select(*[
+        (F.lit(run_id) if f.name == S.INGEST_RUN_ID else F.col(f.name)).cast(f.dataType).alias(f.name)
+        for f in schema.fields
+    ])
 
 
 def _earlier_keys(spark: SparkSession, cfg: Config, replaced: list[str], first_date, last_date) -> DataFrame | None:

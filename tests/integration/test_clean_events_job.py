@@ -1,0 +1,171 @@
+"""clean_events end to end on synthetic logs: accounting, incremental runs, idempotency, lineage, MLflow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+from shoprec.config import GenerateConfig
+from shoprec.jobs import clean_events
+from shoprec.synthetic import generate_events, write_events
+from shoprec.tracking import TrackingError
+
+pytestmark = pytest.mark.integration
+DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
+
+
+@pytest.fixture(scope="module")
+def raw_log(spark, tmp_path_factory) -> Path:
+    """A three-day synthetic log with every kind of dirt, generated once for the module."""
+    out = tmp_path_factory.mktemp("raw") / "synthetic"
+    cfg = GenerateConfig(events=6000, days=3, start_date=DAYS[0], partitions=2, dirty_fraction=0.05,
+                         users=300, items=200, seed=11)
+    write_events(generate_events(spark, cfg), str(out))
+    # Evening sessions that run past midnight of the last day land on a fourth day; keep three.
+    for extra in out.glob("dt=*"):
+        if extra.name[3:] not in DAYS:
+            shutil.rmtree(extra)
+    return out
+
+
+def raw_lines(path: Path) -> int:
+    import gzip
+
+    return sum(1 for f in path.rglob("*.gz") for _ in gzip.open(f, "rt"))
+
+
+@pytest.fixture
+def make_config(make_config):
+    """Bot limits scaled to a log of a few thousand events."""
+    return lambda **overrides: make_config(CLEAN__BOTS__MAX_EVENTS_PER_MINUTE=20, **overrides)
+
+
+def table(spark, cfg, name):
+    return spark.read.parquet(cfg.table_path(name))
+
+
+def test_accounting_lineage_and_mlflow(spark, make_config, raw_log):
+    cfg = make_config(INPUT__PATH=raw_log)
+    summary = clean_events.run(spark, cfg, DAYS[-1])
+    acc = summary.accounting
+
+    assert summary.batches == DAYS
+    assert acc["rows_input"] == raw_lines(raw_log)
+    assert acc["rows_input"] == acc["rows_clean"] + acc["rows_quarantined"] + acc["rows_duplicate"] + acc["rows_filtered_bot"]
+    clean_rows, quarantine = table(spark, cfg, "events_clean"), table(spark, cfg, "events_quarantine")
+    assert clean_rows.count() == acc["rows_clean"]
+    assert quarantine.count() == acc["rows_quarantined"]
+    assert acc["rows_duplicate"] > 0 and acc["rows_filtered_bot"] > 0
+    assert set(summary.quarantine_reasons) == {S.Reason.UNPARSEABLE, S.Reason.MISSING_USER_ID,
+                                               S.Reason.MISSING_ITEM_ID, S.Reason.NEGATIVE_PRICE,
+                                               S.Reason.TIMESTAMP_IN_FUTURE, S.Reason.UNKNOWN_EVENT_TYPE}
+    assert {r[S.REASON]: r["count"] for r in quarantine.groupBy(S.REASON).count().collect()} == summary.quarantine_reasons
+
+    # The output honours the canonical schema, with no nulls where none are allowed.
+    assert [(f.name, f.dataType) for f in clean_rows.schema] == [(f.name, f.dataType) for f in S.EVENTS_CLEAN]
+    required = [f.name for f in S.EVENTS_CLEAN if not f.nullable]
+    assert clean_rows.where(" OR ".join(f"{c} IS NULL" for c in required)).count() == 0
+    assert clean_rows.where(F.col(S.EVENT_TYPE).isin(*S.EVENT_TYPES)).count() == acc["rows_clean"]
+    assert clean_rows.groupBy(S.USER_ID, S.EVENT_ID).count().where("count > 1").count() == 0
+
+    # Lineage: every partition and every row names the MLflow run that wrote it.
+    lineage_files = list(Path(cfg.table_path("events_clean")).rglob("_lineage.json"))
+    assert lineage_files and {json.loads(f.read_text())["run_id"] for f in lineage_files} == {summary.run_id}
+    assert [r[0] for r in clean_rows.select(S.INGEST_RUN_ID).distinct().collect()] == [summary.run_id]
+
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    run = client.get_run(summary.run_id)
+    assert run.info.run_name == f"clean_events-{DAYS[-1]}"
+    assert run.data.params["clean.session_gap_minutes"] == "30"
+    assert run.data.metrics["rows_input"] == acc["rows_input"]
+    assert run.data.metrics["rows_quarantined"] == acc["rows_quarantined"]
+    assert run.data.metrics["quarantine_unparseable"] == summary.quarantine_reasons[S.Reason.UNPARSEABLE]
+    artifacts = {a.path for a in client.list_artifacts(summary.run_id)}
+    assert {"data_quality.json", "data_quality.md"} <= artifacts
+    report = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=summary.run_id, artifact_path="data_quality.json", tracking_uri=cfg.mlflow.tracking_uri)).read_text())
+    assert report["accounting"] == acc
+
+
+def test_rerun_is_a_noop_and_backfill_rebuilds_identically(spark, make_config, raw_log):
+    cfg = make_config(INPUT__PATH=raw_log)
+    first = clean_events.run(spark, cfg, DAYS[-1])
+    before = sorted(tuple(r) for r in table(spark, cfg, "events_clean").drop(S.INGEST_RUN_ID).collect())
+    quarantine_before = table(spark, cfg, "events_quarantine").drop(S.INGEST_RUN_ID).collect()
+
+    again = clean_events.run(spark, cfg, DAYS[-1])
+    assert again.batches == [] and again.accounting == {}
+
+    rebuilt = clean_events.run(spark, cfg, DAYS[-1], backfill=(DAYS[0], DAYS[-1]))
+    assert rebuilt.batches == DAYS and rebuilt.accounting == first.accounting
+    assert sorted(tuple(r) for r in table(spark, cfg, "events_clean").drop(S.INGEST_RUN_ID).collect()) == before
+    assert sorted(map(tuple, table(spark, cfg, "events_quarantine").drop(S.INGEST_RUN_ID).collect())) == sorted(
+        map(tuple, quarantine_before))
+    assert table(spark, cfg, "events_clean").count() == first.accounting["rows_clean"]
+
+
+def test_incremental_processes_only_the_new_day(spark, make_config, raw_log, tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for day in DAYS[:2]:
+        shutil.copytree(raw_log / f"dt={day}", landing / f"dt={day}")
+    cfg = make_config(INPUT__PATH=landing)
+    first = clean_events.run(spark, cfg, DAYS[1])
+    assert first.batches == DAYS[:2]
+    lineage = {p: p.read_text() for p in Path(cfg.table_path("events_clean")).rglob("_lineage.json")}
+
+    shutil.copytree(raw_log / f"dt={DAYS[2]}", landing / f"dt={DAYS[2]}")
+    second = clean_events.run(spark, cfg, DAYS[2])
+    assert second.batches == [DAYS[2]]
+    assert second.accounting["rows_input"] == raw_lines(landing / f"dt={DAYS[2]}")
+    # Earlier batches' partitions were not rewritten.
+    assert all(p.read_text() == text for p, text in lineage.items())
+    batches = {str(r[0]) for r in table(spark, cfg, "events_clean").select(S.INGEST_BATCH).distinct().collect()}
+    assert batches == set(DAYS)
+
+    # The same day redelivered into the next day's folder: every valid event in it is a duplicate.
+    redelivered = landing / "dt=2026-03-04"
+    redelivered.mkdir()
+    for f in (landing / f"dt={DAYS[2]}").glob("*.gz"):
+        shutil.copy(f, redelivered / f.name)
+    third = clean_events.run(spark, cfg, "2026-03-04")
+    assert third.batches == ["2026-03-04"]
+    assert third.accounting["rows_clean"] == 0
+    assert third.duplicates_by_kind["earlier_batch"] > 0
+    assert table(spark, cfg, "events_clean").count() == first.accounting["rows_clean"] + second.accounting["rows_clean"]
+
+
+def test_full_rebuild_drops_batches_whose_files_are_gone(spark, make_config, raw_log, tmp_path):
+    landing = tmp_path / "landing"
+    shutil.copytree(raw_log, landing)
+    cfg = make_config(INPUT__PATH=landing)
+    clean_events.run(spark, cfg, DAYS[-1])
+    shutil.rmtree(landing / f"dt={DAYS[0]}")
+    rebuilt = clean_events.run(spark, cfg, DAYS[-1], full_rebuild=True)
+    assert rebuilt.batches == DAYS[1:]
+    remaining = {str(r[0]) for r in table(spark, cfg, "events_clean").select(S.INGEST_BATCH).distinct().collect()}
+    assert remaining == set(DAYS[1:])
+    assert table(spark, cfg, "events_clean").count() == rebuilt.accounting["rows_clean"]
+    assert not (Path(cfg.warehouse.root) / "_ingest_log" / "synthetic" / f"batch={DAYS[0]}.json").exists()
+
+
+def test_tracking_store_down_fails_before_writing(spark, make_config, raw_log, tmp_path):
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the store's directory should be")
+    cfg = make_config(INPUT__PATH=raw_log, MLFLOW__TRACKING_URI=f"sqlite:///{blocked}/mlflow.db")
+    with pytest.raises(TrackingError, match="mlflow.required: false"):
+        clean_events.run(spark, cfg, DAYS[-1])
+    assert not Path(cfg.warehouse.root).exists()
+
+    untracked = make_config(INPUT__PATH=raw_log, MLFLOW__TRACKING_URI=f"sqlite:///{blocked}/mlflow.db",
+                            MLFLOW__REQUIRED="false")
+    summary = clean_events.run(spark, untracked, DAYS[-1])
+    assert summary.run_id.startswith("untracked-")
+    assert table(spark, untracked, "events_clean").count() == summary.accounting["rows_clean"]
