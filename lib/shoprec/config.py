@@ -73,6 +73,7 @@ class SourceConfig:
 
     ``columns`` maps a canonical column to a source field name, or to a list of field names of which
     the first non-empty one wins. ``constants`` sets canonical columns to fixed values.
+    ``file_pattern`` is a glob on file names under the input path (others, a README say, are ignored).
     """
 
     format: str
@@ -86,6 +87,7 @@ class SourceConfig:
     id_cast: dict[str, str] = field(default_factory=dict)
     constants: dict[str, Any] = field(default_factory=dict)
     landing_date_pattern: str = r"dt=(\d{4}-\d{2}-\d{2})"
+    file_pattern: str = "*"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ input records = clean + quarantined + duplicates + bot-filtered.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import datetime as dt
 import logging
 import re
@@ -143,9 +144,9 @@ def run(spark: SparkSession, cfg: Config, run_date: str, full_rebuild: bool = Fa
     source_name, source = cfg.input.source, cfg.source
     fs = HadoopFS(spark)
     ingest_log = IngestLog(fs, cfg.warehouse.root, source_name)
-    files = fs.list_files(cfg.input.path)
+    files = [f for f in fs.list_files(cfg.input.path) if fnmatch.fnmatch(f.path.rsplit("/", 1)[-1], source.file_pattern)]
     if not files:
-        raise FileNotFoundError(f"input.path {cfg.input.path} holds no data files")
+        raise FileNotFoundError(f"input.path {cfg.input.path} holds no files matching {source.file_pattern!r}")
     logged = ingest_log.batches()
     plan = plan_batches(files, logged, run_date, source.landing_date_pattern, full_rebuild, backfill)
     replaced = sorted(set(plan) | (set(logged) if full_rebuild else set()))
