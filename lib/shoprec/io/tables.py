@@ -15,9 +15,10 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
-from shoprec.io.fs import HadoopFS
+from shoprec.io.fs import HadoopFS, is_hidden
 
 COMMIT_JOURNAL = "_commit.json"
 
@@ -83,6 +84,14 @@ def write_partitions(
     fs.write_text(f"{table_path}/{COMMIT_JOURNAL}", json.dumps(journal, indent=1))
     _apply_commit(fs, table_path, journal)
     return WriteResult(table_path, removed, added)
+
+
+def read_table(spark: SparkSession, table_path: str, schema: StructType) -> DataFrame:
+    """A table's rows; an empty DataFrame of ``schema`` when nothing has been written yet."""
+    fs = HadoopFS(spark)
+    if not fs.exists(table_path) or not any(not is_hidden(name) for name in fs.list_dir(table_path)):
+        return spark.createDataFrame([], schema)
+    return spark.read.schema(schema).parquet(table_path)
 
 
 def _prune_empty_parents(fs: HadoopFS, table_path: str, rel: str) -> None:

@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
@@ -42,7 +42,7 @@ from shoprec.etl import clean
 from shoprec.io.fs import FileStatus, HadoopFS
 from shoprec.io.ingest_log import IngestLog
 from shoprec.io.sources import read_raw_records
-from shoprec.io.tables import write_partitions
+from shoprec.io.tables import read_table, write_partitions
 from shoprec.jobs.common import iso_date, job_parser, run_main
 from shoprec.tracking import JobRun, job_run, write_report
 
@@ -244,9 +244,9 @@ def conform(df: DataFrame, schema, run_id: str) -> DataFrame:
 def _earlier_keys(spark: SparkSession, cfg: Config, replaced: list[str], first_date, last_date) -> DataFrame | None:
     """Event keys already stored by batches this run does not rebuild, in the dates it touches."""
     path = cfg.table_path(CLEAN_TABLE)
-    if first_date is None or not HadoopFS(spark).leaf_dirs(path, len(CLEAN_PARTITIONS)):
+    if first_date is None:
         return None
-    stored = spark.read.parquet(path)
+    stored = read_table(spark, path, S.EVENTS_CLEAN)
     return stored.where(
         F.col(S.EVENT_DATE).between(F.lit(first_date), F.lit(last_date)) & ~F.col(S.INGEST_BATCH).isin(*replaced)
     ).select(S.USER_ID, S.EVENT_ID, S.EVENT_DATE)
@@ -254,7 +254,7 @@ def _earlier_keys(spark: SparkSession, cfg: Config, replaced: list[str], first_d
 
 def quality_report(spark: SparkSession, cfg: Config, batches: list[str], summary: CleanSummary) -> dict:
     """The data-quality report of the batches just written (logged to MLflow as JSON and Markdown)."""
-    clean_rows = spark.read.parquet(cfg.table_path(CLEAN_TABLE)).where(F.col(S.INGEST_BATCH).isin(*batches))
+    clean_rows = read_table(spark, cfg.table_path(CLEAN_TABLE), S.EVENTS_CLEAN).where(F.col(S.INGEST_BATCH).isin(*batches))
     profile = clean_rows.agg(
         F.count(F.lit(1)).alias("rows"),
         F.countDistinct(S.USER_ID).alias("users"),
@@ -269,17 +269,13 @@ def quality_report(spark: SparkSession, cfg: Config, batches: list[str], summary
     ).first().asDict()
     by_type = {r[S.EVENT_TYPE]: r["count"] for r in clean_rows.groupBy(S.EVENT_TYPE).count().collect()}
     by_date = {str(r[S.EVENT_DATE]): r["count"] for r in clean_rows.groupBy(S.EVENT_DATE).count().orderBy(S.EVENT_DATE).collect()}
-    quarantine = spark.read.parquet(cfg.table_path(QUARANTINE_TABLE)) if summary.quarantine_reasons else None
-    samples = []
-    if quarantine is not None:
-        from pyspark.sql import Window
-
-        ranked = quarantine.where(F.col(S.INGEST_BATCH).isin(*batches)).withColumn(
-            "_n", F.row_number().over(Window.partitionBy(S.REASON).orderBy(S.SOURCE_FILE, S.RAW_RECORD)))
-        samples = [
-            {"reason": r[S.REASON], "detail": r[S.DETAIL], "raw_record": (r[S.RAW_RECORD] or "")[:300]}
-            for r in ranked.where(F.col("_n") <= SAMPLES_PER_REASON).orderBy(S.REASON, "_n").collect()
-        ]
+    quarantine = read_table(spark, cfg.table_path(QUARANTINE_TABLE), S.EVENTS_QUARANTINE)
+    ranked = quarantine.where(F.col(S.INGEST_BATCH).isin(*batches)).withColumn(
+        "_n", F.row_number().over(Window.partitionBy(S.REASON).orderBy(S.SOURCE_FILE, S.RAW_RECORD)))
+    samples = [
+        {"reason": r[S.REASON], "detail": r[S.DETAIL], "raw_record": (r[S.RAW_RECORD] or "")[:300]}
+        for r in ranked.where(F.col("_n") <= SAMPLES_PER_REASON).orderBy(S.REASON, "_n").collect()
+    ]
     return {
         "source": cfg.input.source,
         "batches": ", ".join(batches),
