@@ -11,12 +11,13 @@ EVENTS ?= 10000000
 PYTEST_ARGS ?=
 MLFLOW_PORT ?= 5000
 
-.PHONY: setup demo test test-unit bench-clean mlflow-ui clean help
+.PHONY: setup demo test test-unit bench-clean mlflow-ui package clean help
 
 help:
 	@echo "make demo         generate a synthetic shop log and run every job on it (local Spark, MLflow on SQLite)"
 	@echo "make test         run the test suite"
 	@echo "make bench-clean  time clean_events against a plain Parquet copy (EVENTS=$(EVENTS))"
+	@echo "make package      build dist/shoprec.zip (--py-files), dist/jobs/ and dist/conf/ for spark-submit"
 	@echo "make mlflow-ui    open the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make clean        remove var/ (tables, raw logs, MLflow store)"
 
@@ -39,5 +40,8 @@ mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow.db \
 		--default-artifact-root $(CURDIR)/var/mlflow-artifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 
+package: setup
+	$(PY) scripts/package.py
+
 clean:
-	rm -rf var spark-warehouse metastore_db derby.log
+	rm -rf var dist spark-warehouse metastore_db derby.log

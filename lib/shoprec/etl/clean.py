@@ -29,6 +29,7 @@ CONTENT_COLUMNS = (
     S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.EVENT_TIME, S.SESSION_ID, S.PRICE,
     S.QUANTITY, S.CATEGORY, S.BRAND, S.QUERY, S.RATING,
 )
+MAPPABLE = S.MAPPABLE_COLUMNS
 _ZONED = r"(Z|z|[+-]\d{2}:?\d{2}|\s+UTC)$"
 _INTEGER = r"^[+-]?\d+$"
 
@@ -130,6 +131,13 @@ def _parse_timestamp(value: Column, source: SourceConfig) -> Column:
     return F.when(zoned, parsed).otherwise(F.to_utc_timestamp(parsed, source.timezone))
 
 
+def content_hash(*columns: Column) -> Column:
+    """A 128-bit hex digest of the columns' values (two salted xxHash64s: cheap, and collision-free
+    in practice at trillions of rows; nulls and positions are part of the digest)."""
+    halves = [F.lpad(F.hex(F.xxhash64(F.lit(salt), *columns)), 16, "0") for salt in ("shoprec-a", "shoprec-b")]
+    return F.lower(F.concat(*halves))
+
+
 def to_canonical(
     parsed: DataFrame,
     source: SourceConfig,
@@ -160,52 +168,66 @@ def to_canonical(
         ``_fields``.
     """
     S.require_columns(parsed, [FIELDS, PARSE_ERROR, batch_col], "to_canonical")
-    user_id, bad_user = _clean_id(_field(source, S.USER_ID), source.id_cast.get(S.USER_ID))
-    item_id, bad_item = _clean_id(_field(source, S.ITEM_ID), source.id_cast.get(S.ITEM_ID))
+    # Three projections, each naming what the next one reads: Spark keeps a projection apart when
+    # collapsing it would repeat costly expressions, so every field is parsed once per row.
+    raw = {c: f"_raw_{c}" for c in MAPPABLE}
+    fields = parsed.select("*", *[_field(source, c).alias(raw[c]) for c in MAPPABLE]).drop(FIELDS)
 
-    raw_type = F.lower(_field(source, S.EVENT_TYPE))
+    user_id, bad_user = _clean_id(F.col(raw[S.USER_ID]), source.id_cast.get(S.USER_ID))
+    item_id, bad_item = _clean_id(F.col(raw[S.ITEM_ID]), source.id_cast.get(S.ITEM_ID))
+    raw_type = F.lower(F.col(raw[S.EVENT_TYPE]))
     if source.event_types:
         mapping = F.create_map(*[F.lit(x) for pair in source.event_types.items() for x in (pair[0].lower(), pair[1])])
         event_type = mapping[raw_type]
     else:
         event_type = raw_type
-    known_type = event_type.isin(*S.EVENT_TYPES)
-
-    raw_time = _field(source, S.EVENT_TIME)
-    event_time = _parse_timestamp(raw_time, source)
-    floor = F.lit(limits.min_event_time).cast("timestamp")
     batch_end = F.date_add(F.to_date(F.col(batch_col)), 1).cast("timestamp")
-    ceiling = F.timestamp_add("HOUR", F.lit(limits.max_future_skew_hours), batch_end)
+    typed = fields.select(
+        "*",
+        user_id.alias(S.USER_ID), bad_user.alias("_bad_user"),
+        item_id.alias(S.ITEM_ID), bad_item.alias("_bad_item"),
+        event_type.alias(S.EVENT_TYPE),
+        _parse_timestamp(F.col(raw[S.EVENT_TIME]), source).alias(S.EVENT_TIME),
+        F.timestamp_add("HOUR", F.lit(limits.max_future_skew_hours), batch_end).alias("_ceiling"),
+        F.col(raw[S.SESSION_ID]).alias(S.SESSION_ID),
+        F.col(raw[S.PRICE]).try_cast("double").alias(S.PRICE),
+        F.when(F.col(raw[S.QUANTITY]).rlike(_INTEGER), F.col(raw[S.QUANTITY])).try_cast("int").alias(S.QUANTITY),
+        F.lower(F.col(raw[S.CATEGORY])).alias(S.CATEGORY),
+        F.lower(F.col(raw[S.BRAND])).alias(S.BRAND),
+        F.col(raw[S.QUERY]).alias(S.QUERY),
+        F.col(raw[S.RATING]).try_cast("double").alias(S.RATING),
+    )
 
-    raw_price = _field(source, S.PRICE)
-    price = raw_price.try_cast("double")
-    raw_quantity = _field(source, S.QUANTITY)
-    quantity = F.when(raw_quantity.rlike(_INTEGER), raw_quantity).try_cast("int")
-    raw_rating = _field(source, S.RATING)
-    rating = raw_rating.try_cast("double")
-    query = _field(source, S.QUERY)
+    def col(name: str) -> Column:
+        return F.col(name)
 
-    finite = lambda c: ~F.isnan(c) & (F.abs(c) != float("inf"))  # noqa: E731
+    def finite(c: Column) -> Column:
+        return ~F.isnan(c) & (F.abs(c) != float("inf"))
+
+    price, quantity, rating, event_time = col(S.PRICE), col(S.QUANTITY), col(S.RATING), col(S.EVENT_TIME)
     checks = [
-        (F.col(PARSE_ERROR).isNotNull(), F.col(PARSE_ERROR), F.lit(None)),
-        (user_id.isNull() & ~bad_user, F.lit(S.Reason.MISSING_USER_ID), F.lit(None)),
-        (item_id.isNull() & ~bad_item & (event_type != "search"), F.lit(S.Reason.MISSING_ITEM_ID), F.lit(None)),
-        (bad_user | bad_item, F.lit(S.Reason.BAD_ID),
-         F.concat_ws(" ", F.concat(F.lit("user_id="), _field(source, S.USER_ID)),
-                     F.concat(F.lit("item_id="), _field(source, S.ITEM_ID)))),
-        (raw_type.isNull(), F.lit(S.Reason.MISSING_EVENT_TYPE), F.lit(None)),
-        (event_type.isNull() | ~known_type, F.lit(S.Reason.UNKNOWN_EVENT_TYPE), raw_type),
-        (event_time.isNull(), F.lit(S.Reason.BAD_TIMESTAMP), raw_time),
-        (event_time < floor, F.lit(S.Reason.TIMESTAMP_TOO_OLD), raw_time),
-        (event_time > ceiling, F.lit(S.Reason.TIMESTAMP_IN_FUTURE), raw_time),
-        (raw_price.isNotNull() & (price.isNull() | ~finite(price)), F.lit(S.Reason.BAD_PRICE), raw_price),
-        (price < 0, F.lit(S.Reason.NEGATIVE_PRICE), raw_price),
-        (price > limits.max_price, F.lit(S.Reason.ABSURD_PRICE), raw_price),
-        (raw_quantity.isNotNull() & (quantity.isNull() | (quantity <= 0) | (quantity > limits.max_quantity)),
-         F.lit(S.Reason.BAD_QUANTITY), raw_quantity),
-        ((raw_rating.isNotNull() & (rating.isNull() | ~finite(rating))) | ((event_type == "rating") & rating.isNull()),
-         F.lit(S.Reason.BAD_RATING), raw_rating),
-        ((event_type == "search") & query.isNull(), F.lit(S.Reason.MISSING_QUERY), F.lit(None)),
+        (col(PARSE_ERROR).isNotNull(), col(PARSE_ERROR), F.lit(None)),
+        (col(S.USER_ID).isNull() & ~col("_bad_user"), F.lit(S.Reason.MISSING_USER_ID), F.lit(None)),
+        (col(S.ITEM_ID).isNull() & ~col("_bad_item") & (col(S.EVENT_TYPE) != "search"),
+         F.lit(S.Reason.MISSING_ITEM_ID), F.lit(None)),
+        (col("_bad_user") | col("_bad_item"), F.lit(S.Reason.BAD_ID),
+         F.concat_ws(" ", F.concat(F.lit("user_id="), col(raw[S.USER_ID])),
+                     F.concat(F.lit("item_id="), col(raw[S.ITEM_ID])))),
+        (col(raw[S.EVENT_TYPE]).isNull(), F.lit(S.Reason.MISSING_EVENT_TYPE), F.lit(None)),
+        (col(S.EVENT_TYPE).isNull() | ~col(S.EVENT_TYPE).isin(*S.EVENT_TYPES), F.lit(S.Reason.UNKNOWN_EVENT_TYPE),
+         F.lower(col(raw[S.EVENT_TYPE]))),
+        (event_time.isNull(), F.lit(S.Reason.BAD_TIMESTAMP), col(raw[S.EVENT_TIME])),
+        (event_time < F.lit(limits.min_event_time).cast("timestamp"), F.lit(S.Reason.TIMESTAMP_TOO_OLD),
+         col(raw[S.EVENT_TIME])),
+        (event_time > col("_ceiling"), F.lit(S.Reason.TIMESTAMP_IN_FUTURE), col(raw[S.EVENT_TIME])),
+        (col(raw[S.PRICE]).isNotNull() & (price.isNull() | ~finite(price)), F.lit(S.Reason.BAD_PRICE), col(raw[S.PRICE])),
+        (price < 0, F.lit(S.Reason.NEGATIVE_PRICE), col(raw[S.PRICE])),
+        (price > limits.max_price, F.lit(S.Reason.ABSURD_PRICE), col(raw[S.PRICE])),
+        (col(raw[S.QUANTITY]).isNotNull() & (quantity.isNull() | (quantity <= 0) | (quantity > limits.max_quantity)),
+         F.lit(S.Reason.BAD_QUANTITY), col(raw[S.QUANTITY])),
+        ((col(raw[S.RATING]).isNotNull() & (rating.isNull() | ~finite(rating)))
+         | ((col(S.EVENT_TYPE) == "rating") & rating.isNull()), F.lit(S.Reason.BAD_RATING), col(raw[S.RATING])),
+        ((col(S.EVENT_TYPE) == "search") & col(S.QUERY).isNull(), F.lit(S.Reason.MISSING_QUERY), F.lit(None)),
     ]
     reason = F.when(checks[0][0], checks[0][1])
     detail = F.when(checks[0][0], checks[0][2])
@@ -213,32 +235,19 @@ def to_canonical(
         reason = reason.when(condition, code)
         detail = detail.when(condition, value)
 
-    canonical = parsed.select(
+    content = content_hash(*[col(c) for c in CONTENT_COLUMNS])
+    checked = typed.select(
         "*",
-        user_id.alias(S.USER_ID),
-        item_id.alias(S.ITEM_ID),
-        event_type.alias(S.EVENT_TYPE),
-        event_time.alias(S.EVENT_TIME),
-        _field(source, S.SESSION_ID).alias(S.SESSION_ID),
-        price.alias(S.PRICE),
-        quantity.alias(S.QUANTITY),
-        F.lower(_field(source, S.CATEGORY)).alias(S.CATEGORY),
-        F.lower(_field(source, S.BRAND)).alias(S.BRAND),
-        query.alias(S.QUERY),
-        rating.alias(S.RATING),
-        _field(source, S.EVENT_ID).alias("_source_event_id"),
         reason.cast("string").alias(S.REASON),
         detail.cast("string").alias(S.DETAIL),
-    ).drop(FIELDS)
-    content = F.sha2(F.to_json(F.struct(*[F.col(c) for c in CONTENT_COLUMNS])), 256)
-    return (
-        canonical
-        .withColumn(CONTENT_HASH, content)
-        .withColumn(S.EVENT_ID, F.coalesce(F.col("_source_event_id"), F.substring(F.col(CONTENT_HASH), 1, 32)))
-        .withColumn(S.SOURCE, F.lit(source_name))
-        .withColumn(S.EVENT_DATE, F.to_date(S.EVENT_TIME))
-        .drop("_source_event_id")
+        content.alias(CONTENT_HASH),
     )
+    return checked.select(
+        *[c for c in checked.columns if not c.startswith(("_raw_", "_bad_", "_ceiling"))
+          or c == raw[S.EVENT_ID]],
+        F.lit(source_name).alias(S.SOURCE),
+        F.to_date(S.EVENT_TIME).alias(S.EVENT_DATE),
+    ).withColumn(S.EVENT_ID, F.coalesce(col(raw[S.EVENT_ID]), F.substring(col(CONTENT_HASH), 1, 32))).drop(raw[S.EVENT_ID])
 
 
 def mark_duplicates(events: DataFrame, earlier_keys: DataFrame | None = None) -> DataFrame:
@@ -325,7 +334,7 @@ def sessionize(events: DataFrame, gap_minutes: int) -> DataFrame:
         F.unix_timestamp(S.EVENT_TIME) - F.unix_timestamp(previous) > gap_minutes * 60)
     started_at = F.last(F.when(F.col("_starts"), F.col(S.EVENT_TIME)), ignorenulls=True).over(
         ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow))
-    derived = F.substring(F.sha2(F.concat_ws("|", F.col(S.USER_ID), F.col("_started_at").cast("string")), 256), 1, 24)
+    derived = F.substring(content_hash(F.col(S.USER_ID), F.col("_started_at")), 1, 24)
     return (
         events.withColumn("_starts", starts)
         .withColumn("_started_at", started_at)

@@ -39,6 +39,10 @@ class HadoopFS:
         p = self._path(path)
         return p.getFileSystem(self._hadoop_conf).makeQualified(p).toString()
 
+    def uri(self, path: str) -> str:
+        """The URI-encoded form of ``path``, as Spark reports it in ``_metadata.file_path``."""
+        return self._path(path).toUri().toString()
+
     def exists(self, path: str) -> bool:
         return bool(self._fs(path).exists(self._path(path)))
 

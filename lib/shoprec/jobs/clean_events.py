@@ -30,9 +30,9 @@ import fnmatch
 import datetime as dt
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -70,6 +70,19 @@ class CleanSummary:
     accounting: dict[str, int] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     duplicates_by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class StageClock:
+    """Wall-clock seconds per stage of a run, logged as ``seconds_<stage>`` metrics."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[f"seconds_{stage}"] = round(now - self._last, 3)
+        self._last = now
 
 
 def landing_date(path: str, pattern: str) -> str | None:
@@ -121,20 +134,27 @@ def plan_batches(
 
 
 def read_batches(spark: SparkSession, source: SourceConfig, plan: dict[str, list[FileStatus]]) -> DataFrame:
-    """Raw records of every planned batch, each row tagged with its ``ingest_batch``."""
-    frames = [
-        read_raw_records(spark, source, [f.path for f in batch_files]).withColumn(S.INGEST_BATCH, F.lit(batch))
-        for batch, batch_files in sorted(plan.items())
-    ]
-    combined = frames[0]
-    for frame in frames[1:]:
-        combined = combined.unionByName(frame)
-    return combined
+    """Raw records of every planned batch in one scan, each row tagged with its ``ingest_batch``
+    and its ``source_file`` (the file's path as listed)."""
+    fs = HadoopFS(spark)
+    files = spark.createDataFrame(
+        [(fs.uri(f.path), f.path, batch) for batch, batch_files in sorted(plan.items()) for f in batch_files],
+        f"_file_uri string, _listed_path string, {S.INGEST_BATCH} string")
+    raw = read_raw_records(spark, source, [f.path for batch_files in plan.values() for f in batch_files])
+    tagged = raw.join(F.broadcast(files), raw[S.SOURCE_FILE] == files["_file_uri"], "left")
+    # A row whose file is not in the plan would mean a path-encoding mismatch: fail, never guess.
+    batch = F.when(F.col(S.INGEST_BATCH).isNull(),
+                   F.raise_error(F.concat(F.lit("no ingest batch for file "), F.col(S.SOURCE_FILE))))
+    return tagged.select(
+        S.RAW_RECORD,
+        F.col("_listed_path").alias(S.SOURCE_FILE),
+        batch.otherwise(F.col(S.INGEST_BATCH)).alias(S.INGEST_BATCH),
+    )
 
 
 def _observed(df: DataFrame, name: str, **counts) -> tuple[DataFrame, Observation]:
     observation = Observation(name)
-    metrics = [F.sum(F.when(condition, 1).otherwise(0)).alias(key) for key, condition in counts.items()]
+    metrics = [F.sum(F.when(condition, 1).otherwise(0)).cast("long").alias(key) for key, condition in counts.items()]
     return df.observe(observation, *metrics), observation
 
 
@@ -170,52 +190,66 @@ def run(spark: SparkSession, cfg: Config, run_date: str, full_rebuild: bool = Fa
 
 def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[FileStatus]], replaced: list[str],
                      tracking: JobRun, summary: CleanSummary, run_date: str) -> None:
+    """Two passes over the raw input, no cache: the quarantine write counts every row on its way;
+    the clean write re-reads, deduplicates, filters bots and sessionizes. Each write is checked
+    against the counts before it is committed."""
     source = cfg.source
-    raw = read_batches(spark, source, plan)
-    validated = clean.to_canonical(clean.parse_records(raw, source), source, cfg.input.source, cfg.clean)
-    validated = validated.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        by_reason = {
-            row[S.REASON]: (row["rows"], row["first_date"], row["last_date"])
-            for row in validated.groupBy(S.REASON).agg(
-                F.count(F.lit(1)).alias("rows"),
-                F.min(S.EVENT_DATE).alias("first_date"), F.max(S.EVENT_DATE).alias("last_date")).collect()
-        }
-        rows_input = sum(rows for rows, _, _ in by_reason.values())
-        rows_valid, first_date, last_date = by_reason.pop(None, (0, None, None))
-        summary.quarantine_reasons = {reason: rows for reason, (rows, _, _) in sorted(by_reason.items())}
-        rows_quarantined = sum(summary.quarantine_reasons.values())
-        lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "source": cfg.input.source}
-        replace = {S.INGEST_BATCH: replaced}
+    clock = StageClock()
+    lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "source": cfg.input.source}
+    replace = {S.INGEST_BATCH: replaced}
 
-        quarantine = conform(validated.where(F.col(S.REASON).isNotNull()), S.EVENTS_QUARANTINE, tracking.run_id)
-        write_partitions(quarantine, cfg.table_path(QUARANTINE_TABLE), QUARANTINE_PARTITIONS, replace,
-                         tracking.run_id, lineage, expected_rows=rows_quarantined)
+    def validated() -> DataFrame:
+        raw = read_batches(spark, source, plan)
+        return clean.to_canonical(clean.parse_records(raw, source), source, cfg.input.source, cfg.clean)
 
-        earlier = _earlier_keys(spark, cfg, replaced, first_date, last_date)
-        valid = validated.where(F.col(S.REASON).isNull()).repartition(S.USER_ID)
-        deduped, dup_obs = _observed(
-            clean.mark_duplicates(valid, earlier), "duplicates",
-            exact=F.col(clean.DUPLICATE) == clean.DUPLICATE_EXACT,
-            event_id=F.col(clean.DUPLICATE) == clean.DUPLICATE_EVENT_ID,
-            earlier_batch=F.col(clean.DUPLICATE) == clean.DUPLICATE_EARLIER_BATCH)
-        flagged, bot_obs = _observed(
-            clean.flag_bots(deduped.where(F.col(clean.DUPLICATE).isNull()), cfg.clean.bots), "bots",
-            bot=F.col(clean.BOT))
-        kept = clean.sessionize(flagged.where(~F.col(clean.BOT)), cfg.clean.session_gap_minutes)
-        kept = conform(kept, S.EVENTS_CLEAN, tracking.run_id)
+    is_valid = F.col(S.REASON).isNull()
+    counted, inflow = _observed(validated(), "validated", rows=F.lit(True), valid=is_valid,
+                                **{reason: F.col(S.REASON) == reason for reason in S.Reason.ALL})
+    dates = Observation("dates")
+    counted = counted.observe(dates, F.min(F.when(is_valid, F.col(S.EVENT_DATE))).alias("first"),
+                              F.max(F.when(is_valid, F.col(S.EVENT_DATE))).alias("last"))
 
-        def expected_clean() -> int:
-            summary.duplicates_by_kind = {k: int(v or 0) for k, v in dup_obs.get.items()}
-            return rows_valid - sum(summary.duplicates_by_kind.values()) - int(bot_obs.get["bot"] or 0)
+    def expected_quarantine() -> int:
+        counts = {k: int(v or 0) for k, v in inflow.get.items()}
+        summary.quarantine_reasons = {r: counts[r] for r in S.Reason.ALL if counts[r]}
+        return counts["rows"] - counts["valid"]
 
-        write_partitions(kept, cfg.table_path(CLEAN_TABLE), CLEAN_PARTITIONS, replace,
-                         tracking.run_id, lineage, expected_rows=expected_clean)
-        rows_duplicate = sum(summary.duplicates_by_kind.values())
-        rows_filtered = int(bot_obs.get["bot"] or 0)
-        rows_clean = rows_valid - rows_duplicate - rows_filtered
-    finally:
-        validated.unpersist()
+    quarantine = conform(counted.where(~is_valid), S.EVENTS_QUARANTINE, tracking.run_id)
+    write_partitions(quarantine, cfg.table_path(QUARANTINE_TABLE), QUARANTINE_PARTITIONS, replace,
+                     tracking.run_id, lineage, expected_rows=expected_quarantine)
+    rows_input, rows_valid = int(inflow.get["rows"]), int(inflow.get["valid"] or 0)
+    rows_quarantined = rows_input - rows_valid
+    clock.lap("write_quarantine")
+
+    earlier = _earlier_keys(spark, cfg, replaced, dates.get["first"], dates.get["last"])
+    # Only the clean table's columns travel through the shuffle, never the raw records.
+    needed = [f.name for f in S.EVENTS_CLEAN.fields if f.name != S.INGEST_RUN_ID] + [clean.CONTENT_HASH]
+    valid, second_inflow = _observed(validated().where(is_valid).select(*needed), "valid", rows=F.lit(True))
+    deduped, dup_obs = _observed(
+        clean.mark_duplicates(valid.repartition(S.USER_ID), earlier), "duplicates",
+        exact=F.col(clean.DUPLICATE) == clean.DUPLICATE_EXACT,
+        event_id=F.col(clean.DUPLICATE) == clean.DUPLICATE_EVENT_ID,
+        earlier_batch=F.col(clean.DUPLICATE) == clean.DUPLICATE_EARLIER_BATCH)
+    flagged, bot_obs = _observed(
+        clean.flag_bots(deduped.where(F.col(clean.DUPLICATE).isNull()), cfg.clean.bots), "bots",
+        bot=F.col(clean.BOT))
+    kept = conform(clean.sessionize(flagged.where(~F.col(clean.BOT)), cfg.clean.session_gap_minutes),
+                   S.EVENTS_CLEAN, tracking.run_id)
+
+    def expected_clean() -> int:
+        seen_again = int(second_inflow.get["rows"] or 0)
+        if seen_again != rows_valid:
+            raise AccountingError(f"the input changed while the job ran: {rows_valid} valid rows in the first "
+                                  f"pass, {seen_again} in the second; nothing committed to {CLEAN_TABLE}")
+        summary.duplicates_by_kind = {k: int(v or 0) for k, v in dup_obs.get.items()}
+        return rows_valid - sum(summary.duplicates_by_kind.values()) - int(bot_obs.get["bot"] or 0)
+
+    write_partitions(kept, cfg.table_path(CLEAN_TABLE), CLEAN_PARTITIONS, replace,
+                     tracking.run_id, lineage, expected_rows=expected_clean)
+    clock.lap("write_clean")
+    rows_duplicate = sum(summary.duplicates_by_kind.values())
+    rows_filtered = int(bot_obs.get["bot"] or 0)
+    rows_clean = rows_valid - rows_duplicate - rows_filtered
 
     summary.accounting = {
         "rows_input": rows_input, "rows_clean": rows_clean, "rows_quarantined": rows_quarantined,
@@ -230,6 +264,9 @@ def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[File
     })
     report = quality_report(spark, cfg, replaced, summary)
     write_report(tracking, report, "data_quality")
+    clock.lap("quality_report")
+    tracking.log_metrics(clock.seconds)
+    log.info("clean_events %s: stage seconds %s", run_date, clock.seconds)
     log.info("clean_events %s: %s", run_date, summary.accounting)
 
 

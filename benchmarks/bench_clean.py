@@ -1,0 +1,139 @@
+"""clean_events against its floor: the same raw files read and written as Parquet with no transforms.
+
+    make bench-clean EVENTS=10000000        # or: python benchmarks/bench_clean.py --events N
+
+The synthetic log is generated once per size and seed (kept under var/bench/) and both timings
+are taken in the same run on the same Spark session. Results: reports/bench_clean.json and a line
+in reports/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "lib"))
+
+from shoprec.config import load_config  # noqa: E402
+from shoprec.spark import build_session  # noqa: E402
+
+
+def machine() -> str:
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+
+
+def ensure_log(spark, cfg, events: int, root: Path) -> Path:
+    """Generate the benchmark's raw log unless this size and seed already exist."""
+    from shoprec.synthetic import generate_events, write_events
+
+    # The shop grows with the log: about 100 events per user and 1000 per item over two weeks,
+    # so heavy human users stay under the bot limits as they would in a real shop.
+    gen = dataclasses.replace(cfg.generate, events=events, days=14, partitions=max(4, events // 1_000_000),
+                              users=max(5_000, events // 100), items=max(2_000, events // 1_000),
+                              bot_users=max(3, events // 1_000_000))
+    digest = hashlib.sha256(repr(dataclasses.replace(gen, out="")).encode()).hexdigest()[:10]
+    out = root / f"raw-{events}-{digest}"
+    gen = dataclasses.replace(gen, out=str(out))
+    marker = out / "_GENERATED.json"
+    if marker.exists():
+        return out
+    started = time.perf_counter()
+    write_events(generate_events(spark, gen), str(out))
+    marker.write_text(json.dumps({"events": events, "seed": gen.seed, "seconds": time.perf_counter() - started}))
+    return out
+
+
+def time_floor(spark, source, raw: Path, out: Path) -> float:
+    """Read the raw JSON lines with their fields as strings and write them as Parquet, nothing else."""
+    from shoprec.etl.clean import _mapped_fields
+
+    schema = ", ".join(f"`{name}` string" for name in sorted(_mapped_fields(source)))
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    spark.read.schema(schema).json(str(raw)).write.mode("overwrite").parquet(str(out))
+    return time.perf_counter() - started
+
+
+def time_clean(spark, cfg, raw: Path, root: Path) -> tuple[float, dict]:
+    from shoprec.jobs import clean_events
+
+    warehouse = root / "warehouse"
+    shutil.rmtree(warehouse, ignore_errors=True)
+    bench_cfg = dataclasses.replace(
+        cfg,
+        warehouse=dataclasses.replace(cfg.warehouse, root=str(warehouse)),
+        input=dataclasses.replace(cfg.input, source="synthetic", path=str(raw)),
+        mlflow=dataclasses.replace(cfg.mlflow, tracking_uri=f"sqlite:///{root}/mlflow.db",
+                                   artifact_location=str(root / "mlflow-artifacts")),
+    )
+    started = time.perf_counter()
+    summary = clean_events.run(spark, bench_cfg, "2026-01-15", full_rebuild=True)
+    return time.perf_counter() - started, summary.accounting
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--conf", default=str(PROJECT / "conf" / "local.yaml"))
+    parser.add_argument("--work", default=str(PROJECT / "var" / "bench"))
+    parser.add_argument("--report", default=str(PROJECT / "reports" / "bench_clean.json"))
+    args = parser.parse_args(argv)
+    from shoprec.jobs.common import setup_logging
+
+    setup_logging()
+
+    cfg = load_config(args.conf)
+    root = Path(args.work)
+    root.mkdir(parents=True, exist_ok=True)
+    spark = build_session(cfg.spark, "shoprec-bench-clean")
+    try:
+        raw = ensure_log(spark, cfg, args.events, root)
+        floor_seconds = time_floor(spark, cfg.sources["synthetic"], raw, root / "floor")
+        clean_seconds, accounting = time_clean(spark, cfg, raw, root)
+    finally:
+        spark.stop()
+
+    result = {
+        "events": args.events,
+        "clean_seconds": round(clean_seconds, 2),
+        "floor_seconds": round(floor_seconds, 2),
+        "ratio": round(clean_seconds / floor_seconds, 3),
+        "events_per_s": round(args.events / clean_seconds),
+        "accounting": accounting,
+        "machine": machine(),
+        "spark_master": cfg.spark.master,
+        "command": f"make bench-clean EVENTS={args.events}",
+    }
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(json.dumps(result, indent=1) + "\n")
+    record_in_readme(Path(args.report).parent / "README.md", result)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def record_in_readme(readme: Path, result: dict) -> None:
+    """Replace the bench-clean line of reports/README.md with this result."""
+    line = (f"| bench-clean | `{result['command']}` | {result['events']:,} events: clean_events "
+            f"{result['clean_seconds']} s vs floor {result['floor_seconds']} s, ratio {result['ratio']} "
+            f"({result['events_per_s']:,} events/s) | {result['machine']} |")
+    header = ("# Benchmark results\n\nEach row: the command that produced it, the result, and the machine it ran on.\n\n"
+              "| benchmark | command | result | machine |\n|---|---|---|---|\n")
+    rows = []
+    if readme.exists():
+        rows = [r for r in readme.read_text().splitlines() if r.startswith("| ") and not r.startswith("| benchmark")
+                and not r.startswith("| bench-clean ")]
+    readme.write_text(header + "\n".join(sorted(rows + [line])) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
