@@ -291,8 +291,9 @@ def flag_bots(events: DataFrame, rules: BotRules) -> DataFrame:
     """Flag users whose activity on a day is beyond what a person does.
 
     A user is a bot for a day when, on that day, they produced more than
-    ``rules.max_events_per_minute`` events within one clock minute or more than
-    ``rules.max_events_per_day`` events in all.
+    ``rules.max_events_per_minute`` events within any 60 seconds or more than
+    ``rules.max_events_per_day`` events in all. (The windows sort by user, day and time, the order
+    :func:`sessionize` needs too, so the two share one sort.)
 
     Args:
         events: canonical events with ``user_id``, ``event_time`` and ``event_date``.
@@ -301,34 +302,35 @@ def flag_bots(events: DataFrame, rules: BotRules) -> DataFrame:
         ``events`` plus ``_bot`` (boolean).
     """
     S.require_columns(events, [S.USER_ID, S.EVENT_TIME, S.EVENT_DATE], "flag_bots")
-    minute = F.date_trunc("minute", S.EVENT_TIME)
-    per_minute = F.count(F.lit(1)).over(Window.partitionBy(S.USER_ID, S.EVENT_DATE, minute))
+    in_a_minute = F.expr(
+        f"count(1) OVER (PARTITION BY {S.USER_ID}, {S.EVENT_DATE} ORDER BY {S.EVENT_TIME} "
+        "RANGE BETWEEN INTERVAL 59 SECONDS PRECEDING AND CURRENT ROW)")
     user_day = Window.partitionBy(S.USER_ID, S.EVENT_DATE)
     return (
-        events.withColumn("_per_minute", per_minute)
-        .withColumn(BOT, (F.max("_per_minute").over(user_day) > rules.max_events_per_minute)
+        events.withColumn("_in_a_minute", in_a_minute)
+        .withColumn(BOT, (F.max("_in_a_minute").over(user_day) > rules.max_events_per_minute)
                     | (F.count(F.lit(1)).over(user_day) > rules.max_events_per_day))
-        .drop("_per_minute")
+        .drop("_in_a_minute")
     )
 
 
 def sessionize(events: DataFrame, gap_minutes: int) -> DataFrame:
     """Fill in ``session_id`` where the source had none.
 
-    A user's events without a session id are ordered by time; a new session starts at the first
-    one and after every gap longer than ``gap_minutes``. The id is stable: a hash of the user and
-    the session's start time, so re-running gives the same ids.
+    A user's events are ordered by time; a new session starts at the first one and after every gap
+    longer than ``gap_minutes``. Events without a session id get a stable one: a hash of the user
+    and the session's start time, so re-running gives the same ids (and ties in time do not matter).
 
     Args:
-        events: canonical events with ``user_id``, ``event_time``, ``event_id``, ``session_id``.
+        events: canonical events with ``user_id``, ``event_time``, ``event_date``, ``session_id``.
         gap_minutes: the inactivity gap that ends a session.
 
     Returns:
         ``events`` with ``session_id`` (string) never null.
     """
-    S.require_columns(events, [S.USER_ID, S.EVENT_TIME, S.EVENT_ID, S.SESSION_ID], "sessionize")
-    missing = F.col(S.SESSION_ID).isNull()
-    ordered = Window.partitionBy(S.USER_ID, missing).orderBy(S.EVENT_TIME, S.EVENT_ID)
+    S.require_columns(events, [S.USER_ID, S.EVENT_TIME, S.EVENT_DATE, S.SESSION_ID], "sessionize")
+    # Ordered by day then time (the same order), so the sort flag_bots made is reused.
+    ordered = Window.partitionBy(S.USER_ID).orderBy(S.EVENT_DATE, S.EVENT_TIME)
     previous = F.lag(S.EVENT_TIME).over(ordered)
     starts = previous.isNull() | (
         F.unix_timestamp(S.EVENT_TIME) - F.unix_timestamp(previous) > gap_minutes * 60)
@@ -338,6 +340,6 @@ def sessionize(events: DataFrame, gap_minutes: int) -> DataFrame:
     return (
         events.withColumn("_starts", starts)
         .withColumn("_started_at", started_at)
-        .withColumn(S.SESSION_ID, F.when(missing, derived).otherwise(F.col(S.SESSION_ID)))
+        .withColumn(S.SESSION_ID, F.coalesce(F.col(S.SESSION_ID), derived))
         .drop("_starts", "_started_at")
     )
