@@ -122,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def record_in_readme(readme: Path, result: dict) -> None:
-    """Replace the bench-clean line of reports/README.md with this result."""
-    line = (f"| bench-clean | `{result['command']}` | {result['events']:,} events: clean_events "
+    """Replace the bench-clean line for this many events in reports/README.md with this result."""
+    key = f"| bench-clean {result['events']:,} events |"
+    line = (f"{key} `{result['command']}` | clean_events "
             f"{result['clean_seconds']} s vs floor {result['floor_seconds']} s, ratio {result['ratio']} "
             f"({result['events_per_s']:,} events/s) | {result['machine']} |")
     header = ("# Benchmark results\n\nEach row: the command that produced it, the result, and the machine it ran on.\n\n"
@@ -131,7 +132,7 @@ def record_in_readme(readme: Path, result: dict) -> None:
     rows = []
     if readme.exists():
         rows = [r for r in readme.read_text().splitlines() if r.startswith("| ") and not r.startswith("| benchmark")
-                and not r.startswith("| bench-clean ")]
+                and not r.startswith(key)]
     readme.write_text(header + "\n".join(sorted(rows + [line])) + "\n")
 
 
