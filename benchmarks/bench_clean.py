@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "accounting": accounting,
         "machine": machine(),
         "spark_master": cfg.spark.master,
-        "command": f"make bench-clean EVENTS={args.events}",
+        "command": " ".join(["python benchmarks/bench_clean.py", *(sys.argv[1:] if argv is None else argv)]),
     }
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(json.dumps(result, indent=1) + "\n")
