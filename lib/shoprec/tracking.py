@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -56,18 +55,6 @@ class JobRun:
             import mlflow
 
             mlflow.log_text(text, artifact_file)
-
-    def log_file(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
-        if self.tracked:
-            import mlflow
-
-            mlflow.log_artifact(str(path), artifact_path)
-
-    def log_figure(self, figure: Any, artifact_file: str) -> None:
-        if self.tracked:
-            import mlflow
-
-            mlflow.log_figure(figure, artifact_file)
 
 
 def _prepare_store(cfg: Config) -> str:

@@ -34,11 +34,6 @@ class HadoopFS:
     def _fs(self, path: str):
         return self._path(path).getFileSystem(self._hadoop_conf)
 
-    def qualify(self, path: str) -> str:
-        """The fully qualified URI of ``path`` (``file:/...``, ``hdfs://host:port/...``)."""
-        p = self._path(path)
-        return p.getFileSystem(self._hadoop_conf).makeQualified(p).toString()
-
     def uri(self, path: str) -> str:
         """The URI-encoded form of ``path``, as Spark reports it in ``_metadata.file_path``."""
         return self._path(path).toUri().toString()
@@ -50,9 +45,6 @@ class HadoopFS:
         fs = self._fs(path)
         p = self._path(path)
         return bool(fs.exists(p) and fs.getFileStatus(p).isDirectory())
-
-    def mkdirs(self, path: str) -> None:
-        self._fs(path).mkdirs(self._path(path))
 
     def delete(self, path: str) -> None:
         fs = self._fs(path)
