@@ -169,3 +169,18 @@ def test_tracking_store_down_fails_before_writing(spark, make_config, raw_log, t
     summary = clean_events.run(spark, untracked, DAYS[-1])
     assert summary.run_id.startswith("untracked-")
     assert table(spark, untracked, "events_clean").count() == summary.accounting["rows_clean"]
+
+
+def test_empty_files_are_processed_and_counted_as_nothing(spark, make_config, tmp_path):
+    landing = tmp_path / "landing" / "dt=2026-03-05"
+    landing.mkdir(parents=True)
+    import gzip
+
+    with gzip.open(landing / "part-0.txt.gz", "wt"):
+        pass
+    cfg = make_config(INPUT__PATH=tmp_path / "landing")
+    summary = clean_events.run(spark, cfg, "2026-03-05")
+    assert summary.batches == ["2026-03-05"]
+    assert summary.accounting == {"rows_input": 0, "rows_clean": 0, "rows_quarantined": 0,
+                                  "rows_duplicate": 0, "rows_filtered_bot": 0}
+    assert clean_events.run(spark, cfg, "2026-03-05").batches == []

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import datetime as dt
 import logging
 import re
 import time
@@ -217,7 +216,7 @@ def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[File
     quarantine = conform(counted.where(~is_valid), S.EVENTS_QUARANTINE, tracking.run_id)
     write_partitions(quarantine, cfg.table_path(QUARANTINE_TABLE), QUARANTINE_PARTITIONS, replace,
                      tracking.run_id, lineage, expected_rows=expected_quarantine)
-    rows_input, rows_valid = int(inflow.get["rows"]), int(inflow.get["valid"] or 0)
+    rows_input, rows_valid = int(inflow.get["rows"] or 0), int(inflow.get["valid"] or 0)
     rows_quarantined = rows_input - rows_valid
     clock.lap("write_quarantine")
 
