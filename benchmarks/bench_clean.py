@@ -55,9 +55,9 @@ def ensure_log(spark, cfg, events: int, root: Path) -> Path:
 
 def time_floor(spark, source, raw: Path, out: Path) -> float:
     """Read the raw JSON lines with their fields as strings and write them as Parquet, nothing else."""
-    from shoprec.etl.clean import _mapped_fields
+    from shoprec.etl.clean import mapped_fields
 
-    schema = ", ".join(f"`{name}` string" for name in sorted(_mapped_fields(source)))
+    schema = ", ".join(f"`{name}` string" for name in sorted(mapped_fields(source)))
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     spark.read.schema(schema).json(str(raw)).write.mode("overwrite").parquet(str(out))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,6 @@ def spark(tmp_path_factory):
     from shoprec.config import SparkConfig
     from shoprec.spark import build_session
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     scratch = tmp_path_factory.mktemp("spark")
     session = build_session(SparkConfig(
         master="local[2]",

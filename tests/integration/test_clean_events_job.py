@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -36,8 +37,6 @@ def raw_log(spark, tmp_path_factory) -> Path:
 
 
 def raw_lines(path: Path) -> int:
-    import gzip
-
     return sum(1 for f in path.rglob("*.gz") for _ in gzip.open(f, "rt"))
 
 
@@ -174,8 +173,6 @@ def test_tracking_store_down_fails_before_writing(spark, make_config, raw_log, t
 def test_empty_files_are_processed_and_counted_as_nothing(spark, make_config, tmp_path):
     landing = tmp_path / "landing" / "dt=2026-03-05"
     landing.mkdir(parents=True)
-    import gzip
-
     with gzip.open(landing / "part-0.txt.gz", "wt"):
         pass
     cfg = make_config(INPUT__PATH=tmp_path / "landing")

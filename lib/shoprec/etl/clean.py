@@ -73,7 +73,7 @@ def parse_records(raw: DataFrame, source: SourceConfig, raw_record_col: str = S.
             .when(field_count != len(names), F.lit(S.Reason.FIELD_COUNT))
         )
     else:
-        names = sorted(_mapped_fields(source))
+        names = sorted(mapped_fields(source))
         ddl = ", ".join(f"`{name}` string" for name in names) + ", `_corrupt` string"
         parsed = F.from_json(record, ddl, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
         error = F.when(blank | parsed.isNull() | parsed["_corrupt"].isNotNull(), F.lit(S.Reason.UNPARSEABLE))
@@ -84,7 +84,8 @@ def _regex_quote(text: str) -> str:
     return "".join("\\" + ch if not ch.isalnum() else ch for ch in text)
 
 
-def _mapped_fields(source: SourceConfig) -> set[str]:
+def mapped_fields(source: SourceConfig) -> set[str]:
+    """Every source field a source block maps onto a canonical column."""
     names: set[str] = set()
     for spec in source.columns.values():
         names.update([spec] if isinstance(spec, str) else spec)

@@ -303,8 +303,12 @@ def quality_report(spark: SparkSession, cfg: Config, batches: list[str], summary
         F.sum((F.col(S.PRICE).isNull() & (F.col(S.EVENT_TYPE) != "search")).cast("int")).alias("missing_price"),
         F.sum((F.col(S.PRICE) == 0).cast("int")).alias("zero_price"),
     ).first().asDict()
-    by_type = {r[S.EVENT_TYPE]: r["count"] for r in clean_rows.groupBy(S.EVENT_TYPE).count().collect()}
-    by_date = {str(r[S.EVENT_DATE]): r["count"] for r in clean_rows.groupBy(S.EVENT_DATE).count().orderBy(S.EVENT_DATE).collect()}
+    by_type: dict[str, int] = {}
+    by_date: dict[str, int] = {}
+    # One small aggregate (days x event types) serves both breakdowns.
+    for r in clean_rows.groupBy(S.EVENT_DATE, S.EVENT_TYPE).count().orderBy(S.EVENT_DATE).collect():
+        by_type[r[S.EVENT_TYPE]] = by_type.get(r[S.EVENT_TYPE], 0) + r["count"]
+        by_date[str(r[S.EVENT_DATE])] = by_date.get(str(r[S.EVENT_DATE]), 0) + r["count"]
     quarantine = read_table(spark, cfg.table_path(QUARANTINE_TABLE), S.EVENTS_QUARANTINE)
     ranked = quarantine.where(F.col(S.INGEST_BATCH).isin(*batches)).withColumn(
         "_n", F.row_number().over(Window.partitionBy(S.REASON).orderBy(S.SOURCE_FILE, S.RAW_RECORD)))
