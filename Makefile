@@ -10,13 +10,16 @@ DEMO_DATE ?= 2026-01-08
 EVENTS ?= 10000000
 PYTEST_ARGS ?=
 MLFLOW_PORT ?= 5000
+DATA ?= ../shared/data/movielens-100k
 
-.PHONY: setup demo test test-unit bench-clean mlflow-ui package clean help
+.PHONY: setup demo test test-unit bench-clean bench-rules bench-movielens mlflow-ui package clean help
 
 help:
 	@echo "make demo         generate a synthetic shop log and run every job on it (local Spark, MLflow on SQLite)"
 	@echo "make test         run the test suite"
 	@echo "make bench-clean  time clean_events against a plain Parquet copy (EVENTS=$(EVENTS))"
+	@echo "make bench-rules  FP-Growth on Groceries vs mlxtend -> reports/groceries_rules.json"
+	@echo "make bench-movielens  ALS and popularity on MovieLens (DATA=$(DATA)) -> reports/"
 	@echo "make package      build dist/shoprec.zip (--py-files), dist/jobs/ and dist/conf/ for spark-submit"
 	@echo "make mlflow-ui    open the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make clean        remove var/ (tables, raw logs, MLflow store)"
@@ -35,6 +38,12 @@ test-unit: setup
 
 bench-clean: setup
 	$(PY) benchmarks/bench_clean.py --events $(EVENTS)
+
+bench-rules: setup
+	$(PY) benchmarks/bench_rules.py
+
+bench-movielens: setup
+	$(PY) benchmarks/bench_movielens.py --data "$(DATA)"
 
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow.db \

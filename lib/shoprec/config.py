@@ -129,6 +129,67 @@ class GenerateConfig:
 
 
 @dataclass(frozen=True)
+class ProfilesConfig:
+    """build_profiles: history window, decay, interaction weights, segments and content features."""
+
+    history_days: int = 90
+    windows_days: list[int] = field(default_factory=lambda: [1, 7, 30])
+    half_life_days: float = 14.0
+    top_n: int = 3
+    price_bands: list[float] = field(default_factory=lambda: [10.0, 30.0, 100.0, 300.0])
+    segments: int = 6
+    content_features: int = 1024
+    content_similar_k: int = 20
+    popular_k: int = 100
+    interaction_weights: dict[str, float] = field(
+        default_factory=lambda: {"view": 1.0, "cart": 4.0, "purchase": 10.0, "rating": 1.0})
+    interaction_half_life_days: float = 30.0
+    min_confidence: float = 0.01
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class AlsConfig:
+    """train_als: the hyperparameter grid, the time-based validation split and the outputs."""
+
+    ranks: list[int] = field(default_factory=lambda: [16, 32, 64])
+    reg_params: list[float] = field(default_factory=lambda: [0.1, 0.3])
+    alphas: list[float] = field(default_factory=lambda: [2.0, 5.0, 10.0])
+    max_iter: int = 15
+    validation_days: int = 2
+    relevant_event_types: list[str] = field(default_factory=lambda: ["cart", "purchase"])
+    tuning_metric: str = "ndcg"
+    top_k: int = 50
+    similar_k: int = 20
+    exclude: str = "purchased"
+    max_excluded: int = 500
+    blocks: int = 0
+    seed: int = 42
+    registered_model: str = "shoprec-als"
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """mine_rules: how baskets are formed and the FP-Growth thresholds."""
+
+    basket: str = "session"
+    history_days: int = 90
+    min_support: float = 0.001
+    min_confidence: float = 0.1
+    top_k: int = 20
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """evaluate: the held-out window and the cut-offs."""
+
+    holdout_days: int = 2
+    k: int = 10
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
+    relevant_event_types: list[str] = field(default_factory=lambda: ["cart", "purchase"])
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a shoprec deployment."""
 
@@ -139,6 +200,10 @@ class Config:
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     clean: CleanConfig = field(default_factory=CleanConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
+    als: AlsConfig = field(default_factory=AlsConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     @property
     def source(self) -> SourceConfig:
@@ -307,6 +372,41 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError("clean.session_gap_minutes: must be positive")
     if not 0.0 <= cfg.generate.dirty_fraction < 1.0:
         raise ConfigError("generate.dirty_fraction: must be in [0, 1)")
+    _check_models(cfg)
+
+
+def _check_models(cfg: Config) -> None:
+    from shoprec import schemas
+
+    for event_type in cfg.profiles.interaction_weights:
+        if event_type not in schemas.EVENT_TYPES:
+            raise ConfigError(f"profiles.interaction_weights.{event_type}: not an event type ({', '.join(schemas.EVENT_TYPES)})")
+    for key, types_ in (("als.relevant_event_types", cfg.als.relevant_event_types),
+                        ("evaluate.relevant_event_types", cfg.evaluate.relevant_event_types)):
+        unknown = [t for t in types_ if t not in schemas.EVENT_TYPES]
+        if unknown or not types_:
+            raise ConfigError(f"{key}: {unknown or 'empty'} - must name event types ({', '.join(schemas.EVENT_TYPES)})")
+    positive = {
+        "profiles.history_days": cfg.profiles.history_days, "profiles.half_life_days": cfg.profiles.half_life_days,
+        "profiles.interaction_half_life_days": cfg.profiles.interaction_half_life_days,
+        "profiles.segments": cfg.profiles.segments, "profiles.content_features": cfg.profiles.content_features,
+        "als.max_iter": cfg.als.max_iter, "als.top_k": cfg.als.top_k, "als.validation_days": cfg.als.validation_days,
+        "rules.top_k": cfg.rules.top_k, "evaluate.holdout_days": cfg.evaluate.holdout_days, "evaluate.k": cfg.evaluate.k,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive, got {value}")
+    if not (cfg.als.ranks and cfg.als.reg_params and cfg.als.alphas):
+        raise ConfigError("als.ranks, als.reg_params, als.alphas: each needs at least one value")
+    if cfg.als.exclude not in ("purchased", "seen", "none"):
+        raise ConfigError(f"als.exclude: {cfg.als.exclude!r} is not one of purchased, seen, none")
+    if cfg.als.tuning_metric not in ("ndcg", "precision", "recall", "map", "hit_rate"):
+        raise ConfigError(f"als.tuning_metric: {cfg.als.tuning_metric!r} is not one of ndcg, precision, recall, map, hit_rate")
+    if cfg.rules.basket not in ("session", "user_day"):
+        raise ConfigError(f"rules.basket: {cfg.rules.basket!r} is not one of session, user_day")
+    for key, value in (("rules.min_support", cfg.rules.min_support), ("rules.min_confidence", cfg.rules.min_confidence)):
+        if not 0.0 < value <= 1.0:
+            raise ConfigError(f"{key}: must be in (0, 1], got {value}")
 
 
 def _check_source_columns(source: SourceConfig, key: str) -> None:

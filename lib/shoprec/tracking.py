@@ -56,6 +56,25 @@ class JobRun:
 
             mlflow.log_text(text, artifact_file)
 
+    def log_figure(self, figure, artifact_file: str) -> None:
+        """Log a matplotlib figure as an image artifact."""
+        if self.tracked:
+            import mlflow
+
+            mlflow.log_figure(figure, artifact_file)
+
+    def log_child_run(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> str | None:
+        """Record one trial (a hyperparameter point, a compared model) as a nested run; its run id."""
+        if not self.tracked:
+            return None
+        import mlflow
+
+        with mlflow.start_run(run_name=name, nested=True) as child:
+            mlflow.log_params({k: str(v) for k, v in params.items()})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            mlflow.set_tag("shoprec.parent_run_id", self.run_id)
+            return child.info.run_id
+
 
 def _prepare_store(cfg: Config) -> str:
     """Point MLflow at the configured store and return the experiment id, creating it if needed."""

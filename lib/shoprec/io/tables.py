@@ -144,3 +144,54 @@ def _apply_commit(fs: HadoopFS, table_path: str, journal: dict) -> None:
         fs.delete(f"{table_path}/_staging")
     if not fs.list_dir(f"{table_path}/_trash"):
         fs.delete(f"{table_path}/_trash")
+
+
+RUN_DATE = "run_date"
+
+
+def snapshot_dates(spark: SparkSession, table_path: str, column: str = RUN_DATE) -> list[str]:
+    """The dates of a snapshot table's committed partitions (``<column>=YYYY-MM-DD``), ascending."""
+    fs = HadoopFS(spark)
+    prefix = f"{column}="
+    return sorted(name[len(prefix):] for name in fs.list_dir(table_path) if name.startswith(prefix))
+
+
+def read_snapshot(spark: SparkSession, table_path: str, date: str, column: str = RUN_DATE) -> DataFrame:
+    """One partition of a snapshot table, with its date column.
+
+    Raises:
+        FileNotFoundError: the table has no partition for ``date``.
+    """
+    from pyspark.sql import functions as F
+
+    if date not in snapshot_dates(spark, table_path, column):
+        raise FileNotFoundError(f"{table_path} has no partition {column}={date}; run the job that writes it first")
+    return spark.read.parquet(f"{table_path}/{column}={date}").withColumn(column, F.lit(date).cast("date"))
+
+
+def latest_snapshot_date(spark: SparkSession, table_path: str, on_or_before: str, column: str = RUN_DATE) -> str:
+    """The newest partition date not after ``on_or_before``.
+
+    Raises:
+        FileNotFoundError: there is none, naming the table.
+    """
+    dates = [d for d in snapshot_dates(spark, table_path, column) if d <= on_or_before]
+    if not dates:
+        raise FileNotFoundError(f"{table_path} has no partition on or before {on_or_before}; run the job that writes it first")
+    return dates[-1]
+
+
+def write_snapshot(df: DataFrame, table_path: str, date: str, write_id: str, lineage: dict[str, str],
+                   column: str = RUN_DATE) -> WriteResult:
+    """Write ``df`` as the ``date`` partition of a snapshot table, replacing that partition only."""
+    from pyspark.sql import functions as F
+
+    dated = df.withColumn(column, F.lit(date).cast("date"))
+    result = write_partitions(dated, table_path, [column], {column: [date]}, write_id, lineage)
+    if not result.added:
+        # An empty result is still a result: leave a schema-only partition, so readers find the date.
+        partition = f"{table_path}/{column}={date}"
+        df.limit(0).coalesce(1).write.mode("overwrite").parquet(partition)
+        HadoopFS(df.sparkSession).write_text(f"{partition}/_lineage.json", json.dumps(lineage, indent=1, sort_keys=True))
+        result = WriteResult(table_path, result.removed, [f"{column}={date}"])
+    return result

@@ -4,4 +4,8 @@
 JOBS = {
     "generate": ("shoprec.jobs.generate", "write a synthetic shop's raw event log"),
     "clean_events": ("shoprec.jobs.clean_events", "raw logs -> events_clean + events_quarantine"),
+    "build_profiles": ("shoprec.jobs.build_profiles", "events -> interactions, user/item profiles, cold-start candidates"),
+    "train_als": ("shoprec.jobs.train_als", "tuned implicit ALS -> als_recs + similar_items, model registered"),
+    "mine_rules": ("shoprec.jobs.mine_rules", "FP-Growth over baskets -> assoc_rules + bought_together"),
+    "evaluate": ("shoprec.jobs.evaluate", "compare every recommender on a held-out window -> eval_metrics"),
 }

@@ -1,0 +1,189 @@
+"""Implicit-feedback matrix factorisation with Spark MLlib's ALS, and what is built from its factors.
+
+ALS needs integer ids; shop ids are strings of any shape, so users and items are first given dense
+integer indices (:func:`index_ids`) and mapped back afterwards. Confidence follows Hu, Koren &
+Volinsky (2008): ``c_ui = 1 + alpha * r_ui`` with ``r_ui`` the interaction's strength.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from pyspark.ml.recommendation import ALS, ALSModel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from shoprec import schemas as S
+from shoprec.evaluation.ranking import RANK
+from shoprec.models.neighbours import nearest_neighbours
+
+USER_INDEX = "user_index"
+ITEM_INDEX = "item_index"
+STRENGTH = "confidence"
+SCORE = "score"
+SIMILAR_ITEM_ID = "similar_item_id"
+
+
+@dataclass(frozen=True)
+class AlsParams:
+    """One point of the ALS hyperparameter space."""
+
+    rank: int = 64
+    reg_param: float = 0.05
+    alpha: float = 10.0
+    max_iter: int = 15
+
+    def as_dict(self) -> dict[str, float]:
+        return {"rank": self.rank, "reg_param": self.reg_param, "alpha": self.alpha, "max_iter": self.max_iter}
+
+
+def param_grid(ranks: list[int], reg_params: list[float], alphas: list[float], max_iter: int) -> list[AlsParams]:
+    """Every combination of the given values, in a fixed order."""
+    return [AlsParams(r, g, a, max_iter) for r, g, a in itertools.product(ranks, reg_params, alphas)]
+
+
+def index_ids(df: DataFrame, id_col: str, index_col: str) -> DataFrame:
+    """Dense 0-based integer indices for the distinct values of ``id_col``, in sorted id order.
+
+    Returns:
+        ``(id_col, index_col int)``, one row per distinct non-null id.
+    """
+    S.require_columns(df, [id_col], "index_ids")
+    spark = df.sparkSession
+    ids = df.select(id_col).where(F.col(id_col).isNotNull()).distinct().orderBy(id_col)
+    schema = T.StructType([ids.schema[id_col], T.StructField(index_col, T.IntegerType(), False)])
+    return spark.createDataFrame(ids.rdd.map(lambda row: row[0]).zipWithIndex(), schema)
+
+
+def fit_als(indexed: DataFrame, params: AlsParams, seed: int, checkpoint_interval: int = 10,
+            blocks: int | None = None) -> ALSModel:
+    """Fit implicit ALS on ``(user_index, item_index, confidence)`` rows."""
+    S.require_columns(indexed, [USER_INDEX, ITEM_INDEX, STRENGTH], "fit_als")
+    als = ALS(
+        rank=params.rank, regParam=params.reg_param, alpha=params.alpha, maxIter=params.max_iter,
+        implicitPrefs=True, userCol=USER_INDEX, itemCol=ITEM_INDEX, ratingCol=STRENGTH,
+        nonnegative=False, coldStartStrategy="drop", seed=seed, checkpointInterval=checkpoint_interval,
+    )
+    if blocks:
+        als.setNumUserBlocks(blocks).setNumItemBlocks(blocks)
+    return als.fit(indexed)
+
+
+def recommend_unseen(model: ALSModel, users: DataFrame, exclude: DataFrame | None, k: int,
+                     max_excluded: int) -> DataFrame:
+    """Each user's top ``k`` items by ALS score, leaving out the items in ``exclude``.
+
+    ALS scores the ``k + max_excluded`` best items per user, then the excluded ones are removed;
+    a user with more than ``max_excluded`` excluded items among those may get fewer than ``k``.
+
+    Args:
+        model: a fitted model.
+        users: ``(user_index)`` rows of the users to recommend for.
+        exclude: ``(user_index, item_index)`` pairs not to recommend (already bought or seen).
+        k: recommendations per user.
+        max_excluded: how many extra candidates to score per user to make room for exclusions.
+
+    Returns:
+        ``(user_index int, rank int, item_index int, score double)``, rank 1 = best.
+    """
+    depth = k + (max_excluded if exclude is not None else 0)
+    raw = model.recommendForUserSubset(users.select(USER_INDEX).distinct(), depth)
+    candidates = raw.select(USER_INDEX, F.posexplode("recommendations").alias("_pos", "_rec")).select(
+        USER_INDEX, "_pos", F.col("_rec." + ITEM_INDEX).alias(ITEM_INDEX), F.col("_rec.rating").cast("double").alias(SCORE))
+    if exclude is not None:
+        candidates = candidates.join(exclude.select(USER_INDEX, ITEM_INDEX).distinct(), [USER_INDEX, ITEM_INDEX], "left_anti")
+    from pyspark.sql import Window
+
+    order = Window.partitionBy(USER_INDEX).orderBy("_pos")
+    return (candidates.withColumn(RANK, F.row_number().over(order)).where(F.col(RANK) <= k)
+            .select(USER_INDEX, RANK, ITEM_INDEX, SCORE))
+
+
+def similar_items(model: ALSModel, k: int) -> DataFrame:
+    """Each item's ``k`` nearest items by cosine similarity of its ALS factors (exact).
+
+    Returns:
+        ``(item_index int, rank int, similar_index int, score double)``.
+    """
+    return nearest_neighbours(model.itemFactors, k).withColumnRenamed("id", ITEM_INDEX)
+
+
+@dataclass
+class AlsRecommender:
+    """A fitted ALS model with the id <-> index maps that make it speak shop ids."""
+
+    model: ALSModel
+    users: DataFrame
+    items: DataFrame
+    params: AlsParams
+
+    def recommend(self, users: DataFrame, exclude: DataFrame | None, k: int, max_excluded: int) -> DataFrame:
+        """Top ``k`` per user of ``users`` (``user_id`` rows) the model knows, minus ``exclude``
+        ``(user_id, item_id)`` pairs.
+
+        Returns:
+            ``user_id, rank int, item_id, score double``.
+        """
+        known = users.select(S.USER_ID).distinct().join(self.users, S.USER_ID)
+        excluded = None
+        if exclude is not None:
+            excluded = (exclude.select(S.USER_ID, S.ITEM_ID).join(self.users, S.USER_ID)
+                        .join(self.items, S.ITEM_ID).select(USER_INDEX, ITEM_INDEX))
+        ranked = recommend_unseen(self.model, known, excluded, k, max_excluded)
+        return (ranked.join(self.users, USER_INDEX).join(self.items, ITEM_INDEX)
+                .select(S.USER_ID, RANK, S.ITEM_ID, SCORE))
+
+    def similar_items(self, k: int) -> DataFrame:
+        """Each item's ``k`` most similar items by cosine of ALS item factors.
+
+        Returns:
+            ``item_id, rank int, similar_item_id, score double``.
+        """
+        similar = self.items.select(F.col(ITEM_INDEX).alias("similar_index"), F.col(S.ITEM_ID).alias(SIMILAR_ITEM_ID))
+        return (similar_items(self.model, k).join(self.items, ITEM_INDEX).join(similar, "similar_index")
+                .select(S.ITEM_ID, RANK, SIMILAR_ITEM_ID, SCORE))
+
+
+def train_recommender(interactions: DataFrame, params: AlsParams, seed: int, blocks: int | None = None,
+                      strength_col: str = STRENGTH) -> AlsRecommender:
+    """Index ids and fit ALS on ``(user_id, item_id, strength_col)`` rows."""
+    S.require_columns(interactions, [S.USER_ID, S.ITEM_ID, strength_col], "train_recommender")
+    users = index_ids(interactions, S.USER_ID, USER_INDEX).cache()
+    items = index_ids(interactions, S.ITEM_ID, ITEM_INDEX).cache()
+    indexed = (interactions.join(users, S.USER_ID).join(items, S.ITEM_ID)
+               .select(USER_INDEX, ITEM_INDEX, F.col(strength_col).cast("float").alias(STRENGTH)))
+    return AlsRecommender(fit_als(indexed, params, seed, blocks=blocks), users, items, params)
+
+
+def tune(train: DataFrame, truth: DataFrame, exclude: DataFrame | None, grid: list[AlsParams], k: int, seed: int,
+         max_excluded: int, blocks: int | None = None, strength_col: str = STRENGTH,
+         on_trial=None) -> list[tuple[AlsParams, dict[str, float]]]:
+    """Fit every grid point on ``train`` and score its top ``k`` against ``truth``.
+
+    Args:
+        on_trial: called with ``(params, metrics)`` after each point (to log a nested run).
+
+    Returns:
+        ``[(params, metrics)]`` in grid order; metrics as :func:`~shoprec.evaluation.ranking.ranking_metrics`.
+    """
+    from shoprec.evaluation.ranking import ranking_metrics
+
+    users = truth.select(S.USER_ID).distinct().cache()
+    results = []
+    for params in grid:
+        recommender = train_recommender(train, params, seed, blocks, strength_col)
+        metrics = ranking_metrics(recommender.recommend(users, exclude, k, max_excluded), truth, k)
+        results.append((params, metrics))
+        if on_trial is not None:
+            on_trial(params, metrics)
+    users.unpersist()
+    return results
+
+
+def best_params(results: list[tuple[AlsParams, dict[str, float]]], metric: str) -> AlsParams:
+    """The grid point with the highest ``metric`` (the first of equals, in grid order)."""
+    if not results:
+        raise ValueError("best_params: no tuning results")
+    return max(results, key=lambda pair: pair[1][metric])[0]

@@ -1,0 +1,62 @@
+"""Popularity candidates: what everyone buys lately, overall and per category (for cold start)."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+from shoprec.evaluation.ranking import RANK
+
+SCOPE = "scope"
+SCORE = "score"
+ALL = "all"
+
+
+def popular_items(item_profile: DataFrame, weights: dict[str, float], top_k: int) -> DataFrame:
+    """The ``top_k`` items by time-decayed, weighted funnel counts, overall and per category.
+
+    ``score = weights[view]·views_decayed + weights[cart]·carts_decayed + weights[purchase]·purchases_decayed``
+    (the decayed columns of :func:`~shoprec.etl.profiles.item_profile`); ties go to the smaller item id.
+
+    Returns:
+        ``scope string ("all" or "category"), category string (null for "all"), rank int,
+        item_id string, score double``.
+    """
+    S.require_columns(item_profile, [S.ITEM_ID, S.CATEGORY, "views_decayed", "carts_decayed", "purchases_decayed"],
+                      "popular_items")
+    score = (F.lit(float(weights.get("view", 0.0))) * F.col("views_decayed")
+             + F.lit(float(weights.get("cart", 0.0))) * F.col("carts_decayed")
+             + F.lit(float(weights.get("purchase", 0.0))) * F.col("purchases_decayed"))
+    scored = item_profile.select(S.ITEM_ID, S.CATEGORY, score.alias(SCORE)).where(F.col(SCORE) > 0)
+    overall = Window.orderBy(F.col(SCORE).desc(), F.col(S.ITEM_ID))
+    per_category = Window.partitionBy(S.CATEGORY).orderBy(F.col(SCORE).desc(), F.col(S.ITEM_ID))
+    # The overall ranking only needs each partition's own top_k: keep the global window small.
+    local_top = scored.orderBy(F.col(SCORE).desc(), F.col(S.ITEM_ID)).limit(top_k)
+    top_all = local_top.select(F.lit(ALL).alias(SCOPE), F.lit(None).cast("string").alias(S.CATEGORY),
+                               F.row_number().over(overall).alias(RANK), S.ITEM_ID, SCORE)
+    top_category = (scored.where(F.col(S.CATEGORY).isNotNull())
+                    .withColumn(RANK, F.row_number().over(per_category)).where(F.col(RANK) <= top_k)
+                    .select(F.lit(S.CATEGORY).alias(SCOPE), S.CATEGORY, RANK, S.ITEM_ID, SCORE))
+    return top_all.unionByName(top_category)
+
+
+def recommend_popular(popular: DataFrame, users: DataFrame, exclude: DataFrame | None, k: int) -> DataFrame:
+    """The same popular list for every user, minus what each user is excluded from seeing.
+
+    Args:
+        popular: ``(rank, item_id, score)`` rows of one ranking (for example the ``"all"`` scope).
+        users: ``(user_id)`` rows.
+        exclude: ``(user_id, item_id)`` pairs not to recommend.
+
+    Returns:
+        ``user_id, rank int, item_id, score double``; fewer than ``k`` rows for a user who has
+        seen almost everything in ``popular``.
+    """
+    candidates = users.select(S.USER_ID).distinct().crossJoin(
+        F.broadcast(popular.select(F.col(RANK).alias("_popular_rank"), S.ITEM_ID, SCORE)))
+    if exclude is not None:
+        candidates = candidates.join(exclude.select(S.USER_ID, S.ITEM_ID).distinct(), [S.USER_ID, S.ITEM_ID], "left_anti")
+    order = Window.partitionBy(S.USER_ID).orderBy("_popular_rank")
+    return (candidates.withColumn(RANK, F.row_number().over(order)).where(F.col(RANK) <= k)
+            .select(S.USER_ID, RANK, S.ITEM_ID, SCORE))

@@ -1,0 +1,74 @@
+"""Ranking and beyond-accuracy metrics against small cases worked out by hand."""
+
+import math
+
+import pytest
+
+from shoprec.evaluation.ranking import beyond_accuracy_metrics, rank_by_score, ranking_metrics
+
+TOLERANCE = 1e-9
+LOG3 = math.log2(3)
+
+
+@pytest.fixture(scope="module")
+def recs_and_truth(spark):
+    recs = spark.createDataFrame(
+        [("a", "1", 1), ("a", "2", 2), ("a", "3", 3), ("a", "4", 4), ("b", "9", 1), ("b", "8", 2)],
+        "user_id string, item_id string, rank int")
+    truth = spark.createDataFrame(
+        [("a", "2"), ("a", "4"), ("a", "5"), ("b", "9"), ("b", "9"), ("c", "7")], "user_id string, item_id string")
+    return recs, truth
+
+
+def test_metrics_over_users_in_both(recs_and_truth):
+    # a: hit at rank 2 of 3 shown, 3 relevant; b: hit at rank 1 of a 2-item list, 1 relevant.
+    ndcg_a = (1 / LOG3) / (1 + 1 / LOG3 + 0.5)
+    metrics = ranking_metrics(*recs_and_truth, k=3)
+    assert metrics["users"] == 2
+    assert metrics["precision@3"] == pytest.approx((1 / 3 + 1 / 3) / 2, abs=TOLERANCE)
+    assert metrics["recall@3"] == pytest.approx((1 / 3 + 1) / 2, abs=TOLERANCE)
+    assert metrics["ndcg@3"] == pytest.approx((ndcg_a + 1) / 2, abs=TOLERANCE)
+    assert metrics["map@3"] == pytest.approx(((1 / 2) / 3 + 1) / 2, abs=TOLERANCE)
+    assert metrics["hit_rate@3"] == pytest.approx(1.0)
+
+
+def test_users_without_recommendations_score_zero_when_counted(recs_and_truth):
+    ndcg_a = (1 / LOG3) / (1 + 1 / LOG3 + 0.5)
+    metrics = ranking_metrics(*recs_and_truth, k=3, require_recommendations=False)
+    assert metrics["users"] == 3
+    assert metrics["precision@3"] == pytest.approx(2 / 9, abs=TOLERANCE)
+    assert metrics["ndcg@3"] == pytest.approx((ndcg_a + 1) / 3, abs=TOLERANCE)
+    assert metrics["hit_rate@3"] == pytest.approx(2 / 3, abs=TOLERANCE)
+
+
+def test_cut_off_ignores_items_past_k(recs_and_truth):
+    # At K=1 user a's first item misses; b's hits.
+    metrics = ranking_metrics(*recs_and_truth, k=1)
+    assert metrics["precision@1"] == pytest.approx(0.5)
+    assert metrics["map@1"] == pytest.approx(0.5)
+    assert metrics["hit_rate@1"] == pytest.approx(0.5)
+
+
+def test_beyond_accuracy(spark):
+    recs = spark.createDataFrame(
+        [("a", "1", 1), ("a", "2", 2), ("a", "3", 3), ("b", "1", 1), ("b", "4", 2)],
+        "user_id string, item_id string, rank int")
+    catalogue = spark.createDataFrame(
+        [("1", "x"), ("2", "x"), ("3", "y"), ("4", None), ("5", "y"), ("6", "z"), ("7", "z"), ("8", "z")],
+        "item_id string, category string")
+    training = spark.createDataFrame(
+        [("u1", "1"), ("u2", "1"), ("u3", "1"), ("u4", "1"), ("u1", "2"), ("u2", "3")],
+        "user_id string, item_id string")
+    metrics = beyond_accuracy_metrics(recs, 3, catalogue, training)
+    assert metrics["coverage@3"] == pytest.approx(4 / 8)
+    # a: pairs (1,2) same, (1,3) and (2,3) differ -> 2/3; b: item 4 has no category -> 1.
+    assert metrics["diversity@3"] == pytest.approx((2 / 3 + 1) / 2)
+    # p(1)=4/4, p(2)=1/4, p(3)=1/4, p(4)=unseen -> 1/4; five recommended slots.
+    assert metrics["novelty@3"] == pytest.approx((0 + 2 + 2 + 0 + 2) / 5)
+
+
+def test_rank_by_score_breaks_ties_by_item(spark):
+    scored = spark.createDataFrame(
+        [("a", "z", 0.5), ("a", "b", 0.5), ("a", "c", 0.9), ("b", "q", 0.1)], "user_id string, item_id string, score double")
+    ranked = [tuple(r) for r in rank_by_score(scored, 2).orderBy("user_id", "rank").collect()]
+    assert ranked == [("a", 1, "c", 0.9), ("a", 2, "b", 0.5), ("b", 1, "q", 0.1)]
