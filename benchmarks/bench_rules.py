@@ -29,20 +29,14 @@ MIN_CONFIDENCE = 0.5
 TOLERANCE = 1e-9
 
 
-def spark_rules(path: Path) -> tuple[dict, float]:
+def spark_rules(spark, path: Path) -> tuple[dict, float]:
     """``{(antecedent, consequent): (support, confidence, lift)}`` from Spark, and the seconds it took."""
-    spark = build_session(SparkConfig(master="local[2]", app_name="bench-rules", shuffle_partitions=4,
-                                      conf={"spark.ui.showConsoleProgress": "false"}), "bench-rules")
-    spark.sparkContext.setLogLevel("ERROR")
-    try:
-        started = time.perf_counter()
-        baskets = R.read_basket_lines(spark, str(path))
-        _, rules = R.mine_rules(baskets, MIN_SUPPORT, MIN_CONFIDENCE)
-        found = {(tuple(r["antecedent"]), r["consequent"][0]): (r["support"], r["confidence"], r["lift"])
-                 for r in rules.collect()}
-        return found, time.perf_counter() - started
-    finally:
-        spark.stop()
+    started = time.perf_counter()
+    baskets = R.read_basket_lines(spark, str(path))
+    _, rules = R.mine_rules(baskets, MIN_SUPPORT, MIN_CONFIDENCE)
+    found = {(tuple(r["antecedent"]), r["consequent"][0]): (r["support"], r["confidence"], r["lift"])
+             for r in rules.collect()}
+    return found, time.perf_counter() - started
 
 
 def mlxtend_rules(path: Path) -> tuple[dict, float]:
@@ -80,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", default=str(PROJECT / "reports"))
     args = parser.parse_args(argv)
     path = Path(args.data)
-    ours, seconds = spark_rules(path)
+    spark = build_session(SparkConfig(master="local[2]", app_name="bench-rules", shuffle_partitions=4,
+                                      conf={"spark.ui.showConsoleProgress": "false"}), "bench-rules")
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        ours, seconds = spark_rules(spark, path)
+    finally:
+        spark.stop()
     theirs, mlxtend_seconds = mlxtend_rules(path)
     problems = differences(ours, theirs)
     report = {

@@ -6,17 +6,34 @@ CONF=${1:-conf/local.yaml}
 RUN_DATE=${2:-2026-01-08}
 SHOPREC=.venv/bin/shoprec
 export SPARK_LOG_LEVEL=WARN
+STEPS=6
 
-echo "== 1/2 generate: a synthetic shop log (conf generate.*) into var/raw/synthetic"
+step() { echo "== $1/$STEPS $2"; }
+
+step 1 "generate: a synthetic shop log (conf generate.*) into var/raw/synthetic"
 $SHOPREC generate --conf "$CONF" --run-date "$RUN_DATE"
-echo "== 2/2 clean_events: raw log -> events_clean + events_quarantine"
+step 2 "clean_events: raw log -> events_clean + events_quarantine"
 $SHOPREC run clean_events --conf "$CONF" --run-date "$RUN_DATE"
+step 3 "build_profiles: interactions, user/item profiles, popular and content-similar items"
+$SHOPREC run build_profiles --conf "$CONF" --run-date "$RUN_DATE"
+step 4 "train_als: tune, train and register implicit ALS; als_recs, similar_items, cold_start"
+$SHOPREC run train_als --conf "$CONF" --run-date "$RUN_DATE"
+step 5 "mine_rules: FP-Growth over purchase baskets; assoc_rules, bought_together"
+$SHOPREC run mine_rules --conf "$CONF" --run-date "$RUN_DATE"
+step 6 "evaluate: backtest popularity, ALS, rules and content on the last days"
+$SHOPREC run evaluate --conf "$CONF" --run-date "$RUN_DATE"
 
+W=$(pwd)/var/warehouse
 cat <<MSG
 
-Done. Output tables (partitioned Parquet):
-  $(pwd)/var/warehouse/events_clean        partitioned by event_date, ingest_batch
-  $(pwd)/var/warehouse/events_quarantine   partitioned by ingest_batch (reason, detail, raw_record)
+Done. Output tables (partitioned Parquet) under $W:
+  events_clean, events_quarantine              clean_events (by event_date/ingest_batch, ingest_batch)
+  interactions, user_profile, item_profile,
+  popular_items, content_similar_items         build_profiles (by run_date)
+  als_recs, similar_items, als_index, cold_start   train_als (by run_date)
+  assoc_rules, bought_together                 mine_rules (by run_date)
+  eval_metrics                                 evaluate (by run_date)
 MLflow store: sqlite:///$(pwd)/var/mlflow.db, artifacts under $(pwd)/var/mlflow-artifacts
+  (the registered model shoprec-als, the tuning runs, the evaluation plots)
   Browse the runs:  make mlflow-ui   then open http://127.0.0.1:5000
 MSG

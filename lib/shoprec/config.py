@@ -175,6 +175,7 @@ class RulesConfig:
     basket: str = "session"
     history_days: int = 90
     min_support: float = 0.001
+    min_basket_count: int = 5
     min_confidence: float = 0.1
     top_k: int = 20
 

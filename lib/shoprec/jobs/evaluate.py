@@ -63,8 +63,9 @@ def backtest_recommendations(spark: SparkSession, cfg: Config, run_date: str, tr
     als = A.train_recommender(train_interactions, best, cfg.als.seed, cfg.als.blocks or None)
     recs["als"] = als.recommend(users, excluded, depth, cfg.als.max_excluded)
 
-    baskets = R.purchase_baskets(train_events, cfg.rules.basket)
-    _, rules = R.mine_rules(baskets, cfg.rules.min_support, cfg.rules.min_confidence)
+    baskets = R.purchase_baskets(train_events, cfg.rules.basket).cache()
+    support = R.effective_min_support(baskets.count(), cfg.rules.min_support, cfg.rules.min_basket_count)
+    _, rules = R.mine_rules(baskets, support, cfg.rules.min_confidence)
     history = train_interactions.where((F.col("n_purchase") > 0) | (F.col("n_cart") > 0))
     recs["rules"] = R.recommend_from_rules(rules, history.join(users, S.USER_ID), excluded, depth)
 

@@ -8,7 +8,8 @@ Run on a cluster::
 
 Baskets are the purchases of one session (``rules.basket: session``) or of one user in one day
 (``user_day``), over the last ``rules.history_days`` days up to the run date; baskets of one item
-are left out. Both tables are snapshots partitioned by run_date.
+are left out. An itemset must reach ``rules.min_support`` and be in ``rules.min_basket_count``
+baskets. Both tables are snapshots partitioned by run_date.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> dict[str, int]:
         counts = {"baskets": baskets.count()}
         if counts["baskets"] == 0:
             log.warning("mine_rules %s: no baskets with two or more items; the rule tables will be empty", run_date)
-        _, rules = R.mine_rules(baskets, settings.min_support, settings.min_confidence)
+        support = R.effective_min_support(counts["baskets"], settings.min_support, settings.min_basket_count)
+        tracking.log_metrics({"effective_min_support": support})
+        _, rules = R.mine_rules(baskets, support, settings.min_confidence)
         write_snapshot(rules, cfg.table_path(ASSOC_RULES), run_date, tracking.run_id, lineage)
         stored = read_snapshot(spark, cfg.table_path(ASSOC_RULES), run_date).drop("run_date").cache()
         write_snapshot(R.bought_together(stored, settings.top_k), cfg.table_path(BOUGHT_TOGETHER), run_date,

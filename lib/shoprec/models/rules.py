@@ -57,6 +57,17 @@ def read_basket_lines(spark, path: str, delimiter: str = ",") -> DataFrame:
     return lines.select(F.col("_n").cast("string").alias(BASKET_ID), items.alias(ITEMS))
 
 
+def effective_min_support(n_baskets: int, min_support: float, min_basket_count: int) -> float:
+    """The support threshold that also demands ``min_basket_count`` baskets.
+
+    On a small log a fractional threshold alone can mean "in one basket", and then every subset
+    of every large basket is frequent: millions of meaningless rules.
+    """
+    if n_baskets <= 0:
+        return min_support
+    return max(min_support, min_basket_count / n_baskets)
+
+
 def mine_rules(baskets: DataFrame, min_support: float, min_confidence: float) -> tuple[DataFrame, DataFrame]:
     """Frequent itemsets and association rules of ``baskets``.
 

@@ -1,0 +1,158 @@
+"""ALS helpers, nearest neighbours, popularity, rules, content, segments, splits and the hold-out."""
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+
+from shoprec.evaluation.holdout import exclusions, time_holdout
+from shoprec.evaluation.splits import stratified_split
+from shoprec.models import als as A
+from shoprec.models import rules as R
+from shoprec.models.content import content_features, content_similar_items, recommend_by_content
+from shoprec.models.neighbours import nearest_neighbours
+from shoprec.models.popularity import popular_items, recommend_popular
+from shoprec.models.segments import assign_segments, describe_segments, fit_segments
+
+
+def test_index_ids_are_dense_and_sorted(spark):
+    df = spark.createDataFrame([("b",), ("a",), ("c",), ("a",), (None,)], "user_id string")
+    assert sorted(tuple(r) for r in A.index_ids(df, "user_id", "user_index").collect()) == [("a", 0), ("b", 1), ("c", 2)]
+
+
+def test_nearest_neighbours_are_exact_cosine(spark):
+    vectors = spark.createDataFrame(
+        [(0, [1.0, 0.0]), (1, [0.9, 0.1]), (2, [0.0, 1.0]), (3, [-1.0, 0.0])], "id int, features array<float>")
+    result = {(r.id, r.rank): (r.similar_index, r.score) for r in nearest_neighbours(vectors, 2).collect()}
+    cos01 = 0.9 / (0.9 ** 2 + 0.1 ** 2) ** 0.5
+    assert result[(0, 1)] == (1, pytest.approx(cos01, rel=1e-6))
+    assert result[(0, 2)] == (2, pytest.approx(0.0, abs=1e-6))  # orthogonal beats opposite
+    assert result[(3, 1)][0] == 2
+    assert len(result) == 8
+
+
+def test_als_recommends_unseen_items_of_similar_users(spark):
+    # Two taste groups; u4 has seen only part of group one's items.
+    rows = [(u, i, 1.0) for u in ("u1", "u2", "u3") for i in ("a", "b", "c", "d")]
+    rows += [(u, i, 1.0) for u in ("v1", "v2", "v3") for i in ("x", "y", "z")]
+    rows += [("u4", "a", 1.0), ("u4", "b", 1.0)]
+    interactions = spark.createDataFrame(rows, "user_id string, item_id string, confidence double")
+    recommender = A.train_recommender(interactions, A.AlsParams(rank=4, reg_param=0.01, alpha=10.0, max_iter=10), seed=1)
+    seen = interactions.select("user_id", "item_id")
+    recs = recommender.recommend(spark.createDataFrame([("u4",), ("nobody",)], "user_id string"), seen, 2, 10).collect()
+    assert [(r.user_id, r.rank) for r in recs] == [("u4", 1), ("u4", 2)]
+    assert {r.item_id for r in recs} == {"c", "d"}
+    similar = {(r.item_id, r.rank): r.similar_item_id for r in recommender.similar_items(1).collect()}
+    assert similar[("x", 1)] in {"y", "z"}
+    assert similar[("a", 1)] in {"b", "c", "d"}
+
+
+def test_best_params_picks_the_highest_metric():
+    grid = A.param_grid([8, 16], [0.1], [1.0], 5)
+    assert A.best_params([(grid[0], {"ndcg@10": 0.2}), (grid[1], {"ndcg@10": 0.3})], "ndcg@10") == grid[1]
+    with pytest.raises(ValueError):
+        A.best_params([], "ndcg@10")
+
+
+def test_popular_items_overall_and_per_category(spark):
+    items = spark.createDataFrame(
+        [("a", "x", 10.0, 0.0, 0.0), ("b", "x", 0.0, 0.0, 2.0), ("c", "y", 5.0, 1.0, 0.0), ("d", "y", 0.0, 0.0, 0.0)],
+        "item_id string, category string, views_decayed double, carts_decayed double, purchases_decayed double")
+    popular = popular_items(items, {"view": 1.0, "cart": 4.0, "purchase": 10.0}, top_k=2)
+    got = sorted((r.scope, r.category or "", r.rank, r.item_id, r.score) for r in popular.collect())
+    assert got == [("all", "", 1, "b", 20.0), ("all", "", 2, "a", 10.0),
+                   ("category", "x", 1, "b", 20.0), ("category", "x", 2, "a", 10.0),
+                   ("category", "y", 1, "c", 9.0)]
+    users = spark.createDataFrame([("u1",)], "user_id string")
+    seen = spark.createDataFrame([("u1", "b")], "user_id string, item_id string")
+    recs = recommend_popular(popular.where(F.col("scope") == "all"), users, seen, 5).collect()
+    assert [(r.rank, r.item_id) for r in recs] == [(1, "a")]
+
+
+def test_baskets_rules_and_bought_together(spark):
+    t = dt.datetime(2026, 1, 1, 10)
+    events = spark.createDataFrame(
+        [(u, i, "purchase", s, t) for u, s, items in (("u1", "s1", "ab"), ("u2", "s2", "abc"), ("u3", "s3", "ac"),
+                                                      ("u4", "s4", "a"), ("u5", "s5", "bc"))
+         for i in items] + [("u4", "z", "view", "s4", t)],
+        "user_id string, item_id string, event_type string, session_id string, event_time timestamp")
+    baskets = R.purchase_baskets(events, "session")
+    assert sorted(r["items"] for r in baskets.collect()) == [["a", "b"], ["a", "b", "c"], ["a", "c"], ["b", "c"]]
+    _, rules = R.mine_rules(baskets, min_support=0.5, min_confidence=0.6)
+    got = {(tuple(r.antecedent), r.consequent[0]): (r.support, r.confidence, r.lift) for r in rules.collect()}
+    # 4 baskets: a,b,c each in 3; ab, ac, bc each in 2 -> confidence 2/3, lift (2/3)/(3/4).
+    assert set(got) == {(("a",), "b"), (("b",), "a"), (("a",), "c"), (("c",), "a"), (("b",), "c"), (("c",), "b")}
+    assert got[(("a",), "b")] == (pytest.approx(0.5), pytest.approx(2 / 3), pytest.approx(8 / 9))
+    together = [(r.item_id, r.rank, r.bought_with_item_id) for r in R.bought_together(rules, 1).orderBy("item_id").collect()]
+    assert together == [("a", 1, "b"), ("b", 1, "a"), ("c", 1, "a")]
+    history = spark.createDataFrame([("u9", "a")], "user_id string, item_id string")
+    recs = R.recommend_from_rules(rules, history, history, 5).collect()
+    assert [(r.rank, r.item_id) for r in recs] == [(1, "b"), (2, "c")]
+
+
+def test_read_basket_lines_trims_and_deduplicates(spark, tmp_path):
+    path = tmp_path / "baskets.csv"
+    path.write_text("milk,bread ,milk\n\nbeer\n")
+    got = [(r.basket_id, r["items"]) for r in R.read_basket_lines(spark, str(path)).orderBy("basket_id").collect()]
+    assert got == [("0", ["bread", "milk"]), ("1", []), ("2", ["beer"])]
+
+
+def test_content_similarity_follows_category_and_brand(spark):
+    items = spark.createDataFrame(
+        [("1", "audio.headphones", "sony"), ("2", "audio.headphones", "sony"), ("3", "audio.speakers", "sony"),
+         ("4", "garden.tools", "bosch"), ("5", None, None)], "item_id string, category string, brand string")
+    similar = content_similar_items(content_features(items, 64), 1)
+    top = {r.item_id: r.similar_item_id for r in similar.collect()}
+    assert top["1"] == "2" and top["2"] == "1"
+    assert top["3"] in {"1", "2"}
+    assert "5" not in top  # no catalogue words, no neighbours
+    interactions = spark.createDataFrame([("u", "1", 3.0)], "user_id string, item_id string, confidence double")
+    recs = recommend_by_content(interactions, similar, None, 3).collect()
+    assert [r.item_id for r in recs] == ["2"]
+
+
+def test_segments_separate_obvious_groups(spark):
+    rows = [(f"light{i}", 30.0 + i, 0, 0.0, 2, 1, 1, 2.0, 0.0) for i in range(10)]
+    rows += [(f"heavy{i}", 1.0, 20 + i, 500.0 + i, 200, 20, 30, 9.0, 0.1) for i in range(10)]
+    profiles = spark.createDataFrame(rows, "user_id string, recency_days double, frequency long, monetary double, "
+                                           "n_view long, active_days long, sessions long, events_per_session double, "
+                                           "view_to_purchase double")
+    segmented = assign_segments(fit_segments(profiles, 2, seed=7), profiles)
+    by_group = {}
+    for r in segmented.collect():
+        by_group.setdefault(r.user_id.rstrip("0123456789"), set()).add(r.segment)
+    assert len(by_group["light"]) == 1 and len(by_group["heavy"]) == 1 and by_group["light"] != by_group["heavy"]
+    description = describe_segments(segmented)
+    assert sorted(d["users"] for d in description) == [10, 10]
+
+
+def test_stratified_split_is_per_user_and_deterministic(spark):
+    rows = [(f"u{u}", f"i{i}") for u in range(5) for i in range(8)] + [("solo", "i0")]
+    df = spark.createDataFrame(rows, "user_id string, item_id string")
+    train, test = stratified_split(df, 0.75, seed=42)
+    per_user = {r.user_id: r["count"] for r in train.groupBy("user_id").count().collect()}
+    assert per_user == {**{f"u{u}": 6 for u in range(5)}, "solo": 1}
+    assert test.count() == 10
+    assert train.join(test, ["user_id", "item_id"]).count() == 0
+    again, _ = stratified_split(df.repartition(3), 0.75, seed=42)
+    assert sorted(map(tuple, again.collect())) == sorted(map(tuple, train.collect()))
+    other, _ = stratified_split(df, 0.75, seed=7)
+    assert sorted(map(tuple, other.collect())) != sorted(map(tuple, train.collect()))
+
+
+def test_time_holdout_has_no_leakage(spark):
+    def event(user, item, event_type, day):
+        return (user, item, event_type, dt.datetime(2026, 1, day, 12), dt.date(2026, 1, day), None)
+
+    events = spark.createDataFrame(
+        [event("u1", "a", "view", 1), event("u1", "b", "purchase", 2), event("u1", "c", "purchase", 4),
+         event("u1", "d", "view", 4), event("u2", "a", "purchase", 4), event("u1", "e", "purchase", 6)],
+        "user_id string, item_id string, event_type string, event_time timestamp, event_date date, rating double")
+    holdout = time_holdout(events, "2026-01-05", 2, ["cart", "purchase"], {"view": 1.0, "purchase": 5.0}, 10.0)
+    assert holdout.cutoff == "2026-01-04"
+    assert sorted((r.user_id, r.item_id) for r in holdout.train_interactions.collect()) == [("u1", "a"), ("u1", "b")]
+    assert max(r.event_time for r in holdout.train_events.collect()) < dt.datetime(2026, 1, 4)
+    # u2 has no history before the cut-off; the day-6 purchase is after the run date.
+    assert [(r.user_id, r.item_id) for r in holdout.truth.collect()] == [("u1", "c")]
+    assert [(r.user_id, r.item_id) for r in exclusions(holdout.train_interactions, "purchased").collect()] == [("u1", "b")]
+    assert exclusions(holdout.train_interactions, "none") is None
