@@ -82,49 +82,41 @@ def als_recs(train: DataFrame, params: A.AlsParams, seed: int, users: DataFrame,
     return recommender.recommend(users, train.select(S.USER_ID, S.ITEM_ID), k, max_seen)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="a MovieLens directory (u.data or ratings.csv)")
-    parser.add_argument("--conf", default=str(PROJECT / "conf" / "base.yaml"), help="config holding the als grid")
-    parser.add_argument("--reports", default=str(PROJECT / "reports"))
-    args = parser.parse_args(argv)
-    data = Path(args.data).resolve()
-    name = "movielens100k" if data == DEFAULT_DATA.resolve() else f"movielens_{data.name}"
-    cfg = load_config(args.conf)
-    grid = A.param_grid(cfg.als.ranks, cfg.als.reg_params, cfg.als.alphas, cfg.als.max_iter)
-    blocks = 2
+def report_name(data: Path) -> str:
+    """``movielens100k`` for the default dataset, ``movielens_<directory name>`` for any other."""
+    return "movielens100k" if data.resolve() == DEFAULT_DATA.resolve() else f"movielens_{data.name}"
 
-    spark = build_session(SparkConfig(master="local[2]", app_name="bench-movielens", shuffle_partitions=4, conf={
-        "spark.driver.memory": "6g", "spark.ui.showConsoleProgress": "false"}), "bench-movielens")
-    spark.sparkContext.setLogLevel("ERROR")
+
+def run_benchmark(spark: SparkSession, data: Path, grid: list[A.AlsParams], seed: int, reports: Path,
+                  blocks: int = 2) -> dict:
+    """Tune on validation, score the test part once, write the reports; return the test metrics."""
     started = time.perf_counter()
-    try:
-        ratings = read_ratings(spark, data).cache()
-        train, test = (df.cache() for df in stratified_split(ratings, 0.75, SPLIT_SEED))
-        fit, validation = (df.cache() for df in stratified_split(train, 0.75, VALIDATION_SEED))
-        validation_users = validation.select(S.USER_ID).distinct().cache()
+    ratings = read_ratings(spark, data).cache()
+    train, test = (df.cache() for df in stratified_split(ratings, 0.75, SPLIT_SEED))
+    fit, validation = (df.cache() for df in stratified_split(train, 0.75, VALIDATION_SEED))
+    validation_users = validation.select(S.USER_ID).distinct().cache()
 
-        tuning = []
-        for params in grid:
-            metrics = ranking_metrics(als_recs(fit, params, cfg.als.seed, validation_users, K, blocks), validation, K)
-            tuning.append({**params.as_dict(), **{m: round(v, 5) for m, v in metrics.items()}})
-            print(f"validation {params}: ndcg@10 {metrics['ndcg@10']:.4f} precision@10 {metrics['precision@10']:.4f}", flush=True)
-        best = A.best_params([(p, {"ndcg@10": t["ndcg@10"]}) for p, t in zip(grid, tuning)], "ndcg@10")
+    tuning = []
+    for params in grid:
+        metrics = ranking_metrics(als_recs(fit, params, seed, validation_users, K, blocks), validation, K)
+        tuning.append({**params.as_dict(), **{m: round(v, 5) for m, v in metrics.items()}})
+        print(f"validation {params}: ndcg@10 {metrics['ndcg@10']:.4f} precision@10 {metrics['precision@10']:.4f}", flush=True)
+    best = A.best_params([(p, {"ndcg@10": t["ndcg@10"]}) for p, t in zip(grid, tuning)], "ndcg@10")
 
-        test_users = test.select(S.USER_ID).distinct().cache()
-        results = {}
-        for model, recs in (("popularity", popularity_recs(train, test_users, K)),
-                            ("als", als_recs(train, best, cfg.als.seed, test_users, K, blocks))):
-            metrics = ranking_metrics(recs, test, K)
-            results[model] = {f"{m}@{K}": round(metrics[f"{m}@{K}"], 5) for m in METRICS}
-            print(f"test {model}: {results[model]}", flush=True)
-        counts = {"ratings": ratings.count(), "users": ratings.select(S.USER_ID).distinct().count(),
-                  "items": ratings.select(S.ITEM_ID).distinct().count(), "train": train.count(), "test": test.count()}
-    finally:
-        spark.stop()
+    test_users = test.select(S.USER_ID).distinct().cache()
+    results = {}
+    for model, recs in (("popularity", popularity_recs(train, test_users, K)),
+                        ("als", als_recs(train, best, seed, test_users, K, blocks))):
+        metrics = ranking_metrics(recs, test, K)
+        results[model] = {f"{m}@{K}": round(metrics[f"{m}@{K}"], 5) for m in METRICS}
+        print(f"test {model}: {results[model]}", flush=True)
+    counts = {"ratings": ratings.count(), "users": ratings.select(S.USER_ID).distinct().count(),
+              "items": ratings.select(S.ITEM_ID).distinct().count(), "train": train.count(), "test": test.count()}
+    for df in (ratings, train, test, fit, validation, validation_users, test_users):
+        df.unpersist()
 
     seconds = round(time.perf_counter() - started, 1)
-    reports = Path(args.reports)
+    name = report_name(data)
     reports.mkdir(parents=True, exist_ok=True)
     (reports / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
     details = {"data": str(data), "protocol": {"split": "per-user stratified random 75/25", "seed": SPLIT_SEED,
@@ -133,6 +125,24 @@ def main(argv: list[str] | None = None) -> int:
                "command": f"make bench-movielens DATA={data}"}
     (reports / f"{name}_details.json").write_text(json.dumps(details, indent=1) + "\n")
     (reports / f"{name}.md").write_text(markdown(name, results, best, counts, seconds, data))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="a MovieLens directory (u.data or ratings.csv)")
+    parser.add_argument("--conf", default=str(PROJECT / "conf" / "base.yaml"), help="config holding the als grid")
+    parser.add_argument("--reports", default=str(PROJECT / "reports"))
+    args = parser.parse_args(argv)
+    cfg = load_config(args.conf)
+    grid = A.param_grid(cfg.als.ranks, cfg.als.reg_params, cfg.als.alphas, cfg.als.max_iter)
+    spark = build_session(SparkConfig(master="local[2]", app_name="bench-movielens", shuffle_partitions=4, conf={
+        "spark.driver.memory": "6g", "spark.ui.showConsoleProgress": "false"}), "bench-movielens")
+    spark.sparkContext.setLogLevel("ERROR")
+    try:
+        results = run_benchmark(spark, Path(args.data), grid, cfg.als.seed, Path(args.reports))
+    finally:
+        spark.stop()
     print(json.dumps(results, indent=1))
     return 0
 

@@ -4,7 +4,9 @@ The shop has a catalogue of items in categories and brands with category price r
 popularity follows a power law, and so does user activity (a few heavy, repeat buyers, a long
 tail of occasional visitors). Each visit is a session: sometimes a search first, then views
 mostly within one category (often one of the user's favourites), then, for some, a cart, and a
-purchase or a removal from the cart. A few bot users fire hundreds of views in minutes.
+purchase or a removal from the cart; two buyers in five also cart and buy the item's companion
+from another category (a phone and its case), which gives association rules something to find.
+A few bot users fire hundreds of views in minutes.
 
 A configurable fraction of records is dirty, the way real feeds are: malformed JSON, missing user
 or item ids, negative prices, unknown event types, clock-skewed timestamps and events delivered
@@ -56,6 +58,7 @@ class Catalogue:
     category_weight: np.ndarray
     user_weight: np.ndarray
     user_favourite: np.ndarray
+    item_companion: np.ndarray
 
 
 def build_catalogue(cfg: GenerateConfig) -> Catalogue:
@@ -93,11 +96,16 @@ def build_catalogue(cfg: GenerateConfig) -> Catalogue:
     category_weight = np.where(has_items, category_weight, 0.0)
     category_weight = category_weight / category_weight.sum()
     user_favourite = np.where(has_items[user_favourite], user_favourite, int(np.argmax(category_weight)))
+    # Each item has a companion from another category (a phone and its case) that buyers often add.
+    stocked = np.flatnonzero(has_items)
+    companion_category = stocked[(np.searchsorted(stocked, item_category) + 1) % len(stocked)]
+    draw = np.searchsorted(cum, companion_category + rng.random(cfg.items), side="right")
+    item_companion = np.clip(draw, first[companion_category], first[companion_category + 1] - 1)
     return Catalogue(
         category_names=[name for name, _ in categories], brand_names=brands,
         item_category=item_category, item_brand=item_brand, item_price=item_price,
         item_cum_weight=cum, category_first_item=first, category_weight=category_weight,
-        user_weight=user_weight, user_favourite=user_favourite,
+        user_weight=user_weight, user_favourite=user_favourite, item_companion=item_companion,
     )
 
 
@@ -109,9 +117,11 @@ def _sessions(rng: np.random.Generator, cat: Catalogue, cfg: GenerateConfig, n_s
     carts = rng.random(n_sessions) < 0.22
     purchases = carts & (rng.random(n_sessions) < 0.55)
     removals = carts & ~purchases & (rng.random(n_sessions) < 0.35)
+    # Some buyers also cart and buy the item's companion in the same session.
+    companions = purchases & (rng.random(n_sessions) < 0.4)
     category = np.where(rng.random(n_sessions) < 0.7, cat.user_favourite[users],
                         rng.choice(len(cat.category_weight), size=n_sessions, p=cat.category_weight))
-    length = searches + n_views + carts + purchases + removals
+    length = searches + n_views + carts + purchases + removals + 2 * companions
     total = int(length.sum())
     session = np.repeat(np.arange(n_sessions), length)
     offset = np.cumsum(length) - length
@@ -121,7 +131,8 @@ def _sessions(rng: np.random.Generator, cat: Catalogue, cfg: GenerateConfig, n_s
     kind = np.where(searches[session] & (pos == 0), "search",
            np.where((view_pos >= 0) & (after_views < 0), "view",
            np.where(after_views == 0, "cart",
-           np.where(purchases[session], "purchase", "remove_from_cart"))))
+           np.where(after_views == 1, np.where(purchases[session], "purchase", "remove_from_cart"),
+           np.where(after_views == 2, "cart", "purchase")))))
 
     session_category = category[session]
     items = np.searchsorted(cat.item_cum_weight, session_category + rng.random(total), side="right")
@@ -129,6 +140,7 @@ def _sessions(rng: np.random.Generator, cat: Catalogue, cfg: GenerateConfig, n_s
     # Cart, purchase and removal are of the session's last viewed item.
     last_view = offset + searches + n_views - 1
     items = np.where(after_views >= 0, items[last_view[session]], items)
+    items = np.where(after_views >= 2, cat.item_companion[items], items)
 
     day = rng.integers(0, cfg.days, size=n_sessions)
     # Visits peak in the evening: a wrapped normal around 19:00 UTC.
@@ -149,7 +161,7 @@ def _sessions(rng: np.random.Generator, cat: Catalogue, cfg: GenerateConfig, n_s
     query = np.where(rng.random(total) < 0.5, brand_words + " " + leaf_words, leaf_words)
     return pd.DataFrame({
         "user": users[session] + 1, "item": items + 1, "kind": kind, "epoch": epoch,
-        "price": price, "quantity": quantity, "category": session_category, "brand": brand,
+        "price": price, "quantity": quantity, "category": cat.item_category[items], "brand": brand,
         "query": query,
     })
 

@@ -69,7 +69,9 @@ class JobRun:
             return None
         import mlflow
 
-        with mlflow.start_run(run_name=name, nested=True) as child:
+        # Without the parent's experiment id MLflow would file the child under the default experiment.
+        parent = mlflow.active_run()
+        with mlflow.start_run(run_name=name, nested=True, experiment_id=parent.info.experiment_id) as child:
             mlflow.log_params({k: str(v) for k, v in params.items()})
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             mlflow.set_tag("shoprec.parent_run_id", self.run_id)
