@@ -161,5 +161,6 @@ def test_evaluate_compares_every_recommender(spark, cfg, profiles):
     assert at_k[("popularity", "hit_rate")] > 0
     assert at_k[("als", "ndcg")] > 0
     client, run = run_of(cfg, "evaluate")
+    assert run.data.metrics["held_out_users"] > 0 and run.data.metrics["new_users_in_window"] >= 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metric_bars.png", "precision_recall_at_k.png", "comparison.md"} <= artifacts

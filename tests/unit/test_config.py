@@ -64,6 +64,15 @@ def test_environment_overrides_single_keys():
     ("sources:\n  shop:\n    format: csv\n    columns: {user_id: u, event_time: t, event_type: e}\n",
      "sources.shop.fields: a csv source must list its fields"),
     ("sources:\n  shop:\n    columns: {user_id: u}\n", "missing config key sources.shop.format"),
+    ("profiles:\n  interaction_weights: {click: 1.0}\n", "profiles.interaction_weights.click: not an event type"),
+    ("profiles:\n  segments: 0\n", "profiles.segments: must be positive"),
+    ("als:\n  ranks: []\n", "als.ranks, als.reg_params, als.alphas: each needs at least one value"),
+    ("als:\n  exclude: bought\n", "als.exclude: 'bought' is not one of purchased, seen, none"),
+    ("als:\n  tuning_metric: auc\n", "als.tuning_metric: 'auc' is not one of"),
+    ("als:\n  relevant_event_types: [click]\n", "als.relevant_event_types: ['click']"),
+    ("rules:\n  basket: order\n", "rules.basket: 'order' is not one of session, user_day"),
+    ("rules:\n  min_support: 0\n", "rules.min_support: must be in (0, 1]"),
+    ("evaluate:\n  holdout_days: 0\n", "evaluate.holdout_days: must be positive"),
 ])
 def test_errors_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:

@@ -11,7 +11,8 @@ association rules and content similarity are each rebuilt here from the events b
 cut-off (ALS tuned on a validation window carved out of those events, never the held-out one),
 asked for their top K for every user with history and a cart or purchase in the window, and
 scored on those carts and purchases. Items the user bought before the cut-off are excluded, as
-in production. Writes ``eval_metrics`` (run_date, model, metric, k, value) and logs the
+in production. Users with no history before the cut-off cannot be scored this way; they are
+counted (``new_users_in_window``). Writes ``eval_metrics`` (run_date, model, metric, k, value) and logs the
 comparison table and plots (metric bars, precision/recall against K) to MLflow.
 """
 
@@ -89,6 +90,14 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
         users = truth.select(S.USER_ID).distinct().cache()
         n_users = users.count()
         tracking.set_tags({"shoprec.cutoff": holdout.cutoff})
+        # Users whose first relevant event falls in the window have no history to learn from: the
+        # popularity candidates serve them in production; here they are counted, not scored.
+        window_users = (events_as_of(spark, cfg, run_date)
+                        .where((F.col(S.EVENT_TIME) >= F.lit(holdout.cutoff).cast("timestamp"))
+                               & F.col(S.EVENT_TYPE).isin(*settings.relevant_event_types))
+                        .select(S.USER_ID).distinct())
+        new_users = window_users.join(train_interactions.select(S.USER_ID).distinct(), S.USER_ID, "left_anti").count()
+        tracking.log_metrics({"held_out_users": n_users, "new_users_in_window": new_users})
         if n_users == 0:
             raise ValueError(f"evaluate {run_date}: no user with history before {holdout.cutoff} has a "
                              f"{'/'.join(settings.relevant_event_types)} event in the held-out window")
@@ -103,7 +112,8 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
         write_snapshot(table, cfg.table_path(EVAL_METRICS), run_date, tracking.run_id, lineage)
 
         summary = comparison_table(rows, settings.k)
-        write_report(tracking, {"cutoff": holdout.cutoff, "held_out_users": n_users, "comparison": summary}, "comparison")
+        write_report(tracking, {"cutoff": holdout.cutoff, "held_out_users": n_users, "new_users_in_window": new_users,
+                                "comparison": summary}, "comparison")
         tracking.log_metrics({f"{r['model']}_{r['metric']}_at_{r['k']}": r["value"] for r in rows})
         tracking.log_figure(plot_metric_bars(rows, settings.k), "metric_bars.png")
         tracking.log_figure(plot_precision_recall(rows), "precision_recall_at_k.png")
