@@ -172,7 +172,7 @@ class AlsConfig:
 class RulesConfig:
     """mine_rules: how baskets are formed and the FP-Growth thresholds."""
 
-    basket: str = "session"
+    basket: str = "order"
     history_days: int = 90
     min_support: float = 0.001
     min_basket_count: int = 5
@@ -403,8 +403,8 @@ def _check_models(cfg: Config) -> None:
         raise ConfigError(f"als.exclude: {cfg.als.exclude!r} is not one of purchased, seen, none")
     if cfg.als.tuning_metric not in ("ndcg", "precision", "recall", "map", "hit_rate"):
         raise ConfigError(f"als.tuning_metric: {cfg.als.tuning_metric!r} is not one of ndcg, precision, recall, map, hit_rate")
-    if cfg.rules.basket not in ("session", "user_day"):
-        raise ConfigError(f"rules.basket: {cfg.rules.basket!r} is not one of session, user_day")
+    if cfg.rules.basket not in ("order", "session", "user_day"):
+        raise ConfigError(f"rules.basket: {cfg.rules.basket!r} is not one of order, session, user_day")
     for key, value in (("rules.min_support", cfg.rules.min_support), ("rules.min_confidence", cfg.rules.min_confidence)):
         if not 0.0 < value <= 1.0:
             raise ConfigError(f"{key}: must be in (0, 1], got {value}")

@@ -10,6 +10,7 @@ ITEM_ID = "item_id"
 EVENT_TYPE = "event_type"
 EVENT_TIME = "event_time"
 SESSION_ID = "session_id"
+ORDER_ID = "order_id"
 PRICE = "price"
 QUANTITY = "quantity"
 CATEGORY = "category"
@@ -32,7 +33,7 @@ EVENT_TYPES = ("view", "cart", "remove_from_cart", "purchase", "search", "rating
 # Canonical columns a source block may map (the rest are derived by the job).
 MAPPABLE_COLUMNS = (
     EVENT_ID, USER_ID, ITEM_ID, EVENT_TYPE, EVENT_TIME, SESSION_ID,
-    PRICE, QUANTITY, CATEGORY, BRAND, QUERY, RATING,
+    PRICE, QUANTITY, CATEGORY, BRAND, QUERY, RATING, ORDER_ID,
 )
 
 # events_clean: one row per kept event, partitioned by event_date then ingest_batch.
@@ -49,6 +50,7 @@ EVENTS_CLEAN = T.StructType([
     T.StructField(BRAND, T.StringType(), True),
     T.StructField(QUERY, T.StringType(), True),
     T.StructField(RATING, T.DoubleType(), True),
+    T.StructField(ORDER_ID, T.StringType(), True),
     T.StructField(SOURCE, T.StringType(), False),
     T.StructField(SOURCE_FILE, T.StringType(), False),
     T.StructField(INGEST_RUN_ID, T.StringType(), False),

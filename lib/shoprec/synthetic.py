@@ -152,6 +152,9 @@ def _sessions(rng: np.random.Generator, cat: Catalogue, cfg: GenerateConfig, n_s
     epoch = start + (day * SECONDS_PER_DAY + second)[session] + elapsed
 
     price = np.round(cat.item_price[items] * rng.uniform(0.95, 1.05, size=total), 2)
+    # A session's purchases form one order, named by the buyer and the session's start.
+    order_key = np.char.add(np.char.add((users[session] + 1).astype(str), "-"), epoch[offset][session].astype(str))
+    order = np.where(kind == "purchase", order_key, "")
     quantity = np.where(np.isin(kind, ("cart", "purchase", "remove_from_cart")),
                         1 + (rng.random(total) < 0.1), 1)
     brand = cat.item_brand[items]
@@ -162,7 +165,7 @@ def _sessions(rng: np.random.Generator, cat: Catalogue, cfg: GenerateConfig, n_s
     return pd.DataFrame({
         "user": users[session] + 1, "item": items + 1, "kind": kind, "epoch": epoch,
         "price": price, "quantity": quantity, "category": cat.item_category[items], "brand": brand,
-        "query": query,
+        "query": query, "order": order,
     })
 
 
@@ -207,7 +210,9 @@ def _to_lines(rng: np.random.Generator, cat: Catalogue, events: pd.DataFrame, st
                                  + ',"qty":' + events["quantity"].astype(str)
                                  + ',"category":"' + category + '","brand":"' + brand + '"'))
     query = pd.Series(np.where(is_search, ',"q":"' + events["query"].astype(str) + '"', ""))
-    lines = body + product + query + "}"
+    order = events["order"].fillna("").astype(str) if "order" in events else pd.Series([""] * n)
+    order = pd.Series(np.where(order.to_numpy() != "", ',"order":"' + order + '"', ""))
+    lines = body + product + query + order + "}"
     landing = pd.to_datetime(events["epoch"], unit="s", utc=True).dt.strftime("%Y-%m-%d")
     return pd.DataFrame({"value": lines.to_numpy(), "dt": landing.to_numpy()})
 

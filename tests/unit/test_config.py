@@ -70,7 +70,7 @@ def test_environment_overrides_single_keys():
     ("als:\n  exclude: bought\n", "als.exclude: 'bought' is not one of purchased, seen, none"),
     ("als:\n  tuning_metric: auc\n", "als.tuning_metric: 'auc' is not one of"),
     ("als:\n  relevant_event_types: [click]\n", "als.relevant_event_types: ['click']"),
-    ("rules:\n  basket: order\n", "rules.basket: 'order' is not one of session, user_day"),
+    ("rules:\n  basket: cart\n", "rules.basket: 'cart' is not one of order, session, user_day"),
     ("rules:\n  min_support: 0\n", "rules.min_support: must be in (0, 1]"),
     ("evaluate:\n  holdout_days: 0\n", "evaluate.holdout_days: must be positive"),
 ])

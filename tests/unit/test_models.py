@@ -156,3 +156,16 @@ def test_time_holdout_has_no_leakage(spark):
     assert [(r.user_id, r.item_id) for r in holdout.truth.collect()] == [("u1", "c")]
     assert [(r.user_id, r.item_id) for r in exclusions(holdout.train_interactions, "purchased").collect()] == [("u1", "b")]
     assert exclusions(holdout.train_interactions, "none") is None
+
+
+def test_order_baskets_fall_back_to_sessions(spark):
+    t = dt.datetime(2026, 1, 1, 10)
+    events = spark.createDataFrame(
+        [("u1", "a", "purchase", "s1", "o1", t), ("u1", "b", "purchase", "s2", "o1", t),
+         ("u1", "c", "purchase", "s2", None, t), ("u1", "d", "purchase", "s2", None, t),
+         ("u2", "e", "purchase", "s3", "o2", t)],
+        "user_id string, item_id string, event_type string, session_id string, order_id string, event_time timestamp")
+    baskets = sorted(r["items"] for r in R.purchase_baskets(events, "order").collect())
+    assert baskets == [["a", "b"], ["c", "d"]]  # o2 has one item
+    with pytest.raises(ValueError, match="kind must be one of"):
+        R.purchase_baskets(events, "cart")

@@ -27,7 +27,7 @@ DUPLICATE_EARLIER_BATCH = "earlier_batch"
 # Columns whose values define "the same event" for exact-duplicate detection and derived event ids.
 CONTENT_COLUMNS = (
     S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.EVENT_TIME, S.SESSION_ID, S.PRICE,
-    S.QUANTITY, S.CATEGORY, S.BRAND, S.QUERY, S.RATING,
+    S.QUANTITY, S.CATEGORY, S.BRAND, S.QUERY, S.RATING, S.ORDER_ID,
 )
 MAPPABLE = S.MAPPABLE_COLUMNS
 _ZONED = r"(Z|z|[+-]\d{2}:?\d{2}|\s+UTC)$"
@@ -163,7 +163,7 @@ def to_canonical(
         (string, one of ``schemas.EVENT_TYPES``), ``event_time`` (timestamp, UTC),
         ``session_id`` (string, null when the source has none), ``price`` (double),
         ``quantity`` (int), ``category``, ``brand`` (lower-cased strings), ``query`` (string),
-        ``rating`` (double), ``source`` (string), ``event_date`` (date of ``event_time``),
+        ``rating`` (double), ``order_id`` (string, null when the source has none), ``source`` (string), ``event_date`` (date of ``event_time``),
         plus ``_content_hash`` (string), ``reason`` (quarantine reason code or null when the row
         is valid) and ``detail`` (the offending value), and the input's other columns except
         ``_fields``.
@@ -197,6 +197,7 @@ def to_canonical(
         F.lower(F.col(raw[S.BRAND])).alias(S.BRAND),
         F.col(raw[S.QUERY]).alias(S.QUERY),
         F.col(raw[S.RATING]).try_cast("double").alias(S.RATING),
+        F.col(raw[S.ORDER_ID]).alias(S.ORDER_ID),
     )
 
     def col(name: str) -> Column:

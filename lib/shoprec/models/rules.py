@@ -19,16 +19,17 @@ ITEMS = "items"
 ANTECEDENT = "antecedent"
 CONSEQUENT = "consequent"
 BOUGHT_WITH = "bought_with_item_id"
-BASKET_KINDS = ("session", "user_day")
+BASKET_KINDS = ("order", "session", "user_day")
 
 
 def purchase_baskets(events: DataFrame, kind: str = "session", min_items: int = 2) -> DataFrame:
-    """Baskets of purchased items: one per session, or one per user and day.
+    """Baskets of purchased items: one per order, per session, or per user and day.
 
     Args:
         events: clean events.
-        kind: ``"session"`` (the purchases of one session) or ``"user_day"`` (of one user in one
-            UTC day, for sources whose sessions split a checkout).
+        kind: ``"order"`` (purchases sharing an ``order_id``; purchases without one fall back to
+            their session), ``"session"`` (the purchases of one session) or ``"user_day"`` (of one
+            user in one UTC day, for sources whose sessions split a checkout).
         min_items: baskets with fewer distinct items teach no co-occurrence and are left out.
 
     Returns:
@@ -37,8 +38,13 @@ def purchase_baskets(events: DataFrame, kind: str = "session", min_items: int = 
     if kind not in BASKET_KINDS:
         raise ValueError(f"purchase_baskets: kind must be one of {', '.join(BASKET_KINDS)}, got {kind!r}")
     S.require_columns(events, [S.USER_ID, S.ITEM_ID, S.EVENT_TYPE, S.SESSION_ID, S.EVENT_TIME], "purchase_baskets")
-    key = (F.col(S.SESSION_ID) if kind == "session"
-           else F.concat_ws("/", F.col(S.USER_ID), F.to_date(S.EVENT_TIME).cast("string")))
+    if kind == "order":
+        S.require_columns(events, [S.ORDER_ID], "purchase_baskets")
+        key = F.coalesce(F.concat(F.lit("order:"), F.col(S.ORDER_ID)), F.concat(F.lit("session:"), F.col(S.SESSION_ID)))
+    elif kind == "session":
+        key = F.col(S.SESSION_ID)
+    else:
+        key = F.concat_ws("/", F.col(S.USER_ID), F.to_date(S.EVENT_TIME).cast("string"))
     purchases = events.where((F.col(S.EVENT_TYPE) == "purchase") & F.col(S.ITEM_ID).isNotNull())
     baskets = purchases.groupBy(key.alias(BASKET_ID)).agg(F.array_sort(F.collect_set(S.ITEM_ID)).alias(ITEMS))
     return baskets.where(F.size(ITEMS) >= min_items)
