@@ -191,6 +191,24 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class RankerConfig:
+    """build_training_set (and, later, the ranker jobs): candidates, labels, shards."""
+
+    label_days: int = 2
+    relevant_event_types: list[str] = field(default_factory=lambda: ["cart", "purchase"])
+    candidates: dict[str, int] = field(
+        default_factory=lambda: {"als": 50, "rules": 20, "similar": 20, "content": 20, "popular": 20})
+    seeds_per_user: int = 5
+    negatives_per_user: int = 10
+    workers: int = 2
+    validation_percent: int = 10
+    als_rank: int = 16
+    als_reg_param: float = 0.1
+    als_alpha: float = 2.0
+    seed: int = 42
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a shoprec deployment."""
 
@@ -205,6 +223,7 @@ class Config:
     als: AlsConfig = field(default_factory=AlsConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
 
     @property
     def source(self) -> SourceConfig:
@@ -382,7 +401,14 @@ def _check_models(cfg: Config) -> None:
     for event_type in cfg.profiles.interaction_weights:
         if event_type not in schemas.EVENT_TYPES:
             raise ConfigError(f"profiles.interaction_weights.{event_type}: not an event type ({', '.join(schemas.EVENT_TYPES)})")
-    for key, types_ in (("als.relevant_event_types", cfg.als.relevant_event_types),
+    unknown_sources = sorted(set(cfg.ranker.candidates) - {"als", "rules", "similar", "content", "popular"})
+    if unknown_sources:
+        raise ConfigError(f"ranker.candidates.{unknown_sources[0]}: not a candidate source "
+                          "(als, rules, similar, content, popular)")
+    if not 0 <= cfg.ranker.validation_percent < 100:
+        raise ConfigError("ranker.validation_percent: must be in [0, 100)")
+    for key, types_ in (("ranker.relevant_event_types", cfg.ranker.relevant_event_types),
+                        ("als.relevant_event_types", cfg.als.relevant_event_types),
                         ("evaluate.relevant_event_types", cfg.evaluate.relevant_event_types)):
         unknown = [t for t in types_ if t not in schemas.EVENT_TYPES]
         if unknown or not types_:
@@ -393,6 +419,7 @@ def _check_models(cfg: Config) -> None:
         "profiles.segments": cfg.profiles.segments, "profiles.content_features": cfg.profiles.content_features,
         "als.max_iter": cfg.als.max_iter, "als.top_k": cfg.als.top_k, "als.validation_days": cfg.als.validation_days,
         "rules.top_k": cfg.rules.top_k, "evaluate.holdout_days": cfg.evaluate.holdout_days, "evaluate.k": cfg.evaluate.k,
+        "ranker.label_days": cfg.ranker.label_days, "ranker.workers": cfg.ranker.workers,
     }
     for key, value in positive.items():
         if value <= 0:

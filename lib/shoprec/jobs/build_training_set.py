@@ -1,0 +1,152 @@
+"""build_training_set: candidates with features and labels, sharded for Horovod workers.
+
+Run on a cluster::
+
+    spark-submit --master yarn --deploy-mode client \\
+        --py-files dist/shoprec.zip --files conf/base.yaml,conf/cluster.yaml \\
+        jobs/build_training_set.py --conf cluster.yaml --run-date 2026-01-07
+
+The last ``ranker.label_days`` days up to the run date are the label window. Everything the
+examples are made of — interactions, profiles, segments, category affinities, and every
+candidate source (ALS, bought-together rules, ALS-similar and content-similar items, popularity)
+— is rebuilt here from the events *before* the window, so no feature sees a label. For each user
+with history who carted or bought something in the window, the candidates (up to
+``ranker.candidates[source]`` per source) plus ``ranker.negatives_per_user`` random catalogue
+items are labelled 1 if the user then carted/bought them, else 0.
+
+Output: ``training_set/run_date=D/split=train/shard=K`` (K < ``ranker.workers``, one per Horovod
+worker, whole users per shard) and ``split=validation`` (``ranker.validation_percent`` of users),
+each row ``user_id, item_id, <categorical buckets>, dense array<float>, label``, plus
+``_feature_spec.json`` beside them (feature order, hash buckets, standardisation statistics,
+cut-off) which training and scoring read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+from shoprec.config import Config
+from shoprec.etl import profiles as P
+from shoprec.evaluation.holdout import cutoff_date, exclusions, time_holdout
+from shoprec.io.fs import HadoopFS
+from shoprec.io.tables import write_partitions
+from shoprec.jobs.build_profiles import events_as_of
+from shoprec.jobs.common import job_parser, run_main
+from shoprec.models import als as A
+from shoprec.models import rules as R
+from shoprec.models.content import content_features, content_similar_items
+from shoprec.models.popularity import ALL, SCOPE, popular_items
+from shoprec.models.ranker import features as X
+from shoprec.models.segments import assign_segments, fit_segments
+from shoprec.tracking import job_run
+
+JOB = "build_training_set"
+TRAINING_SET = "training_set"
+FEATURE_SPEC = "_feature_spec.json"
+
+log = logging.getLogger(__name__)
+
+
+def features_before(spark: SparkSession, cfg: Config, before: DataFrame, cutoff: str) -> dict[str, DataFrame]:
+    """Every input of the examples, built from ``before`` (the events before ``cutoff``) only."""
+    profiles, ranker = cfg.profiles, cfg.ranker
+    as_of = dt.datetime.combine(dt.date.fromisoformat(cutoff), dt.time())
+    first_day = (dt.date.fromisoformat(cutoff) - dt.timedelta(days=profiles.history_days)).isoformat()
+    window = before.where(F.col(S.EVENT_DATE) >= F.lit(first_day).cast("date"))
+    interactions = P.build_interactions(before, profiles.interaction_weights, profiles.interaction_half_life_days,
+                                        as_of).where(F.col(P.CONFIDENCE) >= profiles.min_confidence).cache()
+    users = P.user_profile(window, as_of, profiles.top_n, profiles.price_bands).cache()
+    users = assign_segments(fit_segments(users, min(profiles.segments, max(users.count(), 1)), profiles.seed), users)
+    items = P.item_profile(window, as_of, profiles.windows_days, profiles.half_life_days).cache()
+
+    als = A.train_recommender(interactions, A.AlsParams(ranker.als_rank, ranker.als_reg_param, ranker.als_alpha,
+                                                        cfg.als.max_iter), cfg.als.seed, cfg.als.blocks or None)
+    baskets = R.purchase_baskets(before, cfg.rules.basket).cache()
+    support = R.effective_min_support(baskets.count(), cfg.rules.min_support, cfg.rules.min_basket_count)
+    _, rules = R.mine_rules(baskets, support, cfg.rules.min_confidence)
+    return {
+        "interactions": interactions, "user_profile": users, "item_profile": items, "als": als,
+        "affinity": X.category_affinity(window, as_of),
+        "bought_together": R.bought_together(rules, max(ranker.candidates.get("rules", 0), 1)),
+        "similar_items": als.similar_items(max(ranker.candidates.get("similar", 0), 1)),
+        "content_similar": content_similar_items(content_features(items, profiles.content_features),
+                                                 max(ranker.candidates.get("content", 0), 1)),
+        "popular": popular_items(items, profiles.interaction_weights,
+                                 max(ranker.candidates.get("popular", 0), 1)).where(F.col(SCOPE) == ALL),
+    }
+
+
+def examples_for(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, truth: DataFrame | None) -> DataFrame:
+    """Candidates (plus sampled negatives) for ``users`` with raw features, labelled from ``truth``."""
+    ranker = cfg.ranker
+    excluded = exclusions(inputs["interactions"], cfg.als.exclude)
+    als_recs = inputs["als"].recommend(users, excluded, max(ranker.candidates.get("als", 0), 1), cfg.als.max_excluded)
+    seeds = X.seed_items(inputs["interactions"], ranker.seeds_per_user)
+    cands = X.candidates(users, seeds, als_recs, inputs["bought_together"], inputs["similar_items"],
+                         inputs["content_similar"], inputs["popular"], ranker.candidates)
+    negatives = X.sampled_negatives(users, inputs["item_profile"].select(S.ITEM_ID), ranker.negatives_per_user,
+                                    ranker.seed)
+    if negatives is not None:
+        cands = cands.unionByName(negatives.join(cands.select(S.USER_ID, S.ITEM_ID), [S.USER_ID, S.ITEM_ID], "left_anti"))
+    if excluded is not None:
+        cands = cands.join(excluded, [S.USER_ID, S.ITEM_ID], "left_anti")
+    examples = X.assemble(cands, inputs["user_profile"], inputs["item_profile"], inputs["affinity"])
+    return X.with_labels(examples, truth) if truth is not None else examples
+
+
+def run(spark: SparkSession, cfg: Config, run_date: str) -> dict:
+    """Build and write the sharded training set for ``run_date``; return its counts."""
+    ranker = cfg.ranker
+    with job_run(cfg, JOB, run_date, extra_params={"run_date": run_date}) as tracking:
+        cutoff = cutoff_date(run_date, ranker.label_days)
+        holdout = time_holdout(events_as_of(spark, cfg, run_date), run_date, ranker.label_days,
+                               ranker.relevant_event_types, cfg.profiles.interaction_weights,
+                               cfg.profiles.interaction_half_life_days)
+        truth = holdout.truth.cache()
+        users = truth.select(S.USER_ID).distinct().cache()
+        if users.count() == 0:
+            raise ValueError(f"build_training_set {run_date}: no user with history before {cutoff} has a "
+                             f"{'/'.join(ranker.relevant_event_types)} event in the label window")
+        inputs = features_before(spark, cfg, holdout.train_events, cutoff)
+        examples = X.assign_shards(examples_for(cfg, inputs, users, truth), ranker.workers,
+                                   ranker.validation_percent, ranker.seed).cache()
+        stats = X.standardisation(examples.where(F.col("split") == "train"))
+        columns = [S.USER_ID, S.ITEM_ID, *X.CATEGORICAL, "dense", X.LABEL, "split", "shard"]
+        shards = X.standardise(examples, stats).select(*columns)
+
+        path = f"{cfg.table_path(TRAINING_SET)}/run_date={run_date}"
+        lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "cutoff": cutoff}
+        write_partitions(shards.repartition("split", "shard"), path, ["split", "shard"],
+                         {"split": ["train", "validation"]}, tracking.run_id, lineage)
+        spec = {"run_date": run_date, "cutoff": cutoff, "categorical": X.CATEGORICAL, "dense": X.dense_features(),
+                "standardisation": stats, "workers": ranker.workers, "run_id": tracking.run_id}
+        HadoopFS(spark).write_text(f"{path}/{FEATURE_SPEC}", json.dumps(spec, indent=1))
+        tracking.log_dict(spec, "feature_spec.json")
+
+        counts = {f"{r['split']}_{'positive' if r[X.LABEL] else 'negative'}": r["count"]
+                  for r in examples.groupBy("split", X.LABEL).count().collect()}
+        counts["users"] = users.count()
+        counts["candidates_with_label_1"] = examples.where((F.col(X.LABEL) == 1) & (F.col("n_sources") > 0)).count()
+        counts["positives_reachable_share"] = (counts["candidates_with_label_1"] / max(truth.count(), 1))
+        tracking.log_metrics(counts)
+        examples.unpersist()
+        truth.unpersist()
+        log.info("build_training_set %s (cut-off %s): %s", run_date, cutoff, counts)
+        return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``spark-submit jobs/build_training_set.py`` and ``shoprec run build_training_set``."""
+    parser = job_parser(JOB, "Build the ranker's sharded, labelled training set from candidates and features.")
+
+    def execute(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
+        print(f"build_training_set {args.run_date}: {run(spark, cfg, args.run_date)}")
+
+    return run_main(JOB, parser, execute, argv)

@@ -1,0 +1,235 @@
+"""Candidates from every source and the features the ranker scores them with (pure transforms).
+
+The same functions serve training (on tables built from events before a cut-off) and scoring
+(on the run date's tables), so the model sees features computed the same way in both.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+from shoprec.etl import profiles as P
+
+SOURCES = ("als", "rules", "similar", "content", "popular")
+SEED_ITEM = "seed_item_id"
+LABEL = "label"
+
+# Dense features, in model order. Counts are log1p-scaled before standardising.
+USER_DENSE = ("recency_days", "frequency", "monetary", "n_view", "n_cart", "n_purchase", "view_to_purchase",
+              "active_days", "sessions")
+ITEM_DENSE = ("views_decayed", "carts_decayed", "purchases_decayed", "view_to_cart", "view_to_purchase",
+              "distinct_buyers", "price_avg")
+CROSS_DENSE = ("category_share", "days_since_category", "price_ratio", "n_sources")
+SOURCE_DENSE = tuple(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rank"))
+LOG_SCALED = {"frequency", "monetary", "n_view", "n_cart", "n_purchase", "active_days", "sessions",
+              "views_decayed", "carts_decayed", "purchases_decayed", "distinct_buyers", "price_avg",
+              "days_since_category", "als_rank", "rules_rank", "similar_rank", "content_rank", "popular_rank",
+              "rules_score", "popular_score"}
+# Categorical features and their hash-bucket counts (the "vocabulary": xxhash64 mod buckets).
+CATEGORICAL = {"user_bucket": 1 << 16, "item_bucket": 1 << 16, "category_bucket": 1 << 10,
+               "brand_bucket": 1 << 12, "segment": 64, "price_band": 16}
+
+
+def dense_features() -> list[str]:
+    """Every dense feature, in the order the model's ``dense`` input takes them."""
+    return [*(f"user_{c}" for c in USER_DENSE), *(f"item_{c}" for c in ITEM_DENSE), *CROSS_DENSE, *SOURCE_DENSE]
+
+
+def seed_items(interactions: DataFrame, per_user: int) -> DataFrame:
+    """Each user's ``per_user`` strongest interactions: the items candidates are "like".
+
+    Returns:
+        ``user_id, seed_item_id, confidence``.
+    """
+    order = Window.partitionBy(S.USER_ID).orderBy(F.col(P.CONFIDENCE).desc(), F.col(S.ITEM_ID))
+    return (interactions.withColumn("_n", F.row_number().over(order)).where(F.col("_n") <= per_user)
+            .select(S.USER_ID, F.col(S.ITEM_ID).alias(SEED_ITEM), P.CONFIDENCE))
+
+
+def _from_seeds(seeds: DataFrame, neighbours: DataFrame, neighbour_col: str, score: Column, source: str) -> DataFrame:
+    """Candidates reached from a user's seed items through an item -> item table; an item reached
+    from several seeds keeps its best score and the seed that gave it."""
+    reached = seeds.join(neighbours.withColumnRenamed(S.ITEM_ID, SEED_ITEM), SEED_ITEM).select(
+        S.USER_ID, F.col(neighbour_col).alias(S.ITEM_ID), SEED_ITEM, score.alias("score"))
+    return (reached.groupBy(S.USER_ID, S.ITEM_ID)
+            .agg(F.max("score").alias("score"), F.max_by(SEED_ITEM, "score").alias(SEED_ITEM))
+            .withColumn("source", F.lit(source)))
+
+
+def candidates(users: DataFrame, seeds: DataFrame, als_recs: DataFrame, bought_together: DataFrame,
+               similar_items: DataFrame, content_similar: DataFrame, popular: DataFrame,
+               limits: dict[str, int]) -> DataFrame:
+    """Up to ``limits[source]`` candidates per user from each source, merged per (user, item).
+
+    Args:
+        users: ``user_id`` rows to generate for.
+        seeds: :func:`seed_items`.
+        als_recs: ``(user_id, rank, item_id, score)``.
+        bought_together: ``(item_id, bought_with_item_id, lift)``.
+        similar_items, content_similar: ``(item_id, similar_item_id, score)``.
+        popular: ``(rank, item_id, score)`` of one popularity list.
+        limits: candidates kept per user and source (a missing or zero source is skipped).
+
+    Returns:
+        ``user_id, item_id``, and per source ``<source>_score double`` and ``<source>_rank int``
+        (null when that source did not propose the item), ``rules_seed``, ``similar_seed``,
+        ``content_seed`` (the seed item behind the candidate) and ``n_sources int``.
+    """
+    users = users.select(S.USER_ID).distinct()
+    seeds = seeds.join(users, S.USER_ID)
+    parts = []
+    if limits.get("als"):
+        parts.append(als_recs.join(users, S.USER_ID).select(
+            S.USER_ID, S.ITEM_ID, F.col("score").cast("double").alias("score"),
+            F.lit(None).cast("string").alias(SEED_ITEM), F.lit("als").alias("source")))
+    if limits.get("rules"):
+        parts.append(_from_seeds(seeds, bought_together, "bought_with_item_id", F.col("lift"), "rules"))
+    if limits.get("similar"):
+        parts.append(_from_seeds(seeds, similar_items, "similar_item_id", F.col("score"), "similar"))
+    if limits.get("content"):
+        parts.append(_from_seeds(seeds, content_similar, "similar_item_id", F.col("score"), "content"))
+    if limits.get("popular"):
+        top = popular.where(F.col("rank") <= limits["popular"])
+        parts.append(users.crossJoin(F.broadcast(top.select(S.ITEM_ID, F.col("score").cast("double").alias("score"))))
+                     .select(S.USER_ID, S.ITEM_ID, "score", F.lit(None).cast("string").alias(SEED_ITEM),
+                             F.lit("popular").alias("source")))
+    if not parts:
+        raise ValueError("candidates: every source limit is zero")
+    proposed = parts[0]
+    for part in parts[1:]:
+        proposed = proposed.unionByName(part)
+    limit = F.create_map(*[x for s, n in limits.items() for x in (F.lit(s), F.lit(int(n)))])
+    order = Window.partitionBy(S.USER_ID, "source").orderBy(F.col("score").desc(), F.col(S.ITEM_ID))
+    ranked = (proposed.withColumn("_rank", F.row_number().over(order))
+              .where(F.col("_rank") <= limit[F.col("source")]))
+    aggregates = []
+    for source in SOURCES:
+        mine = F.col("source") == source
+        aggregates += [F.max(F.when(mine, F.col("score"))).alias(f"{source}_score"),
+                       F.min(F.when(mine, F.col("_rank"))).cast("int").alias(f"{source}_rank")]
+        if source in ("rules", "similar", "content"):
+            aggregates.append(F.max(F.when(mine, F.col(SEED_ITEM))).alias(f"{source}_seed"))
+    merged = ranked.groupBy(S.USER_ID, S.ITEM_ID).agg(*aggregates, F.countDistinct("source").cast("int").alias("n_sources"))
+    # A user's own seed items are not candidates: the user already knows them.
+    return merged.join(seeds.select(S.USER_ID, F.col(SEED_ITEM).alias(S.ITEM_ID)), [S.USER_ID, S.ITEM_ID], "left_anti")
+
+
+def category_affinity(events: DataFrame, as_of) -> DataFrame:
+    """Per user and category: the share of the user's item events in it and the days since the
+    user's last event in it.
+
+    Returns:
+        ``user_id, category, category_share double, days_since_category double``.
+    """
+    item_events = events.where(F.col(S.ITEM_ID).isNotNull() & F.col(S.CATEGORY).isNotNull())
+    per = item_events.groupBy(S.USER_ID, S.CATEGORY).agg(F.count(F.lit(1)).alias("_n"),
+                                                        F.max(S.EVENT_TIME).alias("_last"))
+    total = Window.partitionBy(S.USER_ID)
+    return per.select(
+        S.USER_ID, S.CATEGORY, (F.col("_n") / F.sum("_n").over(total)).alias("category_share"),
+        ((F.lit(as_of).cast("timestamp").cast("double") - F.col("_last").cast("double")) / P.SECONDS_PER_DAY)
+        .alias("days_since_category"))
+
+
+def bucket(column: Column, buckets: int) -> Column:
+    """A stable hash bucket in ``[0, buckets)`` (bucket 0 also takes nulls)."""
+    return F.when(column.isNull(), F.lit(0)).otherwise(F.pmod(F.xxhash64(column.cast("string")), F.lit(buckets - 1)) + 1).cast("int")
+
+
+def assemble(cands: DataFrame, user_profile: DataFrame, item_profile: DataFrame, affinity: DataFrame) -> DataFrame:
+    """Join candidates with user and item profiles and the user x item crosses.
+
+    Returns:
+        ``user_id, item_id``, the categorical bucket columns of :data:`CATEGORICAL`, every raw
+        dense feature of :func:`dense_features` (nulls where unknown; see :func:`standardise`),
+        ``category`` and the seed columns of :func:`candidates` (for explanations).
+    """
+    users = user_profile.select(S.USER_ID, "segment", "price_band", "avg_purchase_price",
+                                *[F.col(c).cast("double").alias(f"user_{c}") for c in USER_DENSE])
+    items = item_profile.select(S.ITEM_ID, S.CATEGORY, S.BRAND,
+                                *[F.col(c).cast("double").alias(f"item_{c}") for c in ITEM_DENSE])
+    joined = (cands.join(users, S.USER_ID, "left").join(items, S.ITEM_ID, "left")
+              .join(affinity, [S.USER_ID, S.CATEGORY], "left"))
+    return joined.select(
+        S.USER_ID, S.ITEM_ID, S.CATEGORY, "rules_seed", "similar_seed", "content_seed",
+        bucket(F.col(S.USER_ID), CATEGORICAL["user_bucket"]).alias("user_bucket"),
+        bucket(F.col(S.ITEM_ID), CATEGORICAL["item_bucket"]).alias("item_bucket"),
+        bucket(F.col(S.CATEGORY), CATEGORICAL["category_bucket"]).alias("category_bucket"),
+        bucket(F.col(S.BRAND), CATEGORICAL["brand_bucket"]).alias("brand_bucket"),
+        F.coalesce(F.col("segment") + 1, F.lit(0)).cast("int").alias("segment"),
+        F.coalesce(F.col("price_band") + 1, F.lit(0)).cast("int").alias("price_band"),
+        *[F.col(f"user_{c}") for c in USER_DENSE], *[F.col(f"item_{c}") for c in ITEM_DENSE],
+        F.coalesce(F.col("category_share"), F.lit(0.0)).alias("category_share"),
+        F.col("days_since_category"),
+        (F.col("item_price_avg") / F.col("avg_purchase_price")).alias("price_ratio"),
+        F.col("n_sources").cast("double").alias("n_sources"),
+        *[F.col(c).cast("double").alias(c) for c in SOURCE_DENSE],
+    )
+
+
+def standardisation(features: DataFrame) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of each dense feature after log scaling, to store beside the model."""
+    columns = dense_features()
+    scaled = [_log_scaled(c).alias(c) for c in columns]
+    stats = features.select(*scaled).agg(*[F.avg(c).alias(f"{c}__mean") for c in columns],
+                                         *[F.stddev_pop(c).alias(f"{c}__std") for c in columns]).first()
+    return {c: (float(stats[f"{c}__mean"] or 0.0), float(stats[f"{c}__std"] or 0.0) or 1.0) for c in columns}
+
+
+def _log_scaled(name: str) -> Column:
+    value = F.col(name).cast("double")
+    base = name.split("_", 1)[1] if name.startswith(("user_", "item_")) else name
+    return F.log1p(F.greatest(value, F.lit(0.0))) if base in LOG_SCALED else value
+
+
+def standardise(features: DataFrame, stats: dict[str, tuple[float, float]]) -> DataFrame:
+    """Replace the dense columns with one ``dense array<float>`` column: log-scaled where listed,
+    standardised with ``stats``, missing values as 0 (the mean)."""
+    values = [F.coalesce((_log_scaled(c) - F.lit(mean)) / F.lit(std), F.lit(0.0)) for c, (mean, std) in stats.items()]
+    keep = [c for c in features.columns if c not in stats]
+    return features.select(*keep, F.array(*values).cast("array<float>").alias("dense"))
+
+
+def sampled_negatives(users: DataFrame, items: DataFrame, per_user: int, seed: int) -> DataFrame:
+    """``per_user`` catalogue items drawn per user by a seeded hash (no shuffle of the catalogue).
+
+    Args:
+        users: ``user_id`` rows.
+        items: ``item_id`` rows, the catalogue to draw from.
+
+    Returns:
+        Candidate-shaped rows (:func:`candidates` columns, every source null, ``n_sources`` 0);
+        a draw that hits the same item twice keeps one row.
+    """
+    from shoprec.models.als import index_ids
+
+    catalogue = index_ids(items, S.ITEM_ID, "_draw")
+    size = catalogue.count()
+    if size == 0 or per_user <= 0:
+        return None
+    draws = users.select(S.USER_ID).distinct().select(
+        S.USER_ID, F.explode(F.sequence(F.lit(1), F.lit(per_user))).alias("_n"))
+    draws = draws.select(S.USER_ID, F.pmod(F.xxhash64(F.lit(seed), S.USER_ID, "_n"), F.lit(size)).cast("int").alias("_draw"))
+    drawn = draws.join(F.broadcast(catalogue) if size <= 1_000_000 else catalogue, "_draw").select(S.USER_ID, S.ITEM_ID).distinct()
+    columns = [F.lit(None).cast("double").alias(f"{s}_score") for s in SOURCES]
+    columns += [F.lit(None).cast("int").alias(f"{s}_rank") for s in SOURCES]
+    columns += [F.lit(None).cast("string").alias(f"{s}_seed") for s in ("rules", "similar", "content")]
+    return drawn.select(S.USER_ID, S.ITEM_ID, *columns, F.lit(0).alias("n_sources"))
+
+
+def with_labels(examples: DataFrame, truth: DataFrame) -> DataFrame:
+    """``examples`` with ``label double``: 1 when the (user, item) is in ``truth``, else 0."""
+    positives = truth.select(S.USER_ID, S.ITEM_ID).distinct().withColumn("_positive", F.lit(1.0))
+    return (examples.join(positives, [S.USER_ID, S.ITEM_ID], "left")
+            .withColumn(LABEL, F.coalesce(F.col("_positive"), F.lit(0.0))).drop("_positive"))
+
+
+def assign_shards(examples: DataFrame, workers: int, validation_percent: int, seed: int) -> DataFrame:
+    """Tag each example with ``split`` (``train``/``validation``, whole users at a time) and, for
+    training, ``shard`` in ``[0, workers)`` (by user, so one user's examples stay together)."""
+    user_hash = F.xxhash64(F.lit(seed), F.col(S.USER_ID))
+    split = F.when(F.pmod(user_hash, F.lit(100)) < validation_percent, F.lit("validation")).otherwise(F.lit("train"))
+    shard = F.when(split == "train", F.pmod(F.xxhash64(F.lit(seed + 1), F.col(S.USER_ID)), F.lit(workers))).otherwise(F.lit(0))
+    return examples.withColumn("split", split).withColumn("shard", shard.cast("int"))

@@ -1,0 +1,49 @@
+"""Candidate merging, labels, shards and standardisation of the ranker's features."""
+
+import pytest
+from pyspark.sql import functions as F
+
+from shoprec.models.ranker import features as X
+
+
+def test_candidates_merge_sources_and_keep_their_limits(spark):
+    users = spark.createDataFrame([("u",)], "user_id string")
+    seeds = spark.createDataFrame([("u", "s1", 5.0), ("v", "s9", 1.0)], "user_id string, seed_item_id string, confidence double")
+    als = spark.createDataFrame([("u", 1, "a", 0.9), ("u", 2, "b", 0.8), ("u", 3, "c", 0.7), ("u", 4, "s1", 0.6)],
+                                "user_id string, rank int, item_id string, score double")
+    together = spark.createDataFrame([("s1", "b", 3.0), ("s1", "d", 2.0)], "item_id string, bought_with_item_id string, lift double")
+    similar = spark.createDataFrame([("s1", "e", 0.5)], "item_id string, similar_item_id string, score double")
+    content = spark.createDataFrame([("s1", "a", 0.4)], "item_id string, similar_item_id string, score double")
+    popular = spark.createDataFrame([(1, "p", 10.0), (2, "a", 9.0)], "rank int, item_id string, score double")
+    got = {r.item_id: r for r in X.candidates(users, seeds, als, together, similar, content, popular,
+                                              {"als": 2, "rules": 5, "similar": 5, "content": 5, "popular": 1}).collect()}
+    assert set(got) == {"a", "b", "d", "e", "p"}  # als limited to 2; popular to 1; the seed itself never
+    assert (got["b"].als_rank, got["b"].rules_score, got["b"].rules_seed, got["b"].n_sources) == (2, 3.0, "s1", 2)
+    assert (got["a"].als_score, got["a"].content_score, got["a"].content_seed, got["a"].n_sources) == (0.9, 0.4, "s1", 2)
+    assert got["p"].popular_rank == 1 and got["p"].als_score is None
+    assert got["d"].rules_rank == 2
+
+
+def test_labels_shards_and_standardisation(spark):
+    rows = [(f"u{i}", f"i{j}", float(i), float(j)) for i in range(20) for j in range(3)]
+    examples = spark.createDataFrame(rows, "user_id string, item_id string, user_frequency double, als_score double")
+    truth = spark.createDataFrame([("u1", "i2"), ("u1", "i2"), ("u3", "zz")], "user_id string, item_id string")
+    labelled = X.with_labels(examples, truth)
+    assert labelled.where(F.col("label") == 1).select("user_id", "item_id").collect() == [("u1", "i2")]
+    assert labelled.count() == 60
+
+    sharded = X.assign_shards(labelled, workers=3, validation_percent=30, seed=1)
+    per_user = sharded.groupBy("user_id").agg(F.countDistinct("split").alias("splits"), F.countDistinct("shard").alias("shards"))
+    assert per_user.where((F.col("splits") > 1) | (F.col("shards") > 1)).count() == 0  # users stay whole
+    assert {r.shard for r in sharded.where(F.col("split") == "train").select("shard").distinct().collect()} <= {0, 1, 2}
+    assert 0 < sharded.where(F.col("split") == "validation").count() < 60
+
+    stats = {"user_frequency": (9.5, 2.0), "als_score": (1.0, 0.5)}
+    dense = X.standardise(spark.createDataFrame([("u", 11.5, None)], "user_id string, user_frequency double, als_score double"), stats)
+    assert dense.columns == ["user_id", "dense"]
+    # user_frequency is log-scaled before standardising; a missing score becomes the mean (0).
+    value = dense.first().dense
+    import math
+
+    assert value[0] == pytest.approx((math.log1p(11.5) - 9.5) / 2.0, rel=1e-6)
+    assert value[1] == 0.0
