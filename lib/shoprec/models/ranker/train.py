@@ -1,0 +1,197 @@
+"""Data-parallel training of the ranker with Horovod (TensorFlow, Gloo).
+
+The same :func:`train` runs under ``horovod.spark.run`` on Spark executors (the train_ranker job)
+and under ``horovodrun`` outside Spark::
+
+    horovodrun -np 2 -H localhost:2 python -m shoprec.models.ranker.train \\
+        --training-set var/warehouse/training_set/run_date=2026-01-08 --out var/ranker/2026-01-08
+
+The Horovod recipe: ``hvd.init()``; each rank reads its own training shards; the learning rate is
+scaled by the number of ranks; gradients are averaged by ``DistributedGradientTape``; variables
+are broadcast from rank 0 after the first step; every rank runs the same number of steps;
+validation predictions are gathered from all ranks so the AUC is that of the whole validation set;
+early stopping on that AUC is decided identically everywhere; only rank 0 writes checkpoints and
+the final model and returns the history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything a training process needs; plain data so it pickles to Spark executors."""
+
+    training_set: str
+    out: str
+    epochs: int = 10
+    batch_size: int = 512
+    learning_rate: float = 0.001
+    patience: int = 2
+    embedding_dim: int = 16
+    cross_layers: int = 2
+    hidden_units: list[int] = field(default_factory=lambda: [128, 64])
+    dropout: float = 0.1
+    seed: int = 42
+    resume: bool = False
+
+
+def _local(path: str) -> Path:
+    return Path(path[len("file://"):] if path.startswith("file://") else path)
+
+
+def read_split(training_set: str, split: str, shards: list[int] | None = None):
+    """Features and labels of one split (and, for training, the given shards) as numpy arrays."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    root = _local(training_set) / f"split={split}"
+    directories = sorted(root.glob("shard=*")) if shards is None else [root / f"shard={s}" for s in shards]
+    tables = [pq.read_table(d) for d in directories if d.exists()]
+    if not tables:
+        return None, None
+    import pyarrow as pa
+
+    table = pa.concat_tables(tables)
+    spec = json.loads((_local(training_set) / "_feature_spec.json").read_text())
+    features = {name: table.column(name).to_numpy().astype("int32") for name in spec["categorical"]}
+    features["dense"] = np.stack(table.column("dense").to_numpy(zero_copy_only=False)).astype("float32")
+    return features, table.column("label").to_numpy().astype("float32")
+
+
+def auc(labels, scores) -> float:
+    """Area under the ROC curve by the rank-sum formula (ties share their average rank)."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(np.asarray(scores), return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + 1 + ends) / 2)[inverse]
+    return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def train(settings: TrainSettings) -> dict | None:
+    """Train on every Horovod rank; rank 0 returns the history and where the model is, others None."""
+    import horovod.tensorflow as hvd
+    import numpy as np
+    import tensorflow as tf
+
+    from shoprec.models.ranker.model import RankerSpec, build_ranker
+
+    hvd.init()
+    rank, size = hvd.rank(), hvd.size()
+    spec = json.loads((_local(settings.training_set) / "_feature_spec.json").read_text())
+    # Each rank reads its own shards: shard k goes to rank k mod size.
+    mine = [k for k in range(spec["workers"]) if k % size == rank]
+    features, labels = read_split(settings.training_set, "train", mine)
+    if features is None:
+        raise RuntimeError(f"rank {rank}: no training shards {mine} under {settings.training_set}")
+    val_features, val_labels = read_split(settings.training_set, "validation")
+
+    ranker = RankerSpec(categorical=spec["categorical"], dense=spec["dense"], embedding_dim=settings.embedding_dim,
+                        cross_layers=settings.cross_layers, hidden_units=list(settings.hidden_units),
+                        dropout=settings.dropout, seed=settings.seed)
+    model = build_ranker(ranker)
+    optimizer = tf.keras.optimizers.Adam(settings.learning_rate * size)
+    loss_fn = tf.keras.losses.BinaryCrossentropy(from_logits=True)
+    out = _local(settings.out)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), max_to_keep=2)
+    start_epoch = 0
+    if settings.resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint)
+        start_epoch = int(Path(manager.latest_checkpoint).name.split("-")[-1])
+
+    @tf.function
+    def step(batch, target, first: bool):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(target, model(batch, training=True))
+        tape = hvd.DistributedGradientTape(tape)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        if first:
+            hvd.broadcast_variables(model.variables, root_rank=0)
+            hvd.broadcast_variables(optimizer.variables(), root_rank=0)
+        return loss
+
+    rng = np.random.default_rng(settings.seed + rank)
+    n = len(labels)
+    # Every rank must run the same number of steps, or the allreduce of the last ones would hang.
+    steps = int(hvd.allreduce(tf.constant(max(n // settings.batch_size, 1)), op=hvd.Min).numpy())
+    history: list[dict] = []
+    best_auc, stale = -1.0, 0
+    for epoch in range(start_epoch, settings.epochs):
+        order = rng.permutation(n)
+        losses = []
+        for i in range(steps):
+            take = order[(i * settings.batch_size) % n:][:settings.batch_size]
+            batch = {k: v[take] for k, v in features.items()}
+            losses.append(float(step(batch, labels[take], epoch == start_epoch and i == 0)))
+        train_loss = float(hvd.allreduce(tf.constant(np.mean(losses)), op=hvd.Average).numpy())
+        # Validation: each rank scores a slice; gathering the slices gives the whole set's AUC and loss.
+        part = slice(rank, None, size)
+        scores = model({k: v[part] for k, v in val_features.items()}, training=False).numpy()
+        all_scores = hvd.allgather(tf.constant(scores)).numpy()
+        all_labels = hvd.allgather(tf.constant(val_labels[part])).numpy()
+        val_loss = float(loss_fn(all_labels, all_scores).numpy())
+        val_auc = auc(all_labels, all_scores)
+        train_auc = auc(labels[order[:50_000]], model({k: v[order[:50_000]] for k, v in features.items()},
+                                                        training=False).numpy())
+        train_auc = float(hvd.allreduce(tf.constant(train_auc), op=hvd.Average).numpy())
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_auc": train_auc,
+                        "val_loss": val_loss, "val_auc": val_auc})
+        improved = val_auc > best_auc
+        if rank == 0:
+            manager.save(checkpoint_number=epoch + 1)
+            if improved:
+                model.save_weights(str(out / "best" / "weights"))
+        if improved:
+            best_auc, stale = val_auc, 0
+        else:
+            stale += 1
+            if stale >= settings.patience:
+                break
+    # Every rank records a digest of its final weights: all ranks must agree (a check for operators).
+    import hashlib
+
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in model.get_weights())).hexdigest()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank-{rank}.weights.sha256").write_text(digest + "\n")
+    if rank != 0:
+        return None
+    model.load_weights(str(out / "best" / "weights"))
+    model.save(str(out / "model"))
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    return {"history": history, "best_val_auc": best_auc, "model_path": str(out / "model"), "ranks": size,
+            "settings": asdict(settings), "examples_per_rank": n}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``horovodrun -np N python -m shoprec.models.ranker.train ...`` (outside Spark)."""
+    parser = argparse.ArgumentParser(description="Train the ranker with Horovod on a training set's shards.")
+    parser.add_argument("--training-set", required=True, help="training_set/run_date=YYYY-MM-DD directory")
+    parser.add_argument("--out", required=True, help="directory for checkpoints and the saved model")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--learning-rate", type=float, default=0.001)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    args = parser.parse_args(argv)
+    result = train(TrainSettings(training_set=args.training_set, out=args.out, epochs=args.epochs,
+                                 batch_size=args.batch_size, learning_rate=args.learning_rate, resume=args.resume))
+    if result is not None:
+        print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    raise SystemExit(main())
