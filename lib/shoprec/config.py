@@ -205,6 +205,17 @@ class RankerConfig:
     als_rank: int = 16
     als_reg_param: float = 0.1
     als_alpha: float = 2.0
+    epochs: int = 10
+    batch_size: int = 512
+    learning_rate: float = 0.001
+    patience: int = 2
+    embedding_dim: int = 16
+    cross_layers: int = 2
+    hidden_units: list[int] = field(default_factory=lambda: [128, 64])
+    dropout: float = 0.1
+    models_root: str = "var/models"
+    registered_model: str = "shoprec-ranker"
+    start_timeout_seconds: int = 120
     seed: int = 42
 
 
@@ -479,5 +490,6 @@ def _absolutise(cfg: Config) -> Config:
         warehouse=dataclasses.replace(cfg.warehouse, root=absolute_path(cfg.warehouse.root)),
         input=dataclasses.replace(cfg.input, path=absolute_path(cfg.input.path)),
         generate=dataclasses.replace(cfg.generate, out=absolute_path(cfg.generate.out)),
+        ranker=dataclasses.replace(cfg.ranker, models_root=absolute_path(cfg.ranker.models_root)),
         mlflow=dataclasses.replace(mlflow, tracking_uri=uri, artifact_location=artifacts),
     )

@@ -13,7 +13,9 @@ from pyspark.sql import functions as F
 from shoprec import schemas as S
 from shoprec.config import GenerateConfig, load_config
 from shoprec.evaluation.holdout import time_holdout
-from shoprec.jobs import build_training_set, clean_events
+from mlflow.tracking import MlflowClient
+
+from shoprec.jobs import build_training_set, clean_events, train_ranker
 from shoprec.jobs.build_profiles import events_as_of
 from shoprec.synthetic import generate_events, write_events
 
@@ -40,13 +42,19 @@ def cfg(spark, tmp_path_factory, mlflow_store):
         "SHOPREC__ALS__MAX_ITER": "5", "SHOPREC__ALS__BLOCKS": "2", "SHOPREC__ALS__MAX_EXCLUDED": "50",
         "SHOPREC__RANKER__ALS_RANK": "8", "SHOPREC__RANKER__NEGATIVES_PER_USER": "3",
         "SHOPREC__RANKER__VALIDATION_PERCENT": "20", "SHOPREC__RULES__MIN_BASKET_COUNT": "2",
+        "SHOPREC__RANKER__EPOCHS": "2", "SHOPREC__RANKER__PATIENCE": "5", "SHOPREC__RANKER__BATCH_SIZE": "256",
+        "SHOPREC__RANKER__MODELS_ROOT": str(root / "models"), "SHOPREC__RANKER__REGISTERED_MODEL": "shoprec-ranker-test",
     })
     clean_events.run(spark, config, RUN_DATE)
     return config
 
 
-def test_training_set_shards_and_spec(spark, cfg):
-    counts = build_training_set.run(spark, cfg, RUN_DATE)
+@pytest.fixture(scope="module")
+def counts(spark, cfg):
+    return build_training_set.run(spark, cfg, RUN_DATE)
+
+
+def test_training_set_shards_and_spec(spark, cfg, counts):
     path = Path(cfg.table_path("training_set")) / f"run_date={RUN_DATE}"
     spec = json.loads((path / "_feature_spec.json").read_text())
     assert spec["cutoff"] == "2026-05-05" and spec["workers"] == cfg.ranker.workers
@@ -89,3 +97,21 @@ def test_no_feature_sees_the_label_window(spark, cfg):
                 assert other == pytest.approx(value, rel=1e-4, abs=1e-6), (key, name)
             else:
                 assert other == value, (key, name)
+
+
+@pytest.mark.slow
+def test_train_ranker_with_horovod_on_spark(spark, cfg, counts):
+    result = train_ranker.run(spark, cfg, RUN_DATE)
+    assert result["ranks"] == cfg.ranker.workers
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
+    run = client.search_runs([experiment.experiment_id], f"tags.mlflow.runName = 'train_ranker-{RUN_DATE}'")[0]
+    # Rank 0 logged every epoch to the job's run.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2]
+    name, version = run.data.tags["shoprec.registered_model"].split("/")
+    assert client.get_model_version(name, version).run_id == run.info.run_id
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"learning_curves.png", "training.json", "feature_spec.json", "ranker_model"} <= artifacts
+    checkpoints = Path(cfg.ranker.models_root) / "ranker" / RUN_DATE / "checkpoints"
+    assert list(checkpoints.glob("ckpt-2.index"))

@@ -8,5 +8,6 @@ JOBS = {
     "train_als": ("shoprec.jobs.train_als", "tuned implicit ALS -> als_recs + similar_items, model registered"),
     "mine_rules": ("shoprec.jobs.mine_rules", "FP-Growth over baskets -> assoc_rules + bought_together"),
     "build_training_set": ("shoprec.jobs.build_training_set", "candidates + features + labels -> sharded ranker training set"),
+    "train_ranker": ("shoprec.jobs.train_ranker", "Horovod-distributed TensorFlow ranker on the executors, registered in MLflow"),
     "evaluate": ("shoprec.jobs.evaluate", "compare every recommender on a held-out window -> eval_metrics"),
 }

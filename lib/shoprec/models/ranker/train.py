@@ -39,6 +39,8 @@ class TrainSettings:
     dropout: float = 0.1
     seed: int = 42
     resume: bool = False
+    mlflow_tracking_uri: str | None = None
+    mlflow_run_id: str | None = None
 
 
 def _local(path: str) -> Path:
@@ -152,6 +154,7 @@ def train(settings: TrainSettings) -> dict | None:
         improved = val_auc > best_auc
         if rank == 0:
             manager.save(checkpoint_number=epoch + 1)
+            _log_epoch(settings, history[-1])
             if improved:
                 model.save_weights(str(out / "best" / "weights"))
         if improved:
@@ -173,6 +176,18 @@ def train(settings: TrainSettings) -> dict | None:
     (out / "history.json").write_text(json.dumps(history, indent=1))
     return {"history": history, "best_val_auc": best_auc, "model_path": str(out / "model"), "ranks": size,
             "settings": asdict(settings), "examples_per_rank": n}
+
+
+def _log_epoch(settings: TrainSettings, metrics: dict) -> None:
+    """Rank 0 reports an epoch's metrics to the job's MLflow run, when there is one."""
+    if not (settings.mlflow_tracking_uri and settings.mlflow_run_id):
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    for name, value in metrics.items():
+        if name != "epoch" and value == value:  # NaN AUCs (a one-class validation set) are not logged
+            client.log_metric(settings.mlflow_run_id, name, float(value), step=int(metrics["epoch"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,132 @@
+"""train_ranker: the deep ranker trained data-parallel with Horovod on the Spark executors.
+
+Run on a cluster (after build_training_set for the same date)::
+
+    spark-submit --master yarn --deploy-mode client --num-executors 2 --executor-cores 1 \\
+        --py-files dist/shoprec.zip --files conf/base.yaml,conf/cluster.yaml \\
+        jobs/train_ranker.py --conf cluster.yaml --run-date 2026-01-07 [--resume]
+
+``horovod.spark.run`` starts ``ranker.workers`` training processes in Spark tasks (the cluster
+needs that many free task slots); they find each other through Gloo. Each reads its own shards
+of ``training_set/run_date=D``; see :mod:`shoprec.models.ranker.train` for the recipe. Rank 0
+logs each epoch's train/validation loss and AUC to this job's MLflow run and checkpoints to
+``ranker.models_root/<run_date>/checkpoints``; the job then logs the best model with the
+mlflow.tensorflow flavour, registers it as a new version of ``ranker.registered_model``, and logs
+the learning curves as a plot.
+
+Failures: a worker that dies makes Horovod abort the others, and ``horovod.spark.run`` raises;
+the job fails with that message rather than hanging. Workers that cannot all start within
+``ranker.start_timeout_seconds`` (too few free slots) fail the job the same way. To resume after a
+failure, rerun with ``--resume``: training continues from the last checkpoint of that run date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from shoprec.config import Config
+from shoprec.jobs.build_training_set import FEATURE_SPEC, TRAINING_SET
+from shoprec.jobs.common import job_parser, run_main
+from shoprec.models.ranker.train import TrainSettings, train
+from shoprec.tracking import JobRun, job_run
+
+JOB = "train_ranker"
+
+log = logging.getLogger(__name__)
+
+
+class TrainingFailed(RuntimeError):
+    """A Horovod worker failed or could not start; the message says which and why."""
+
+
+def settings_for(cfg: Config, run_date: str, run_id: str | None, resume: bool) -> TrainSettings:
+    """The training settings of this run, from the ``ranker`` config section."""
+    ranker = cfg.ranker
+    return TrainSettings(
+        training_set=f"{cfg.table_path(TRAINING_SET)}/run_date={run_date}",
+        out=f"{ranker.models_root.rstrip('/')}/ranker/{run_date}",
+        epochs=ranker.epochs, batch_size=ranker.batch_size, learning_rate=ranker.learning_rate,
+        patience=ranker.patience, embedding_dim=ranker.embedding_dim, cross_layers=ranker.cross_layers,
+        hidden_units=list(ranker.hidden_units), dropout=ranker.dropout, seed=ranker.seed, resume=resume,
+        mlflow_tracking_uri=cfg.mlflow.tracking_uri if run_id else None, mlflow_run_id=run_id)
+
+
+def plot_learning_curves(history: list[dict]):
+    """Loss and AUC per epoch, training and validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for axes, metric in ((left, "loss"), (right, "auc")):
+        axes.plot(epochs, [h[f"train_{metric}"] for h in history], marker="o", label="train")
+        axes.plot(epochs, [h[f"val_{metric}"] for h in history], marker="o", label="validation")
+        axes.set_xlabel("epoch")
+        axes.set_title(metric)
+        axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def log_ranker(result: dict, cfg: Config, tracking: JobRun) -> str | None:
+    """Log the saved model with the TensorFlow flavour and register a new version; the version."""
+    if not tracking.tracked:
+        return None
+    import mlflow
+    import tensorflow as tf
+
+    model = tf.keras.models.load_model(result["model_path"])
+    info = mlflow.tensorflow.log_model(model, "ranker_model", registered_model_name=cfg.ranker.registered_model)
+    return str(info.registered_model_version) if info.registered_model_version is not None else None
+
+
+def run(spark: SparkSession, cfg: Config, run_date: str, resume: bool = False) -> dict:
+    """Train on ``ranker.workers`` Horovod processes in Spark tasks; log and register the model."""
+    import horovod.spark
+
+    training_set = Path(f"{cfg.table_path(TRAINING_SET)}/run_date={run_date}")
+    if not (training_set / FEATURE_SPEC).exists():
+        raise FileNotFoundError(f"{training_set} has no {FEATURE_SPEC}; run build_training_set for {run_date} first")
+    with job_run(cfg, JOB, run_date, extra_params={"run_date": run_date, "resume": resume}) as tracking:
+        settings = settings_for(cfg, run_date, tracking.run_id if tracking.tracked else None, resume)
+        try:
+            results = horovod.spark.run(train, args=(settings,), num_proc=cfg.ranker.workers,
+                                        start_timeout=cfg.ranker.start_timeout_seconds, use_gloo=True, verbose=1)
+        except Exception as err:
+            raise TrainingFailed(
+                f"Horovod training with {cfg.ranker.workers} workers failed ({type(err).__name__}: {err}). "
+                f"Checkpoints are in {settings.out}/checkpoints; fix the cause and rerun with --resume.") from err
+        result = next(r for r in results if r is not None)
+        history = result["history"]
+        tracking.log_metrics({"best_val_auc": result["best_val_auc"], "epochs_run": len(history),
+                              "workers": result["ranks"], "examples_per_rank": result["examples_per_rank"]})
+        tracking.log_dict({"settings": asdict(settings), "history": history}, "training.json")
+        tracking.log_figure(plot_learning_curves(history), "learning_curves.png")
+        tracking.log_text((training_set / FEATURE_SPEC).read_text(), "feature_spec.json")
+        version = log_ranker(result, cfg, tracking)
+        if version:
+            tracking.set_tags({"shoprec.registered_model": f"{cfg.ranker.registered_model}/{version}"})
+        log.info("train_ranker %s: best validation AUC %.4f after %d epochs on %d workers", run_date,
+                 result["best_val_auc"], len(history), result["ranks"])
+        return {k: v for k, v in result.items() if k != "settings"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``spark-submit jobs/train_ranker.py`` and ``shoprec run train_ranker``."""
+    parser = job_parser(JOB, "Train the ranker with Horovod on the Spark executors.")
+    parser.add_argument("--resume", action="store_true", help="continue from the run date's last checkpoint")
+
+    def execute(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
+        result = run(spark, cfg, args.run_date, resume=args.resume)
+        print(f"train_ranker {args.run_date}: " + json.dumps({"best_val_auc": result["best_val_auc"],
+                                                             "epochs": len(result["history"])}))
+
+    return run_main(JOB, parser, execute, argv)
