@@ -112,6 +112,15 @@ def test_train_ranker_with_horovod_on_spark(spark, cfg, counts):
     name, version = run.data.tags["shoprec.registered_model"].split("/")
     assert client.get_model_version(name, version).run_id == run.info.run_id
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"learning_curves.png", "training.json", "feature_spec.json", "ranker_model"} <= artifacts
+    assert {"learning_curves.png", "training.json", "feature_spec.json"} <= artifacts
+    # The registered version loads and scores the validation examples.
+    import mlflow
+
+    from shoprec.models.ranker.train import read_split
+
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    model = mlflow.tensorflow.load_model(f"models:/{name}/{version}")
+    features, labels = read_split(f"{cfg.table_path('training_set')}/run_date={RUN_DATE}", "validation")
+    assert model(features, training=False).shape == labels.shape
     checkpoints = Path(cfg.ranker.models_root) / "ranker" / RUN_DATE / "checkpoints"
     assert list(checkpoints.glob("ckpt-2.index"))
