@@ -6,7 +6,7 @@ CONF=${1:-conf/local.yaml}
 RUN_DATE=${2:-2026-01-08}
 SHOPREC=.venv/bin/shoprec
 export SPARK_LOG_LEVEL=WARN
-STEPS=6
+STEPS=8
 
 step() { echo "== $1/$STEPS $2"; }
 
@@ -20,7 +20,11 @@ step 4 "train_als: tune, train and register implicit ALS; als_recs, similar_item
 $SHOPREC run train_als --conf "$CONF" --run-date "$RUN_DATE"
 step 5 "mine_rules: FP-Growth over purchase baskets; assoc_rules, bought_together"
 $SHOPREC run mine_rules --conf "$CONF" --run-date "$RUN_DATE"
-step 6 "evaluate: backtest popularity, ALS, rules and content on the last days"
+step 6 "build_training_set: candidates, features and labels for the ranker, one shard per Horovod worker"
+$SHOPREC run build_training_set --conf "$CONF" --run-date "$RUN_DATE"
+step 7 "train_ranker: the deep ranker, trained with Horovod on the Spark executors, registered in MLflow"
+$SHOPREC run train_ranker --conf "$CONF" --run-date "$RUN_DATE"
+step 8 "evaluate: backtest popularity, ALS, rules and content on the last days"
 $SHOPREC run evaluate --conf "$CONF" --run-date "$RUN_DATE"
 
 W=$(pwd)/var/warehouse
@@ -32,8 +36,10 @@ Done. Output tables (partitioned Parquet) under $W:
   popular_items, content_similar_items         build_profiles (by run_date)
   als_recs, similar_items, als_index, cold_start   train_als (by run_date)
   assoc_rules, bought_together                 mine_rules (by run_date)
+  training_set                                 build_training_set (by run_date, split, shard)
   eval_metrics                                 evaluate (by run_date)
+Ranker checkpoints and saved models: $(pwd)/var/models/ranker/$RUN_DATE
 MLflow store: sqlite:///$(pwd)/var/mlflow.db, artifacts under $(pwd)/var/mlflow-artifacts
-  (the registered model shoprec-als, the tuning runs, the evaluation plots)
+  (registered models shoprec-als and shoprec-ranker, the tuning runs, learning curves, evaluation plots)
   Browse the runs:  make mlflow-ui   then open http://127.0.0.1:5000
 MSG
