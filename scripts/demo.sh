@@ -6,7 +6,7 @@ CONF=${1:-conf/local.yaml}
 RUN_DATE=${2:-2026-01-08}
 SHOPREC=.venv/bin/shoprec
 export SPARK_LOG_LEVEL=WARN
-STEPS=8
+STEPS=9
 
 step() { echo "== $1/$STEPS $2"; }
 
@@ -24,7 +24,9 @@ step 6 "build_training_set: candidates, features and labels for the ranker, one 
 $SHOPREC run build_training_set --conf "$CONF" --run-date "$RUN_DATE"
 step 7 "train_ranker: the deep ranker, trained with Horovod on the Spark executors, registered in MLflow"
 $SHOPREC run train_ranker --conf "$CONF" --run-date "$RUN_DATE"
-step 8 "evaluate: backtest popularity, ALS, rules and content on the last days"
+step 8 "score: rank every user's candidates with the ranker; recommendations with reasons"
+$SHOPREC run score --conf "$CONF" --run-date "$RUN_DATE"
+step 9 "evaluate: backtest popularity, ALS, rules and content on the last days"
 $SHOPREC run evaluate --conf "$CONF" --run-date "$RUN_DATE"
 
 W=$(pwd)/var/warehouse
@@ -37,6 +39,7 @@ Done. Output tables (partitioned Parquet) under $W:
   als_recs, similar_items, als_index, cold_start   train_als (by run_date)
   assoc_rules, bought_together                 mine_rules (by run_date)
   training_set                                 build_training_set (by run_date, split, shard)
+  recommendations                              score (by run_date): the product
   eval_metrics                                 evaluate (by run_date)
 Ranker checkpoints and saved models: $(pwd)/var/models/ranker/$RUN_DATE
 MLflow store: sqlite:///$(pwd)/var/mlflow.db, artifacts under $(pwd)/var/mlflow-artifacts

@@ -220,6 +220,14 @@ class RankerConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    """score: the business rules applied to the ranked candidates."""
+
+    top_k: int = 20
+    max_per_category: int = 4
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a shoprec deployment."""
 
@@ -235,6 +243,7 @@ class Config:
     rules: RulesConfig = field(default_factory=RulesConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
 
     @property
     def source(self) -> SourceConfig:

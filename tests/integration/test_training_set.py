@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
@@ -15,7 +16,8 @@ from shoprec.config import GenerateConfig, load_config
 from shoprec.evaluation.holdout import time_holdout
 from mlflow.tracking import MlflowClient
 
-from shoprec.jobs import build_training_set, clean_events, train_ranker
+from shoprec.io.tables import read_snapshot
+from shoprec.jobs import build_profiles, build_training_set, clean_events, mine_rules, score, train_als, train_ranker
 from shoprec.jobs.build_profiles import events_as_of
 from shoprec.synthetic import generate_events, write_events
 
@@ -44,6 +46,9 @@ def cfg(spark, tmp_path_factory, mlflow_store):
         "SHOPREC__RANKER__VALIDATION_PERCENT": "20", "SHOPREC__RULES__MIN_BASKET_COUNT": "2",
         "SHOPREC__RANKER__EPOCHS": "2", "SHOPREC__RANKER__PATIENCE": "5", "SHOPREC__RANKER__BATCH_SIZE": "256",
         "SHOPREC__RANKER__MODELS_ROOT": str(root / "models"), "SHOPREC__RANKER__REGISTERED_MODEL": "shoprec-ranker-test",
+        "SHOPREC__ALS__RANKS": "[8]", "SHOPREC__ALS__REG_PARAMS": "[0.1]", "SHOPREC__ALS__ALPHAS": "[2.0]",
+        "SHOPREC__ALS__REGISTERED_MODEL": "shoprec-als-score-test",
+        "SHOPREC__SCORE__TOP_K": "10", "SHOPREC__SCORE__MAX_PER_CATEGORY": "2",
     })
     clean_events.run(spark, config, RUN_DATE)
     return config
@@ -99,9 +104,14 @@ def test_no_feature_sees_the_label_window(spark, cfg):
                 assert other == value, (key, name)
 
 
+@pytest.fixture(scope="module")
+def trained(spark, cfg, counts):
+    return train_ranker.run(spark, cfg, RUN_DATE)
+
+
 @pytest.mark.slow
-def test_train_ranker_with_horovod_on_spark(spark, cfg, counts):
-    result = train_ranker.run(spark, cfg, RUN_DATE)
+def test_train_ranker_with_horovod_on_spark(spark, cfg, trained):
+    result = trained
     assert result["ranks"] == cfg.ranker.workers
     assert [h["epoch"] for h in result["history"]] == [1, 2]
     client = MlflowClient(cfg.mlflow.tracking_uri)
@@ -124,3 +134,33 @@ def test_train_ranker_with_horovod_on_spark(spark, cfg, counts):
     assert model(features, training=False).shape == labels.shape
     checkpoints = Path(cfg.ranker.models_root) / "ranker" / RUN_DATE / "checkpoints"
     assert list(checkpoints.glob("ckpt-2.index"))
+
+
+@pytest.mark.slow
+def test_score_applies_the_business_rules(spark, cfg, trained):
+    for job in (build_profiles, train_als, mine_rules):
+        job.run(spark, cfg, RUN_DATE)
+    counts = score.run(spark, cfg, RUN_DATE)
+    recs = read_snapshot(spark, cfg.table_path("recommendations"), RUN_DATE)
+    users = read_snapshot(spark, cfg.table_path("user_profile"), RUN_DATE)
+    assert counts["users"] == recs.select("user_id").distinct().count() == users.count()
+    per_user = recs.groupBy("user_id").agg(F.count("*").alias("n"), F.max("rank").alias("last"),
+                                          F.countDistinct("item_id").alias("items"))
+    assert per_user.where((F.col("n") != F.col("last")) | (F.col("n") != F.col("items")) | (F.col("n") > 10)).count() == 0
+    purchased = read_snapshot(spark, cfg.table_path("interactions"), RUN_DATE).where(F.col("n_purchase") > 0)
+    assert recs.join(purchased.select("user_id", "item_id"), ["user_id", "item_id"]).count() == 0
+    items = read_snapshot(spark, cfg.table_path("item_profile"), RUN_DATE).select("item_id", "category")
+    per_category = recs.join(items, "item_id").groupBy("user_id", "category").count()
+    assert per_category.where(F.col("count") > 2).count() == 0
+    rows = recs.collect()
+    assert {r.source for r in rows} <= {"als", "rules", "similar", "content", "popular"}
+    for r in rows:
+        assert 0.0 <= (r.score if r.score is not None else 0.0) <= 1.0
+        if r.source == "rules":
+            assert r.reason.startswith("bought with ")
+        if r.source == "similar":
+            assert r.reason.startswith("similar to ")
+    # Ranked by the model's score within each user's scored items.
+    ordered = recs.where(F.col("score").isNotNull()).withColumn(
+        "_previous", F.lag("score").over(Window.partitionBy("user_id").orderBy("rank")))
+    assert ordered.where(F.col("_previous") < F.col("score")).count() == 0

@@ -9,5 +9,6 @@ JOBS = {
     "mine_rules": ("shoprec.jobs.mine_rules", "FP-Growth over baskets -> assoc_rules + bought_together"),
     "build_training_set": ("shoprec.jobs.build_training_set", "candidates + features + labels -> sharded ranker training set"),
     "train_ranker": ("shoprec.jobs.train_ranker", "Horovod-distributed TensorFlow ranker on the executors, registered in MLflow"),
+    "score": ("shoprec.jobs.score", "rank every user's candidates with the ranker -> recommendations"),
     "evaluate": ("shoprec.jobs.evaluate", "compare every recommender on a held-out window -> eval_metrics"),
 }

@@ -1,0 +1,183 @@
+"""score: every user's candidates ranked by the trained ranker -> ``recommendations``.
+
+Run on a cluster (after build_profiles, train_als, mine_rules and train_ranker)::
+
+    spark-submit --master yarn --deploy-mode client \\
+        --py-files dist/shoprec.zip --files conf/base.yaml,conf/cluster.yaml \\
+        jobs/score.py --conf cluster.yaml --run-date 2026-01-07
+
+Candidates come from the run date's tables (``als_recs``, ``bought_together``, ``similar_items``,
+``content_similar_items``, ``popular_items``) exactly as build_training_set makes them, features
+from the run date's profiles, standardised with the statistics the model was trained with. The
+newest ranker trained on or before the run date (``ranker.models_root/ranker/<date>/model``) is
+loaded once per Python worker on the executors and scores the candidates with ``mapInPandas``.
+
+Business rules (``score.*``): items the user bought are removed; at most
+``score.max_per_category`` items per category; the top ``score.top_k`` are kept; a user left with
+fewer is filled from the popular items. Each recommendation names its source (the candidate
+source that ranked it best) and a reason ("bought with X", "similar to X", ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+from shoprec.config import Config
+from shoprec.etl import profiles as P
+from shoprec.evaluation.holdout import exclusions
+from shoprec.io.tables import read_snapshot, write_snapshot
+from shoprec.jobs.build_profiles import events_as_of, history_start
+from shoprec.jobs.common import job_parser, run_main
+from shoprec.models.popularity import ALL, SCOPE
+from shoprec.models.ranker import features as X
+from shoprec.tracking import job_run
+
+JOB = "score"
+RECOMMENDATIONS = "recommendations"
+
+log = logging.getLogger(__name__)
+_MODELS: dict = {}
+
+
+def latest_model(cfg: Config, run_date: str) -> Path:
+    """The newest saved ranker trained for a date on or before ``run_date``."""
+    root = Path(cfg.ranker.models_root) / "ranker"
+    dates = sorted(p.name for p in root.glob("*") if (p / "model").is_dir() and p.name <= run_date) if root.exists() else []
+    if not dates:
+        raise FileNotFoundError(f"no trained ranker under {root} for {run_date} or earlier; run train_ranker first")
+    return root / dates[-1]
+
+
+def score_with_model(examples: DataFrame, model_dir: str, categorical: list[str]) -> DataFrame:
+    """``examples`` (with the categorical columns and ``dense``) plus ``score double``, computed on
+    the executors; the model is loaded once per Python worker."""
+
+    def predict(batches):
+        import numpy as np
+        import tensorflow as tf
+
+        model = _MODELS.get(model_dir)
+        if model is None:
+            model = _MODELS[model_dir] = tf.keras.models.load_model(model_dir, compile=False)
+        for batch in batches:
+            if batch.empty:
+                continue
+            inputs = {name: batch[name].to_numpy().astype("int32") for name in categorical}
+            inputs["dense"] = np.stack(batch["dense"].to_numpy()).astype("float32")
+            logits = model(inputs, training=False).numpy()
+            # The logistic function in its overflow-free form.
+            yield batch.assign(score=0.5 * (1.0 + np.tanh(0.5 * logits.astype("float64"))))
+
+    from pyspark.sql import types as T
+
+    schema = T.StructType([*examples.schema.fields, T.StructField("score", T.DoubleType())])
+    return examples.mapInPandas(predict, schema)
+
+
+def explain(scored: DataFrame) -> DataFrame:
+    """Add ``source`` (the candidate source that ranked the item best) and a readable ``reason``."""
+    best_rank = F.least(*[F.coalesce(F.col(f"{s}_rank"), F.lit(10 ** 9)) for s in X.SOURCES])
+    source = F.lit("sampled")
+    for s in reversed(X.SOURCES):
+        source = F.when(F.col(f"{s}_rank") == best_rank, F.lit(s)).otherwise(source)
+    reason = (F.when(F.col("_source") == "rules", F.concat(F.lit("bought with "), F.col("rules_seed")))
+              .when(F.col("_source") == "similar", F.concat(F.lit("similar to "), F.col("similar_seed")))
+              .when(F.col("_source") == "content", F.concat(F.lit("like "), F.col("content_seed")))
+              .when(F.col("_source") == "als", F.lit("picked for you"))
+              .otherwise(F.lit("popular now")))
+    return scored.withColumn("_source", source).withColumn("reason", reason).withColumnRenamed("_source", "source")
+
+
+def apply_business_rules(scored: DataFrame, purchased: DataFrame | None, popular: DataFrame, users: DataFrame,
+                         top_k: int, max_per_category: int) -> DataFrame:
+    """Remove purchased items, cap items per category, keep the top ``top_k``, fill from popularity.
+
+    Args:
+        scored: ``user_id, item_id, category, score, source, reason``.
+        purchased: ``(user_id, item_id)`` pairs never to recommend.
+        popular: ``(rank, item_id, category, score)``, the fill list.
+        users: every user who must get recommendations.
+
+    Returns:
+        ``user_id, rank int, item_id, score double, source, reason``.
+    """
+    if purchased is not None:
+        scored = scored.join(purchased, [S.USER_ID, S.ITEM_ID], "left_anti")
+    per_category = Window.partitionBy(S.USER_ID, F.coalesce(F.col(S.CATEGORY), F.col(S.ITEM_ID))).orderBy(
+        F.col("score").desc(), F.col(S.ITEM_ID))
+    capped = scored.withColumn("_n", F.row_number().over(per_category)).where(F.col("_n") <= max_per_category)
+    ranked_model = capped.select(S.USER_ID, S.ITEM_ID, S.CATEGORY, "score", "source", "reason",
+                                 F.lit(0).alias("_tier"), F.lit(0).alias("_popular_rank"))
+    fill = (users.select(S.USER_ID).distinct()
+            .crossJoin(F.broadcast(popular.select(S.ITEM_ID, S.CATEGORY, F.col("rank").alias("_popular_rank"))))
+            .select(S.USER_ID, S.ITEM_ID, S.CATEGORY, F.lit(None).cast("double").alias("score"),
+                    F.lit("popular").alias("source"), F.lit("popular now").alias("reason"), F.lit(1).alias("_tier"),
+                    "_popular_rank"))
+    fill = fill.join(ranked_model.select(S.USER_ID, S.ITEM_ID), [S.USER_ID, S.ITEM_ID], "left_anti")
+    if purchased is not None:
+        fill = fill.join(purchased, [S.USER_ID, S.ITEM_ID], "left_anti")
+    both = ranked_model.unionByName(fill)
+    # The category cap holds for the fill too.
+    per_category_all = Window.partitionBy(S.USER_ID, F.coalesce(F.col(S.CATEGORY), F.col(S.ITEM_ID))).orderBy(
+        "_tier", F.col("score").desc_nulls_last(), "_popular_rank", S.ITEM_ID)
+    both = both.withColumn("_n", F.row_number().over(per_category_all)).where(F.col("_n") <= max_per_category)
+    order = Window.partitionBy(S.USER_ID).orderBy("_tier", F.col("score").desc_nulls_last(), "_popular_rank", S.ITEM_ID)
+    return (both.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= top_k)
+            .select(S.USER_ID, F.col("rank").cast("int").alias("rank"), S.ITEM_ID, "score", "source", "reason"))
+
+
+def run(spark: SparkSession, cfg: Config, run_date: str) -> dict:
+    """Score every profiled user's candidates and write ``recommendations`` for ``run_date``."""
+    ranker, profiles = cfg.ranker, cfg.profiles
+    model_root = latest_model(cfg, run_date)
+    spec_path = Path(f"{cfg.table_path('training_set')}/run_date={model_root.name}/_feature_spec.json")
+    spec = json.loads(spec_path.read_text())
+    with job_run(cfg, JOB, run_date, extra_params={"run_date": run_date, "model": str(model_root)}) as tracking:
+        def table(name: str) -> DataFrame:
+            return read_snapshot(spark, cfg.table_path(name), run_date).drop("run_date")
+
+        interactions, users = table("interactions"), table("user_profile")
+        items = table("item_profile")
+        popular = table("popular_items").where(F.col(SCOPE) == ALL)
+        as_of = P.as_of_time(run_date)
+        window = events_as_of(spark, cfg, run_date, history_start(run_date, profiles.history_days))
+        cands = X.candidates(users.select(S.USER_ID), X.seed_items(interactions, ranker.seeds_per_user),
+                             table("als_recs"), table("bought_together"), table("similar_items"),
+                             table("content_similar_items"), popular, ranker.candidates)
+        examples = X.standardise(X.assemble(cands, users, items, X.category_affinity(window, as_of)),
+                                 {k: tuple(v) for k, v in spec["standardisation"].items()})
+        scored = explain(score_with_model(examples.join(cands.select(S.USER_ID, S.ITEM_ID, *[f"{s}_rank" for s in X.SOURCES]),
+                                                                [S.USER_ID, S.ITEM_ID]),
+                                          str(model_root / "model"), list(spec["categorical"])))
+        fill = popular.join(items.select(S.ITEM_ID, S.CATEGORY).withColumnRenamed(S.CATEGORY, "_c"), S.ITEM_ID, "left") \
+            .select("rank", S.ITEM_ID, F.coalesce(S.CATEGORY, "_c").alias(S.CATEGORY), "score")
+        recs = apply_business_rules(scored, exclusions(interactions, "purchased"), fill, users,
+                                    cfg.score.top_k, cfg.score.max_per_category)
+        lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "model": str(model_root)}
+        write_snapshot(recs, cfg.table_path(RECOMMENDATIONS), run_date, tracking.run_id, lineage)
+        written = read_snapshot(spark, cfg.table_path(RECOMMENDATIONS), run_date)
+        counts = {"rows": written.count(), "users": written.select(S.USER_ID).distinct().count(),
+                  "profiled_users": users.count()}
+        counts["users_short"] = written.groupBy(S.USER_ID).count().where(F.col("count") < cfg.score.top_k).count()
+        by_source = {f"source_{r['source']}": r["count"] for r in written.groupBy("source").count().collect()}
+        tracking.log_metrics({**counts, **by_source})
+        log.info("score %s with %s: %s %s", run_date, model_root, counts, by_source)
+        return {**counts, **by_source}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``spark-submit jobs/score.py`` and ``shoprec run score``."""
+    parser = job_parser(JOB, "Rank every user's candidates with the ranker; write recommendations.")
+
+    def execute(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
+        print(f"score {args.run_date}: {run(spark, cfg, args.run_date)}")
+
+    return run_main(JOB, parser, execute, argv)
