@@ -115,8 +115,10 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> dict:
             raise ValueError(f"build_training_set {run_date}: no user with history before {cutoff} has a "
                              f"{'/'.join(ranker.relevant_event_types)} event in the label window")
         inputs = features_before(spark, cfg, holdout.train_events, cutoff)
+        # Materialised with its lineage cut: the plan behind it (five candidate sources, profiles,
+        # ALS, FP-Growth) is deep enough to overflow the driver's stack when planned again.
         examples = X.assign_shards(examples_for(cfg, inputs, users, truth), ranker.workers,
-                                   ranker.validation_percent, ranker.seed).cache()
+                                   ranker.validation_percent, ranker.seed).localCheckpoint(eager=True)
         stats = X.standardisation(examples.where(F.col("split") == "train"))
         columns = [S.USER_ID, S.ITEM_ID, *X.CATEGORICAL, "dense", X.LABEL, "split", "shard"]
         shards = X.standardise(examples, stats).select(*columns)
@@ -136,7 +138,6 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> dict:
         counts["candidates_with_label_1"] = examples.where((F.col(X.LABEL) == 1) & (F.col("n_sources") > 0)).count()
         counts["positives_reachable_share"] = (counts["candidates_with_label_1"] / max(truth.count(), 1))
         tracking.log_metrics(counts)
-        examples.unpersist()
         truth.unpersist()
         log.info("build_training_set %s (cut-off %s): %s", run_date, cutoff, counts)
         return counts
