@@ -4,7 +4,6 @@ import datetime as dt
 
 import pytest
 
-from shoprec import schemas as S
 from shoprec.etl import profiles as P
 
 AS_OF = dt.datetime(2026, 1, 11)

@@ -30,7 +30,7 @@ from shoprec.config import Config
 from shoprec.etl import profiles as P
 from shoprec.evaluation.compare import comparison_table, compare_recommenders, plot_metric_bars, plot_precision_recall
 from shoprec.evaluation.holdout import exclusions, time_holdout
-from shoprec.io.tables import read_snapshot, write_snapshot
+from shoprec.io.tables import write_snapshot
 from shoprec.jobs.build_profiles import events_as_of
 from shoprec.jobs.common import job_parser, run_main
 from shoprec.jobs.train_als import tune_on_holdout
@@ -46,7 +46,7 @@ EVAL_METRICS = "eval_metrics"
 log = logging.getLogger(__name__)
 
 
-def backtest_recommendations(spark: SparkSession, cfg: Config, run_date: str, train_events: DataFrame,
+def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: DataFrame,
                              train_interactions: DataFrame, users: DataFrame, cutoff: str, depth: int,
                              tracking) -> dict[str, DataFrame]:
     """Each baseline's top ``depth`` for ``users``, every one built from ``train_events`` only."""
@@ -101,7 +101,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
         if n_users == 0:
             raise ValueError(f"evaluate {run_date}: no user with history before {holdout.cutoff} has a "
                              f"{'/'.join(settings.relevant_event_types)} event in the held-out window")
-        recs = backtest_recommendations(spark, cfg, run_date, train_events, train_interactions, users,
+        recs = backtest_recommendations(spark, cfg, train_events, train_interactions, users,
                                         holdout.cutoff, depth, tracking)
         catalogue = train_events.where(F.col(S.ITEM_ID).isNotNull()).groupBy(S.ITEM_ID).agg(
             F.max_by(S.CATEGORY, F.when(F.col(S.CATEGORY).isNotNull(), F.col(S.EVENT_TIME))).alias(S.CATEGORY))

@@ -21,7 +21,6 @@ source that ranked it best) and a reason ("bought with X", "similar to X", ...).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 from pathlib import Path

@@ -11,7 +11,7 @@ import itertools
 from dataclasses import dataclass
 
 from pyspark.ml.recommendation import ALS, ALSModel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -94,8 +94,6 @@ def recommend_unseen(model: ALSModel, users: DataFrame, exclude: DataFrame | Non
         USER_INDEX, "_pos", F.col("_rec." + ITEM_INDEX).alias(ITEM_INDEX), F.col("_rec.rating").cast("double").alias(SCORE))
     if exclude is not None:
         candidates = candidates.join(exclude.select(USER_INDEX, ITEM_INDEX).distinct(), [USER_INDEX, ITEM_INDEX], "left_anti")
-    from pyspark.sql import Window
-
     order = Window.partitionBy(USER_INDEX).orderBy("_pos")
     return (candidates.withColumn(RANK, F.row_number().over(order)).where(F.col(RANK) <= k)
             .select(USER_INDEX, RANK, ITEM_INDEX, SCORE))
