@@ -59,3 +59,65 @@ def test_two_ranks_train_in_lockstep(tmp_path):
     assert max(h["val_auc"] for h in history) > 0.8
     assert (out / "model" / "saved_model.pb").exists()
     assert list((out / "checkpoints").glob("ckpt-*.index"))
+
+
+def _horovodrun(training_set: Path, out: Path, *extra: str, **popen) -> subprocess.Popen:
+    venv_bin = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "PYTHONPATH": str(PROJECT / "lib"),
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.Popen(
+        [str(venv_bin / "horovodrun"), "-np", "2", "-H", "localhost:2", sys.executable, "-m", "shoprec.models.ranker.train",
+         "--training-set", str(training_set), "--out", str(out), "--batch-size", "64", "--learning-rate", "0.005",
+         *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _rank_process(rank: int) -> int | None:
+    """The pid of the training process Horovod started as ``rank``."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"shoprec.models.ranker.train" in cmdline and b"horovodrun" not in cmdline \
+                and f"HOROVOD_RANK={rank}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+def test_a_killed_rank_fails_the_run_and_resume_finishes_it(tmp_path):
+    import signal
+    import time
+
+    training_set, out = tmp_path / "training_set", tmp_path / "out"
+    write_training_set(training_set)
+    run = _horovodrun(training_set, out, "--epochs", "50", "--patience", "50")
+    deadline = time.monotonic() + 600
+    while not (out / "checkpoints" / "state-2.json").exists():
+        assert run.poll() is None, run.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
+        time.sleep(0.5)
+    pid = _rank_process(1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    # The surviving rank must not wait forever in an allreduce: the whole run fails, promptly.
+    returncode = run.wait(timeout=180)
+    assert returncode != 0
+    assert time.monotonic() - killed_at < 180
+    run.stdout.close()
+    assert not (out / "model").exists()
+
+    done_epochs = max(int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("state-*.json"))
+    saved = json.loads((out / "checkpoints" / f"state-{done_epochs}.json").read_text())["history"]
+    resumed = _horovodrun(training_set, out, "--epochs", str(done_epochs + 2), "--patience", "50", "--resume")
+    output, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, output[-3000:]
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, done_epochs + 3))
+    assert history[:done_epochs] == saved  # the epochs before the failure are kept, not retrained
+    digests = [(out / f"rank-{r}.weights.sha256").read_text() for r in (0, 1)]
+    assert digests[0] == digests[1]
+    assert (out / "model" / "saved_model.pb").exists()

@@ -164,3 +164,25 @@ def test_score_applies_the_business_rules(spark, cfg, trained):
     ordered = recs.where(F.col("score").isNotNull()).withColumn(
         "_previous", F.lag("score").over(Window.partitionBy("user_id").orderBy("rank")))
     assert ordered.where(F.col("_previous") < F.col("score")).count() == 0
+
+
+@pytest.mark.slow
+def test_a_failing_worker_fails_train_ranker_with_a_clear_message(spark, cfg, counts):
+    import time
+
+    # A copy of the training set whose second shard is unreadable: that worker dies at start-up
+    # while the first waits for it in the first allreduce.
+    broken_date = "2026-05-07"
+    source = Path(cfg.table_path("training_set")) / f"run_date={RUN_DATE}"
+    broken = Path(cfg.table_path("training_set")) / f"run_date={broken_date}"
+    shutil.copytree(source, broken)
+    for part in (broken / "split=train" / "shard=1").glob("*.parquet"):
+        part.write_bytes(b"not parquet")
+    started = time.monotonic()
+    try:
+        with pytest.raises(train_ranker.TrainingFailed, match="rerun with --resume"):
+            train_ranker.run(spark, cfg, broken_date)
+        assert time.monotonic() - started < cfg.ranker.start_timeout_seconds + 300
+    finally:
+        shutil.rmtree(broken)
+        shutil.rmtree(Path(cfg.ranker.models_root) / "ranker" / broken_date, ignore_errors=True)

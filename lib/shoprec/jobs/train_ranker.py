@@ -17,7 +17,8 @@ the learning curves as a plot.
 Failures: a worker that dies makes Horovod abort the others, and ``horovod.spark.run`` raises;
 the job fails with that message rather than hanging. Workers that cannot all start within
 ``ranker.start_timeout_seconds`` (too few free slots) fail the job the same way. To resume after a
-failure, rerun with ``--resume``: training continues from the last checkpoint of that run date.
+failure, rerun with ``--resume``: training continues from the last checkpoint of that run date
+(model, optimizer, history and early-stopping state); finished epochs are not trained again.
 """
 
 from __future__ import annotations

@@ -108,10 +108,15 @@ def train(settings: TrainSettings) -> dict | None:
     out = _local(settings.out)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), max_to_keep=2)
-    start_epoch = 0
+    start_epoch, history, best_auc, stale = 0, [], -1.0, 0
     if settings.resume and manager.latest_checkpoint:
+        # The model and optimizer from the last checkpoint, and the early-stopping state saved with it.
         checkpoint.restore(manager.latest_checkpoint)
         start_epoch = int(Path(manager.latest_checkpoint).name.split("-")[-1])
+        state = json.loads((out / "checkpoints" / f"state-{start_epoch}.json").read_text())
+        history, best_auc, stale = state["history"], state["best_auc"], state["stale"]
+    elif settings.resume:
+        raise FileNotFoundError(f"--resume: no checkpoint under {out / 'checkpoints'}")
 
     @tf.function
     def step(batch, target, first: bool):
@@ -129,9 +134,9 @@ def train(settings: TrainSettings) -> dict | None:
     n = len(labels)
     # Every rank must run the same number of steps, or the allreduce of the last ones would hang.
     steps = int(hvd.allreduce(tf.constant(max(n // settings.batch_size, 1)), op=hvd.Min).numpy())
-    history: list[dict] = []
-    best_auc, stale = -1.0, 0
     for epoch in range(start_epoch, settings.epochs):
+        if stale >= settings.patience:
+            break
         order = rng.permutation(n)
         losses = []
         for i in range(steps):
@@ -151,18 +156,19 @@ def train(settings: TrainSettings) -> dict | None:
         train_auc = float(hvd.allreduce(tf.constant(train_auc), op=hvd.Average).numpy())
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_auc": train_auc,
                         "val_loss": val_loss, "val_auc": val_auc})
-        improved = val_auc > best_auc
-        if rank == 0:
-            manager.save(checkpoint_number=epoch + 1)
-            _log_epoch(settings, history[-1])
-            if improved:
-                model.save_weights(str(out / "best" / "weights"))
-        if improved:
+        if val_auc > best_auc:
             best_auc, stale = val_auc, 0
+            if rank == 0:
+                model.save_weights(str(out / "best" / "weights"))
         else:
             stale += 1
-            if stale >= settings.patience:
-                break
+        if rank == 0:
+            # The state first: a checkpoint is only found by --resume once its state is there.
+            state = {"history": history, "best_auc": best_auc, "stale": stale}
+            (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (out / "checkpoints" / f"state-{epoch + 1}.json").write_text(json.dumps(state))
+            manager.save(checkpoint_number=epoch + 1)
+            _log_epoch(settings, history[-1])
     # Every rank records a digest of its final weights: all ranks must agree (a check for operators).
     import hashlib
 
@@ -171,7 +177,10 @@ def train(settings: TrainSettings) -> dict | None:
     (out / f"rank-{rank}.weights.sha256").write_text(digest + "\n")
     if rank != 0:
         return None
-    model.load_weights(str(out / "best" / "weights"))
+    if (out / "best" / "weights.index").exists():
+        model.load_weights(str(out / "best" / "weights"))
+    else:  # no epoch had a defined validation AUC (one-class validation set): keep the last weights
+        model.save_weights(str(out / "best" / "weights"))
     model.save(str(out / "model"))
     (out / "history.json").write_text(json.dumps(history, indent=1))
     return {"history": history, "best_val_auc": best_auc, "model_path": str(out / "model"), "ranks": size,
@@ -198,10 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--learning-rate", type=float, default=0.001)
+    parser.add_argument("--patience", type=int, default=2, help="epochs without a better validation AUC before stopping")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     args = parser.parse_args(argv)
     result = train(TrainSettings(training_set=args.training_set, out=args.out, epochs=args.epochs,
-                                 batch_size=args.batch_size, learning_rate=args.learning_rate, resume=args.resume))
+                                 batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience,
+                                 resume=args.resume))
     if result is not None:
         print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=1))
     return 0
