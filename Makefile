@@ -11,8 +11,9 @@ EVENTS ?= 10000000
 PYTEST_ARGS ?=
 MLFLOW_PORT ?= 5000
 DATA ?= ../shared/data/movielens-100k
+TRAINING_SET ?=
 
-.PHONY: setup demo test test-unit bench-clean bench-rules bench-movielens mlflow-ui package clean help
+.PHONY: setup demo test test-unit bench-clean bench-rules bench-movielens bench-ranker mlflow-ui package clean help
 
 help:
 	@echo "make demo         generate a synthetic shop log and run every job on it (local Spark, MLflow on SQLite)"
@@ -20,6 +21,7 @@ help:
 	@echo "make bench-clean  time clean_events against a plain Parquet copy (EVENTS=$(EVENTS))"
 	@echo "make bench-rules  FP-Growth on Groceries vs mlxtend -> reports/groceries_rules.json"
 	@echo "make bench-movielens  ALS and popularity on MovieLens (DATA=$(DATA)) -> reports/"
+	@echo "make bench-ranker ranker training examples/s: Horovod np1, np2 and plain TF -> reports/bench_ranker.json"
 	@echo "make package      build dist/shoprec.zip (--py-files), dist/jobs/ and dist/conf/ for spark-submit"
 	@echo "make mlflow-ui    open the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make clean        remove var/ (tables, raw logs, MLflow store)"
@@ -44,6 +46,9 @@ bench-rules: setup
 
 bench-movielens: setup
 	$(PY) benchmarks/bench_movielens.py --data "$(DATA)"
+
+bench-ranker: setup
+	$(PY) benchmarks/bench_ranker.py $(if $(TRAINING_SET),--training-set "$(TRAINING_SET)")
 
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow.db \

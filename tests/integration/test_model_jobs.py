@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -51,6 +52,12 @@ def cfg(spark, tmp_path_factory, mlflow_store):
         "SHOPREC__RULES__MIN_CONFIDENCE": "0.05",
         "SHOPREC__RULES__BASKET": "user_day",
         "SHOPREC__EVALUATE__KS": "[5, 10]",
+        "SHOPREC__RANKER__MODELS_ROOT": str(root / "models"),
+        "SHOPREC__RANKER__ALS_RANK": "8",
+        "SHOPREC__RANKER__NEGATIVES_PER_USER": "3",
+        "SHOPREC__RANKER__VALIDATION_PERCENT": "20",
+        "SHOPREC__RANKER__EPOCHS": "2",
+        "SHOPREC__RANKER__BATCH_SIZE": "256",
     }
     config = load_config(PROJECT / "conf" / "local.yaml", environ=environ)
     clean_events.run(spark, config, DAY8)
@@ -151,7 +158,7 @@ def test_evaluate_compares_every_recommender(spark, cfg, profiles):
     table = snapshot(spark, cfg, "eval_metrics")
     assert table.count() == len(rows)
     models = {r.model for r in table.select("model").distinct().collect()}
-    assert models == {"popularity", "als", "rules", "content"}
+    assert models == {"popularity", "als", "rules", "content", "pipeline"}
     at_k = {(r.model, r.metric): r.value for r in table.where(F.col("k") == 10).collect()}
     for model in models:
         for metric in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "diversity"):
@@ -160,7 +167,13 @@ def test_evaluate_compares_every_recommender(spark, cfg, profiles):
     # Popularity serves every held-out user; learned models beat chance on this log.
     assert at_k[("popularity", "hit_rate")] > 0
     assert at_k[("als", "ndcg")] > 0
+    assert at_k[("pipeline", "hit_rate")] > 0
     client, run = run_of(cfg, "evaluate")
     assert run.data.metrics["held_out_users"] > 0 and run.data.metrics["new_users_in_window"] >= 0
+    # The pipeline's ranker was trained on labels before the held-out window only.
+    spec = json.loads((Path(cfg.ranker.models_root) / "backtest" / "2026-04-07" / "training_set"
+                       / "_feature_spec.json").read_text())
+    assert spec["cutoff"] == "2026-04-05" and spec["run_date"] == "2026-04-06"
+    assert 0.0 <= run.data.metrics["pipeline_best_val_auc"] <= 1.0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metric_bars.png", "precision_recall_at_k.png", "comparison.md"} <= artifacts

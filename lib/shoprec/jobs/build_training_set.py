@@ -101,45 +101,57 @@ def examples_for(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, tr
     return X.with_labels(examples, truth) if truth is not None else examples
 
 
+def write_training_set(spark: SparkSession, cfg: Config, events: DataFrame, last_day: str, path: str,
+                       run_id: str | None, lineage: dict) -> tuple[dict, dict]:
+    """Label the last ``ranker.label_days`` days up to ``last_day`` of ``events``, build the examples
+    from the events before them, and write the shards and the feature spec under ``path``.
+
+    Returns:
+        The counts (positives/negatives per split, users, reachable positives) and the feature spec.
+    """
+    ranker = cfg.ranker
+    cutoff = cutoff_date(last_day, ranker.label_days)
+    holdout = time_holdout(events, last_day, ranker.label_days, ranker.relevant_event_types,
+                           cfg.profiles.interaction_weights, cfg.profiles.interaction_half_life_days)
+    truth = holdout.truth.cache()
+    users = truth.select(S.USER_ID).distinct().cache()
+    if users.count() == 0:
+        raise ValueError(f"training set up to {last_day}: no user with history before {cutoff} has a "
+                         f"{'/'.join(ranker.relevant_event_types)} event in the label window")
+    inputs = features_before(spark, cfg, holdout.train_events, cutoff)
+    # Materialised with its lineage cut: the plan behind it (five candidate sources, profiles,
+    # ALS, FP-Growth) is deep enough to overflow the driver's stack when planned again.
+    examples = X.assign_shards(examples_for(cfg, inputs, users, truth), ranker.workers,
+                               ranker.validation_percent, ranker.seed).localCheckpoint(eager=True)
+    stats = X.standardisation(examples.where(F.col("split") == "train"))
+    columns = [S.USER_ID, S.ITEM_ID, *X.CATEGORICAL, "dense", X.LABEL, "split", "shard"]
+    shards = X.standardise(examples, stats).select(*columns)
+    write_partitions(shards.repartition("split", "shard"), path, ["split", "shard"],
+                     {"split": ["train", "validation"]}, run_id, {**lineage, "cutoff": cutoff})
+    spec = {"run_date": last_day, "cutoff": cutoff, "categorical": X.CATEGORICAL, "dense": X.dense_features(),
+            "standardisation": stats, "workers": ranker.workers, "run_id": run_id}
+    HadoopFS(spark).write_text(f"{path}/{FEATURE_SPEC}", json.dumps(spec, indent=1))
+
+    counts = {f"{r['split']}_{'positive' if r[X.LABEL] else 'negative'}": r["count"]
+              for r in examples.groupBy("split", X.LABEL).count().collect()}
+    counts["users"] = users.count()
+    counts["candidates_with_label_1"] = examples.where((F.col(X.LABEL) == 1) & (F.col("n_sources") > 0)).count()
+    counts["positives_reachable_share"] = counts["candidates_with_label_1"] / max(truth.count(), 1)
+    for df in (truth, users):
+        df.unpersist()
+    return counts, spec
+
+
 def run(spark: SparkSession, cfg: Config, run_date: str) -> dict:
     """Build and write the sharded training set for ``run_date``; return its counts."""
-    ranker = cfg.ranker
     with job_run(cfg, JOB, run_date, extra_params={"run_date": run_date}) as tracking:
-        cutoff = cutoff_date(run_date, ranker.label_days)
-        holdout = time_holdout(events_as_of(spark, cfg, run_date), run_date, ranker.label_days,
-                               ranker.relevant_event_types, cfg.profiles.interaction_weights,
-                               cfg.profiles.interaction_half_life_days)
-        truth = holdout.truth.cache()
-        users = truth.select(S.USER_ID).distinct().cache()
-        if users.count() == 0:
-            raise ValueError(f"build_training_set {run_date}: no user with history before {cutoff} has a "
-                             f"{'/'.join(ranker.relevant_event_types)} event in the label window")
-        inputs = features_before(spark, cfg, holdout.train_events, cutoff)
-        # Materialised with its lineage cut: the plan behind it (five candidate sources, profiles,
-        # ALS, FP-Growth) is deep enough to overflow the driver's stack when planned again.
-        examples = X.assign_shards(examples_for(cfg, inputs, users, truth), ranker.workers,
-                                   ranker.validation_percent, ranker.seed).localCheckpoint(eager=True)
-        stats = X.standardisation(examples.where(F.col("split") == "train"))
-        columns = [S.USER_ID, S.ITEM_ID, *X.CATEGORICAL, "dense", X.LABEL, "split", "shard"]
-        shards = X.standardise(examples, stats).select(*columns)
-
         path = f"{cfg.table_path(TRAINING_SET)}/run_date={run_date}"
-        lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "cutoff": cutoff}
-        write_partitions(shards.repartition("split", "shard"), path, ["split", "shard"],
-                         {"split": ["train", "validation"]}, tracking.run_id, lineage)
-        spec = {"run_date": run_date, "cutoff": cutoff, "categorical": X.CATEGORICAL, "dense": X.dense_features(),
-                "standardisation": stats, "workers": ranker.workers, "run_id": tracking.run_id}
-        HadoopFS(spark).write_text(f"{path}/{FEATURE_SPEC}", json.dumps(spec, indent=1))
+        lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date}
+        counts, spec = write_training_set(spark, cfg, events_as_of(spark, cfg, run_date), run_date, path,
+                                          tracking.run_id, lineage)
         tracking.log_dict(spec, "feature_spec.json")
-
-        counts = {f"{r['split']}_{'positive' if r[X.LABEL] else 'negative'}": r["count"]
-                  for r in examples.groupBy("split", X.LABEL).count().collect()}
-        counts["users"] = users.count()
-        counts["candidates_with_label_1"] = examples.where((F.col(X.LABEL) == 1) & (F.col("n_sources") > 0)).count()
-        counts["positives_reachable_share"] = (counts["candidates_with_label_1"] / max(truth.count(), 1))
         tracking.log_metrics(counts)
-        truth.unpersist()
-        log.info("build_training_set %s (cut-off %s): %s", run_date, cutoff, counts)
+        log.info("build_training_set %s (cut-off %s): %s", run_date, spec["cutoff"], counts)
         return counts
 
 

@@ -7,8 +7,10 @@ Run on a cluster::
         jobs/evaluate.py --conf cluster.yaml --run-date 2026-01-07
 
 The last ``evaluate.holdout_days`` days up to the run date are held out. Popularity, ALS,
-association rules and content similarity are each rebuilt here from the events before the
-cut-off (ALS tuned on a validation window carved out of those events, never the held-out one),
+association rules, content similarity and the whole pipeline (every candidate source ranked by a
+ranker trained with Horovod, then the business rules of ``score``) are each rebuilt here from the
+events before the cut-off (ALS tuned, and the ranker labelled, on windows carved out of those
+events, never the held-out one),
 asked for their top K for every user with history and a cart or purchase in the window, and
 scored on those carts and purchases. Items the user bought before the cut-off are excluded, as
 in production. Users with no history before the cut-off cannot be scored this way; they are
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import shutil
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -32,10 +35,14 @@ from shoprec.evaluation.compare import comparison_table, compare_recommenders, p
 from shoprec.evaluation.holdout import exclusions, time_holdout
 from shoprec.io.tables import write_snapshot
 from shoprec.jobs.build_profiles import events_as_of
+from shoprec.jobs.build_training_set import features_before, write_training_set
 from shoprec.jobs.common import job_parser, run_main
+from shoprec.jobs.score import recommend_with_ranker
 from shoprec.jobs.train_als import tune_on_holdout
+from shoprec.jobs.train_ranker import settings_for, train_on_spark
 from shoprec.models import als as A
 from shoprec.models import rules as R
+from shoprec.models.ranker.train import local_path
 from shoprec.models.content import content_features, content_similar_items, recommend_by_content
 from shoprec.models.popularity import ALL, SCOPE, popular_items, recommend_popular
 from shoprec.tracking import job_run, write_report
@@ -72,7 +79,33 @@ def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: Dat
 
     similar = content_similar_items(content_features(items, profiles.content_features), profiles.content_similar_k)
     recs["content"] = recommend_by_content(train_interactions.join(users, S.USER_ID), similar, excluded, depth)
+    recs["pipeline"] = backtest_pipeline(spark, cfg, train_events, users, cutoff, depth, tracking)
     return recs
+
+
+def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame, users: DataFrame, cutoff: str,
+                      depth: int, tracking) -> DataFrame:
+    """The production pipeline (every candidate source, the ranker, the business rules) rebuilt
+    from ``train_events`` only: the ranker learns from labels in the last ``ranker.label_days``
+    before ``cutoff`` and features before those, then ranks candidates built from all of
+    ``train_events``. Its training set and model go to ``ranker.models_root/backtest/<cutoff>``."""
+    root = f"{cfg.ranker.models_root.rstrip('/')}/backtest/{cutoff}"
+    last_day = (dt.date.fromisoformat(cutoff) - dt.timedelta(days=1)).isoformat()
+    training_set = f"{root}/training_set"
+    counts, spec = write_training_set(spark, cfg, train_events, last_day, training_set, tracking.run_id,
+                                      {"run_id": tracking.run_id, "job": JOB, "purpose": "backtest"})
+    tracking.log_metrics({f"pipeline_{k}": v for k, v in counts.items()})
+    shutil.rmtree(local_path(f"{root}/ranker"), ignore_errors=True)  # a rerun trains afresh, never from old checkpoints
+    result = train_on_spark(cfg, settings_for(cfg, last_day, None, False, training_set, f"{root}/ranker"))
+    tracking.log_metrics({"pipeline_best_val_auc": result["best_val_auc"], "pipeline_epochs": len(result["history"])})
+
+    inputs = features_before(spark, cfg, train_events, cutoff)
+    excluded = exclusions(inputs["interactions"], cfg.als.exclude)
+    inputs["als_recs"] = inputs["als"].recommend(users, excluded, max(cfg.ranker.candidates.get("als", 0), 1),
+                                                 cfg.als.max_excluded)
+    recs = recommend_with_ranker(cfg, inputs, users, result["model_path"], spec, depth)
+    # Materialised: the plan behind it is deep enough to overflow the driver's stack when planned again.
+    return recs.select(S.USER_ID, "rank", S.ITEM_ID, "score").localCheckpoint(eager=True)
 
 
 def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:

@@ -133,9 +133,42 @@ def apply_business_rules(scored: DataFrame, purchased: DataFrame | None, popular
             .select(S.USER_ID, F.col("rank").cast("int").alias("rank"), S.ITEM_ID, "score", "source", "reason"))
 
 
+def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, model_dir: str,
+                          spec: dict, top_k: int) -> DataFrame:
+    """Rank ``users``' candidates with a trained ranker and apply the business rules.
+
+    Args:
+        inputs: ``interactions``, ``user_profile`` (with segments), ``item_profile``, ``affinity``
+            (:func:`~shoprec.models.ranker.features.category_affinity`), ``als_recs``,
+            ``bought_together``, ``similar_items``, ``content_similar`` and ``popular`` (one
+            ranking: ``rank, item_id, score``), all as of the same instant.
+        users: ``user_id`` rows to recommend to.
+        model_dir: the saved Keras model.
+        spec: the feature spec of the model's training set (categorical columns, standardisation).
+        top_k: recommendations per user.
+
+    Returns:
+        ``user_id, rank, item_id, score, source, reason`` (see :func:`apply_business_rules`).
+    """
+    ranker = cfg.ranker
+    users = users.select(S.USER_ID).distinct()
+    cands = X.candidates(users, X.seed_items(inputs["interactions"], ranker.seeds_per_user), inputs["als_recs"],
+                         inputs["bought_together"], inputs["similar_items"], inputs["content_similar"],
+                         inputs["popular"], ranker.candidates)
+    examples = X.standardise(X.assemble(cands, inputs["user_profile"], inputs["item_profile"], inputs["affinity"]),
+                             {k: tuple(v) for k, v in spec["standardisation"].items()})
+    ranks = cands.select(S.USER_ID, S.ITEM_ID, *[f"{s}_rank" for s in X.SOURCES])
+    scored = explain(score_with_model(examples.join(ranks, [S.USER_ID, S.ITEM_ID]), model_dir,
+                                      list(spec["categorical"])))
+    items = inputs["item_profile"].select(S.ITEM_ID, F.col(S.CATEGORY).alias("_c"))
+    fill = inputs["popular"].join(items, S.ITEM_ID, "left").select(
+        "rank", S.ITEM_ID, F.col("_c").alias(S.CATEGORY), "score")
+    return apply_business_rules(scored, exclusions(inputs["interactions"], "purchased"), fill, users,
+                                top_k, cfg.score.max_per_category)
+
+
 def run(spark: SparkSession, cfg: Config, run_date: str) -> dict:
     """Score every profiled user's candidates and write ``recommendations`` for ``run_date``."""
-    ranker, profiles = cfg.ranker, cfg.profiles
     model_root = latest_model(cfg, run_date)
     spec_path = Path(f"{cfg.table_path('training_set')}/run_date={model_root.name}/_feature_spec.json")
     spec = json.loads(spec_path.read_text())
@@ -143,23 +176,14 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> dict:
         def table(name: str) -> DataFrame:
             return read_snapshot(spark, cfg.table_path(name), run_date).drop("run_date")
 
-        interactions, users = table("interactions"), table("user_profile")
-        items = table("item_profile")
-        popular = table("popular_items").where(F.col(SCOPE) == ALL)
-        as_of = P.as_of_time(run_date)
-        window = events_as_of(spark, cfg, run_date, history_start(run_date, profiles.history_days))
-        cands = X.candidates(users.select(S.USER_ID), X.seed_items(interactions, ranker.seeds_per_user),
-                             table("als_recs"), table("bought_together"), table("similar_items"),
-                             table("content_similar_items"), popular, ranker.candidates)
-        examples = X.standardise(X.assemble(cands, users, items, X.category_affinity(window, as_of)),
-                                 {k: tuple(v) for k, v in spec["standardisation"].items()})
-        scored = explain(score_with_model(examples.join(cands.select(S.USER_ID, S.ITEM_ID, *[f"{s}_rank" for s in X.SOURCES]),
-                                                                [S.USER_ID, S.ITEM_ID]),
-                                          str(model_root / "model"), list(spec["categorical"])))
-        fill = popular.join(items.select(S.ITEM_ID, S.CATEGORY).withColumnRenamed(S.CATEGORY, "_c"), S.ITEM_ID, "left") \
-            .select("rank", S.ITEM_ID, F.coalesce(S.CATEGORY, "_c").alias(S.CATEGORY), "score")
-        recs = apply_business_rules(scored, exclusions(interactions, "purchased"), fill, users,
-                                    cfg.score.top_k, cfg.score.max_per_category)
+        users = table("user_profile")
+        window = events_as_of(spark, cfg, run_date, history_start(run_date, cfg.profiles.history_days))
+        inputs = {"interactions": table("interactions"), "user_profile": users, "item_profile": table("item_profile"),
+                  "affinity": X.category_affinity(window, P.as_of_time(run_date)), "als_recs": table("als_recs"),
+                  "bought_together": table("bought_together"), "similar_items": table("similar_items"),
+                  "content_similar": table("content_similar_items"),
+                  "popular": table("popular_items").where(F.col(SCOPE) == ALL)}
+        recs = recommend_with_ranker(cfg, inputs, users, str(model_root / "model"), spec, cfg.score.top_k)
         lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "model": str(model_root)}
         write_snapshot(recs, cfg.table_path(RECOMMENDATIONS), run_date, tracking.run_id, lineage)
         written = read_snapshot(spark, cfg.table_path(RECOMMENDATIONS), run_date)

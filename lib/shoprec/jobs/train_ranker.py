@@ -46,12 +46,13 @@ class TrainingFailed(RuntimeError):
     """A Horovod worker failed or could not start; the message says which and why."""
 
 
-def settings_for(cfg: Config, run_date: str, run_id: str | None, resume: bool) -> TrainSettings:
+def settings_for(cfg: Config, run_date: str, run_id: str | None, resume: bool, training_set: str | None = None,
+                 out: str | None = None) -> TrainSettings:
     """The training settings of this run, from the ``ranker`` config section."""
     ranker = cfg.ranker
     return TrainSettings(
-        training_set=f"{cfg.table_path(TRAINING_SET)}/run_date={run_date}",
-        out=f"{ranker.models_root.rstrip('/')}/ranker/{run_date}",
+        training_set=training_set or f"{cfg.table_path(TRAINING_SET)}/run_date={run_date}",
+        out=out or f"{ranker.models_root.rstrip('/')}/ranker/{run_date}",
         epochs=ranker.epochs, batch_size=ranker.batch_size, learning_rate=ranker.learning_rate,
         patience=ranker.patience, embedding_dim=ranker.embedding_dim, cross_layers=ranker.cross_layers,
         hidden_units=list(ranker.hidden_units), dropout=ranker.dropout, seed=ranker.seed, resume=resume,
@@ -89,23 +90,29 @@ def log_ranker(result: dict, cfg: Config, tracking: JobRun) -> str | None:
     return str(info.registered_model_version) if info.registered_model_version is not None else None
 
 
-def run(spark: SparkSession, cfg: Config, run_date: str, resume: bool = False) -> dict:
-    """Train on ``ranker.workers`` Horovod processes in Spark tasks; log and register the model."""
+def train_on_spark(cfg: Config, settings: TrainSettings) -> dict:
+    """Run :func:`~shoprec.models.ranker.train.train` on ``ranker.workers`` Horovod processes in
+    Spark tasks; rank 0's result. Raises :class:`TrainingFailed` when a worker fails or cannot start."""
     import horovod.spark
 
+    try:
+        results = horovod.spark.run(train, args=(settings,), num_proc=cfg.ranker.workers,
+                                    start_timeout=cfg.ranker.start_timeout_seconds, use_gloo=True, verbose=1)
+    except Exception as err:
+        raise TrainingFailed(
+            f"Horovod training with {cfg.ranker.workers} workers failed ({type(err).__name__}: {err}). "
+            f"Checkpoints are in {settings.out}/checkpoints; fix the cause and rerun with --resume.") from err
+    return next(r for r in results if r is not None)
+
+
+def run(spark: SparkSession, cfg: Config, run_date: str, resume: bool = False) -> dict:
+    """Train on ``ranker.workers`` Horovod processes in Spark tasks; log and register the model."""
     training_set = Path(f"{cfg.table_path(TRAINING_SET)}/run_date={run_date}")
     if not (training_set / FEATURE_SPEC).exists():
         raise FileNotFoundError(f"{training_set} has no {FEATURE_SPEC}; run build_training_set for {run_date} first")
     with job_run(cfg, JOB, run_date, extra_params={"run_date": run_date, "resume": resume}) as tracking:
         settings = settings_for(cfg, run_date, tracking.run_id if tracking.tracked else None, resume)
-        try:
-            results = horovod.spark.run(train, args=(settings,), num_proc=cfg.ranker.workers,
-                                        start_timeout=cfg.ranker.start_timeout_seconds, use_gloo=True, verbose=1)
-        except Exception as err:
-            raise TrainingFailed(
-                f"Horovod training with {cfg.ranker.workers} workers failed ({type(err).__name__}: {err}). "
-                f"Checkpoints are in {settings.out}/checkpoints; fix the cause and rerun with --resume.") from err
-        result = next(r for r in results if r is not None)
+        result = train_on_spark(cfg, settings)
         history = result["history"]
         tracking.log_metrics({"best_val_auc": result["best_val_auc"], "epochs_run": len(history),
                               "workers": result["ranks"], "examples_per_rank": result["examples_per_rank"]})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class TrainSettings:
     mlflow_run_id: str | None = None
 
 
-def _local(path: str) -> Path:
+def local_path(path: str) -> Path:
     return Path(path[len("file://"):] if path.startswith("file://") else path)
 
 
@@ -52,7 +53,7 @@ def read_split(training_set: str, split: str, shards: list[int] | None = None):
     import numpy as np
     import pyarrow.parquet as pq
 
-    root = _local(training_set) / f"split={split}"
+    root = local_path(training_set) / f"split={split}"
     directories = sorted(root.glob("shard=*")) if shards is None else [root / f"shard={s}" for s in shards]
     tables = [pq.read_table(d) for d in directories if d.exists()]
     if not tables:
@@ -60,7 +61,7 @@ def read_split(training_set: str, split: str, shards: list[int] | None = None):
     import pyarrow as pa
 
     table = pa.concat_tables(tables)
-    spec = json.loads((_local(training_set) / "_feature_spec.json").read_text())
+    spec = json.loads((local_path(training_set) / "_feature_spec.json").read_text())
     features = {name: table.column(name).to_numpy().astype("int32") for name in spec["categorical"]}
     features["dense"] = np.stack(table.column("dense").to_numpy(zero_copy_only=False)).astype("float32")
     return features, table.column("label").to_numpy().astype("float32")
@@ -91,7 +92,7 @@ def train(settings: TrainSettings) -> dict | None:
 
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
-    spec = json.loads((_local(settings.training_set) / "_feature_spec.json").read_text())
+    spec = json.loads((local_path(settings.training_set) / "_feature_spec.json").read_text())
     # Each rank reads its own shards: shard k goes to rank k mod size.
     mine = [k for k in range(spec["workers"]) if k % size == rank]
     features, labels = read_split(settings.training_set, "train", mine)
@@ -105,7 +106,7 @@ def train(settings: TrainSettings) -> dict | None:
     model = build_ranker(ranker)
     optimizer = tf.keras.optimizers.Adam(settings.learning_rate * size)
     loss_fn = tf.keras.losses.BinaryCrossentropy(from_logits=True)
-    out = _local(settings.out)
+    out = local_path(settings.out)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), max_to_keep=2)
     start_epoch, history, best_auc, stale = 0, [], -1.0, 0
@@ -139,10 +140,13 @@ def train(settings: TrainSettings) -> dict | None:
             break
         order = rng.permutation(n)
         losses = []
+        started = time.perf_counter()
         for i in range(steps):
             take = order[(i * settings.batch_size) % n:][:settings.batch_size]
             batch = {k: v[take] for k, v in features.items()}
             losses.append(float(step(batch, labels[take], epoch == start_epoch and i == 0)))
+        # Throughput of the whole job: every rank's examples over the slowest rank's time.
+        seconds = float(hvd.allreduce(tf.constant(time.perf_counter() - started), op=hvd.Max).numpy())
         train_loss = float(hvd.allreduce(tf.constant(np.mean(losses)), op=hvd.Average).numpy())
         # Validation: each rank scores a slice; gathering the slices gives the whole set's AUC and loss.
         part = slice(rank, None, size)
@@ -155,7 +159,8 @@ def train(settings: TrainSettings) -> dict | None:
                                                         training=False).numpy())
         train_auc = float(hvd.allreduce(tf.constant(train_auc), op=hvd.Average).numpy())
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_auc": train_auc,
-                        "val_loss": val_loss, "val_auc": val_auc})
+                        "val_loss": val_loss, "val_auc": val_auc,
+                        "examples_per_s": steps * settings.batch_size * size / max(seconds, 1e-9)})
         if val_auc > best_auc:
             best_auc, stale = val_auc, 0
             if rank == 0:
