@@ -228,6 +228,16 @@ class ScoreConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """search_rerank: text matching of queries to items, then the ranker's order per user."""
+
+    top_k: int = 20                 # results kept per (user, query)
+    min_match: float = 1.0          # share of the search's best text score an item needs to match
+    max_matches: int = 200          # matches per search the ranker scores
+    followup_event_types: list[str] = field(default_factory=lambda: ["view", "cart", "purchase"])
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a shoprec deployment."""
 
@@ -244,6 +254,7 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     @property
     def source(self) -> SourceConfig:
@@ -429,7 +440,8 @@ def _check_models(cfg: Config) -> None:
         raise ConfigError("ranker.validation_percent: must be in [0, 100)")
     for key, types_ in (("ranker.relevant_event_types", cfg.ranker.relevant_event_types),
                         ("als.relevant_event_types", cfg.als.relevant_event_types),
-                        ("evaluate.relevant_event_types", cfg.evaluate.relevant_event_types)):
+                        ("evaluate.relevant_event_types", cfg.evaluate.relevant_event_types),
+                        ("search.followup_event_types", cfg.search.followup_event_types)):
         unknown = [t for t in types_ if t not in schemas.EVENT_TYPES]
         if unknown or not types_:
             raise ConfigError(f"{key}: {unknown or 'empty'} - must name event types ({', '.join(schemas.EVENT_TYPES)})")
@@ -440,6 +452,8 @@ def _check_models(cfg: Config) -> None:
         "als.max_iter": cfg.als.max_iter, "als.top_k": cfg.als.top_k, "als.validation_days": cfg.als.validation_days,
         "rules.top_k": cfg.rules.top_k, "evaluate.holdout_days": cfg.evaluate.holdout_days, "evaluate.k": cfg.evaluate.k,
         "ranker.label_days": cfg.ranker.label_days, "ranker.workers": cfg.ranker.workers,
+        "score.top_k": cfg.score.top_k, "score.max_per_category": cfg.score.max_per_category,
+        "search.top_k": cfg.search.top_k, "search.max_matches": cfg.search.max_matches,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -450,6 +464,8 @@ def _check_models(cfg: Config) -> None:
         raise ConfigError(f"als.exclude: {cfg.als.exclude!r} is not one of purchased, seen, none")
     if cfg.als.tuning_metric not in ("ndcg", "precision", "recall", "map", "hit_rate"):
         raise ConfigError(f"als.tuning_metric: {cfg.als.tuning_metric!r} is not one of ndcg, precision, recall, map, hit_rate")
+    if not 0.0 < cfg.search.min_match <= 1.0:
+        raise ConfigError(f"search.min_match: must be in (0, 1], got {cfg.search.min_match}")
     if cfg.rules.basket not in ("order", "session", "user_day"):
         raise ConfigError(f"rules.basket: {cfg.rules.basket!r} is not one of order, session, user_day")
     for key, value in (("rules.min_support", cfg.rules.min_support), ("rules.min_confidence", cfg.rules.min_confidence)):

@@ -158,7 +158,13 @@ def test_evaluate_compares_every_recommender(spark, cfg, profiles):
     table = snapshot(spark, cfg, "eval_metrics")
     assert table.count() == len(rows)
     models = {r.model for r in table.select("model").distinct().collect()}
-    assert models == {"popularity", "als", "rules", "content", "pipeline"}
+    assert models == {"popularity", "als", "rules", "content", "pipeline", "search_text", "search_ranker"}
+    searches = {(r.model, r.metric): r.value for r in table.where(F.col("model").startswith("search_")
+                                                                  & (F.col("k") == 10)).collect()}
+    for model in ("search_text", "search_ranker"):
+        assert {"precision", "recall", "ndcg", "map", "hit_rate"} <= {m for (name, m) in searches if name == model}
+        assert 0.0 < searches[(model, "hit_rate")] <= 1.0  # searches in this log are followed by views of matches
+    models -= {"search_text", "search_ranker"}
     at_k = {(r.model, r.metric): r.value for r in table.where(F.col("k") == 10).collect()}
     for model in models:
         for metric in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "diversity"):
@@ -170,6 +176,7 @@ def test_evaluate_compares_every_recommender(spark, cfg, profiles):
     assert at_k[("pipeline", "hit_rate")] > 0
     client, run = run_of(cfg, "evaluate")
     assert run.data.metrics["held_out_users"] > 0 and run.data.metrics["new_users_in_window"] >= 0
+    assert run.data.metrics["held_out_searches"] > 0
     # The pipeline's ranker was trained on labels before the held-out window only.
     spec = json.loads((Path(cfg.ranker.models_root) / "backtest" / "2026-04-07" / "training_set"
                        / "_feature_spec.json").read_text())

@@ -186,3 +186,42 @@ def test_a_failing_worker_fails_train_ranker_with_a_clear_message(spark, cfg, co
     finally:
         shutil.rmtree(broken)
         shutil.rmtree(Path(cfg.ranker.models_root) / "ranker" / broken_date, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_search_rerank_orders_text_matches_with_the_ranker(spark, cfg, trained, tmp_path):
+    from shoprec.jobs import search_rerank
+    from shoprec.models import search as Q
+
+    # Needs the run date's profiles and candidate tables (built by the score test when run alone too).
+    if not Path(cfg.table_path("als_recs")).exists():
+        for job in (build_profiles, train_als, mine_rules):
+            job.run(spark, cfg, RUN_DATE)
+    counts = search_rerank.run(spark, cfg, RUN_DATE)
+    results = read_snapshot(spark, cfg.table_path("search_results"), RUN_DATE)
+    day_searches = events_as_of(spark, cfg, RUN_DATE).where(
+        (F.col("event_type") == "search") & (F.col("event_date") == F.lit(RUN_DATE).cast("date")))
+    assert counts["searches"] == day_searches.select("user_id", F.lower(F.trim("query"))).distinct().count() > 0
+    assert counts["searches_with_results"] == results.select("user_id", "query").distinct().count() > 0
+    rows = results.collect()
+    # Every result carries every word of its query (synthetic queries name a brand and/or category).
+    items = {r.item_id: r for r in read_snapshot(spark, cfg.table_path("item_profile"), RUN_DATE).collect()}
+    for r in rows:
+        item_words = set(" ".join([items[r.item_id].category or "", items[r.item_id].brand or ""]).replace(".", " ")
+                         .replace("_", " ").lower().split())
+        assert set(r.query.lower().split()) <= item_words, (r.query, item_words)
+        assert r.text_score == pytest.approx(1.0) and 0.0 <= r.score <= 1.0 and 1 <= r.rank <= cfg.search.top_k
+    # Within a search, ranks follow the ranker's score.
+    ordered = results.withColumn("_previous", F.lag("score").over(Window.partitionBy("user_id", "query").orderBy("rank")))
+    assert ordered.where(F.col("_previous") < F.col("score")).count() == 0
+
+    # A given table of searches; a query nothing matches is counted, not lost.
+    user = rows[0].user_id
+    searches = tmp_path / "searches"
+    spark.createDataFrame([(user, rows[0].query), (user, "zzqx nothing"), (None, "shoes")],
+                          "user_id string, query string").write.parquet(str(searches))
+    counts = search_rerank.run(spark, cfg, RUN_DATE, str(searches))
+    assert (counts["searches"], counts["searches_with_results"], counts["searches_without_match"]) == (2, 1, 1)
+    again = read_snapshot(spark, cfg.table_path("search_results"), RUN_DATE)
+    assert {r.query for r in again.collect()} == {rows[0].query}
+    assert Q.SEARCH_ID not in again.columns

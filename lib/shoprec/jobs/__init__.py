@@ -10,5 +10,6 @@ JOBS = {
     "build_training_set": ("shoprec.jobs.build_training_set", "candidates + features + labels -> sharded ranker training set"),
     "train_ranker": ("shoprec.jobs.train_ranker", "Horovod-distributed TensorFlow ranker on the executors, registered in MLflow"),
     "score": ("shoprec.jobs.score", "rank every user's candidates with the ranker -> recommendations"),
+    "search_rerank": ("shoprec.jobs.search_rerank", "match (user, query) searches to items and order them with the ranker -> search_results"),
     "evaluate": ("shoprec.jobs.evaluate", "compare every recommender on a held-out window -> eval_metrics"),
 }

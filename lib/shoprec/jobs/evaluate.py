@@ -25,7 +25,7 @@ import datetime as dt
 import logging
 import shutil
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
@@ -33,18 +33,21 @@ from shoprec.config import Config
 from shoprec.etl import profiles as P
 from shoprec.evaluation.compare import comparison_table, compare_recommenders, plot_metric_bars, plot_precision_recall
 from shoprec.evaluation.holdout import exclusions, time_holdout
+from shoprec.evaluation.ranking import ranking_metrics
 from shoprec.io.tables import write_snapshot
 from shoprec.jobs.build_profiles import events_as_of
 from shoprec.jobs.build_training_set import features_before, write_training_set
 from shoprec.jobs.common import job_parser, run_main
 from shoprec.jobs.score import recommend_with_ranker
+from shoprec.jobs.search_rerank import rerank
 from shoprec.jobs.train_als import tune_on_holdout
 from shoprec.jobs.train_ranker import settings_for, train_on_spark
 from shoprec.models import als as A
 from shoprec.models import rules as R
 from shoprec.models.ranker.train import local_path
 from shoprec.models.content import content_features, content_similar_items, recommend_by_content
-from shoprec.models.popularity import ALL, SCOPE, popular_items, recommend_popular
+from shoprec.models import search as Q
+from shoprec.models.popularity import ALL, SCOPE, popular_items, popularity_score, recommend_popular
 from shoprec.tracking import job_run, write_report
 
 JOB = "evaluate"
@@ -55,8 +58,9 @@ log = logging.getLogger(__name__)
 
 def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: DataFrame,
                              train_interactions: DataFrame, users: DataFrame, cutoff: str, depth: int,
-                             tracking) -> dict[str, DataFrame]:
-    """Each baseline's top ``depth`` for ``users``, every one built from ``train_events`` only."""
+                             tracking) -> tuple[dict[str, DataFrame], dict]:
+    """Each recommender's top ``depth`` for ``users``, every one built from ``train_events`` only,
+    and the backtest ranker (see :func:`backtest_pipeline`)."""
     profiles = cfg.profiles
     as_of = dt.datetime.combine(dt.date.fromisoformat(cutoff), dt.time())
     excluded = exclusions(train_interactions, cfg.als.exclude)
@@ -79,16 +83,21 @@ def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: Dat
 
     similar = content_similar_items(content_features(items, profiles.content_features), profiles.content_similar_k)
     recs["content"] = recommend_by_content(train_interactions.join(users, S.USER_ID), similar, excluded, depth)
-    recs["pipeline"] = backtest_pipeline(spark, cfg, train_events, users, cutoff, depth, tracking)
-    return recs
+    recs["pipeline"], ranker = backtest_pipeline(spark, cfg, train_events, users, cutoff, depth, tracking)
+    return recs, ranker
 
 
 def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame, users: DataFrame, cutoff: str,
-                      depth: int, tracking) -> DataFrame:
+                      depth: int, tracking) -> tuple[DataFrame, dict]:
     """The production pipeline (every candidate source, the ranker, the business rules) rebuilt
     from ``train_events`` only: the ranker learns from labels in the last ``ranker.label_days``
     before ``cutoff`` and features before those, then ranks candidates built from all of
-    ``train_events``. Its training set and model go to ``ranker.models_root/backtest/<cutoff>``."""
+    ``train_events``. Its training set and model go to ``ranker.models_root/backtest/<cutoff>``.
+
+    Returns:
+        The recommendations, and the ranker with what it needs to score more pairs (``inputs``,
+        ``model_path``, ``spec``).
+    """
     root = f"{cfg.ranker.models_root.rstrip('/')}/backtest/{cutoff}"
     last_day = (dt.date.fromisoformat(cutoff) - dt.timedelta(days=1)).isoformat()
     training_set = f"{root}/training_set"
@@ -105,7 +114,60 @@ def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame,
                                                  cfg.als.max_excluded)
     recs = recommend_with_ranker(cfg, inputs, users, result["model_path"], spec, depth)
     # Materialised: the plan behind it is deep enough to overflow the driver's stack when planned again.
-    return recs.select(S.USER_ID, "rank", S.ITEM_ID, "score").localCheckpoint(eager=True)
+    recs = recs.select(S.USER_ID, "rank", S.ITEM_ID, "score").localCheckpoint(eager=True)
+    return recs, {"inputs": inputs, "model_path": result["model_path"], "spec": spec}
+
+
+def held_out_searches(events: DataFrame, cutoff: str, followup_types: list[str]) -> tuple[DataFrame, DataFrame]:
+    """Searches from ``cutoff`` on and what the searcher then did with items in the same session,
+    up to the session's next search.
+
+    Returns:
+        ``(searches, followups)``: ``search_id (the event id), user_id, query`` and
+        ``search_id, item_id`` (only searches with at least one follow-up).
+    """
+    searches = events.where((F.col(S.EVENT_TYPE) == "search") & (F.col(S.EVENT_TIME) >= F.lit(cutoff).cast("timestamp"))
+                            & (F.size(Q.words(F.col(S.QUERY))) > 0) & F.col(S.SESSION_ID).isNotNull())
+    next_search = Window.partitionBy(S.USER_ID, S.SESSION_ID).orderBy(S.EVENT_TIME, S.EVENT_ID)
+    searches = searches.select(F.col(S.EVENT_ID).alias(Q.SEARCH_ID), S.USER_ID, S.QUERY, S.SESSION_ID,
+                               F.col(S.EVENT_TIME).alias("_at"), F.lead(S.EVENT_TIME).over(next_search).alias("_until"))
+    acted = events.where(F.col(S.EVENT_TYPE).isin(*followup_types) & F.col(S.ITEM_ID).isNotNull()).select(
+        S.USER_ID, S.SESSION_ID, S.ITEM_ID, F.col(S.EVENT_TIME).alias("_t"))
+    followups = (searches.join(acted, [S.USER_ID, S.SESSION_ID])
+                 .where((F.col("_t") > F.col("_at")) & (F.col("_until").isNull() | (F.col("_t") < F.col("_until"))))
+                 .select(Q.SEARCH_ID, S.ITEM_ID).distinct())
+    return searches.join(followups.select(Q.SEARCH_ID).distinct(), Q.SEARCH_ID).select(Q.SEARCH_ID, S.USER_ID, S.QUERY), followups
+
+
+def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, tracking) -> list[dict]:
+    """search_rerank on the held-out window's searches that were followed by an item event: the
+    ranker's order (``search_ranker``) against the text order alone (``search_text``: text score,
+    then popularity), each averaged over every such search (no match scores zero)."""
+    settings = cfg.evaluate
+    searches, followups = held_out_searches(events, cutoff, cfg.search.followup_event_types)
+    searches, followups = searches.cache(), followups.cache()
+    n_searches = searches.count()
+    tracking.log_metrics({"held_out_searches": n_searches})
+    if n_searches == 0:
+        log.info("evaluate: no search in the held-out window was followed by an item event; search not evaluated")
+        return []
+    inputs = ranker["inputs"]
+    popularity = inputs["item_profile"].select(S.ITEM_ID, popularity_score(cfg.profiles.interaction_weights).alias("score"))
+    matches = Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
+                            cfg.search.max_matches, popularity).cache()
+    depth = max([settings.k, *settings.ks])
+    orders = {"search_text": matches.where(F.col("text_rank") <= depth).withColumnRenamed("text_rank", "rank"),
+              "search_ranker": rerank(cfg, inputs, matches, ranker["model_path"], ranker["spec"], depth)}
+    rows = []
+    for model, ranked in orders.items():
+        for k in sorted({settings.k, *settings.ks}):
+            metrics = ranking_metrics(ranked.select(Q.SEARCH_ID, S.ITEM_ID, "rank"), followups, k,
+                                      user_col=Q.SEARCH_ID, require_recommendations=False)
+            rows += [{"model": model, "metric": m.split("@")[0], "k": k, "value": float(v)}
+                     for m, v in metrics.items() if "@" in m]
+    for df in (searches, followups, matches):
+        df.unpersist()
+    return rows
 
 
 def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
@@ -134,26 +196,28 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
         if n_users == 0:
             raise ValueError(f"evaluate {run_date}: no user with history before {holdout.cutoff} has a "
                              f"{'/'.join(settings.relevant_event_types)} event in the held-out window")
-        recs = backtest_recommendations(spark, cfg, train_events, train_interactions, users,
-                                        holdout.cutoff, depth, tracking)
+        recs, ranker = backtest_recommendations(spark, cfg, train_events, train_interactions, users,
+                                                holdout.cutoff, depth, tracking)
         catalogue = train_events.where(F.col(S.ITEM_ID).isNotNull()).groupBy(S.ITEM_ID).agg(
             F.max_by(S.CATEGORY, F.when(F.col(S.CATEGORY).isNotNull(), F.col(S.EVENT_TIME))).alias(S.CATEGORY))
         rows = compare_recommenders(recs, truth, train_interactions.select(S.USER_ID, S.ITEM_ID), catalogue,
                                     settings.k, settings.ks)
-        table = spark.createDataFrame([(r["model"], r["metric"], r["k"], r["value"]) for r in rows],
+        search_rows = backtest_search(cfg, events_as_of(spark, cfg, run_date), holdout.cutoff, ranker, tracking)
+        table = spark.createDataFrame([(r["model"], r["metric"], r["k"], r["value"]) for r in rows + search_rows],
                                       "model string, metric string, k int, value double")
         write_snapshot(table, cfg.table_path(EVAL_METRICS), run_date, tracking.run_id, lineage)
 
         summary = comparison_table(rows, settings.k)
         write_report(tracking, {"cutoff": holdout.cutoff, "held_out_users": n_users, "new_users_in_window": new_users,
-                                "comparison": summary}, "comparison")
-        tracking.log_metrics({f"{r['model']}_{r['metric']}_at_{r['k']}": r["value"] for r in rows})
+                                "comparison": summary, "search": comparison_table(search_rows, settings.k)},
+                     "comparison")
+        tracking.log_metrics({f"{r['model']}_{r['metric']}_at_{r['k']}": r["value"] for r in rows + search_rows})
         tracking.log_figure(plot_metric_bars(rows, settings.k), "metric_bars.png")
         tracking.log_figure(plot_precision_recall(rows), "precision_recall_at_k.png")
         for df in (train_events, train_interactions, truth, users):
             df.unpersist()
         log.info("evaluate %s: cut-off %s, %d held-out users; %s", run_date, holdout.cutoff, n_users, summary)
-        return rows
+        return rows + search_rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,6 +133,24 @@ def apply_business_rules(scored: DataFrame, purchased: DataFrame | None, popular
             .select(S.USER_ID, F.col("rank").cast("int").alias("rank"), S.ITEM_ID, "score", "source", "reason"))
 
 
+def inputs_as_of(spark: SparkSession, cfg: Config, run_date: str) -> dict[str, DataFrame]:
+    """The ranker's inputs from the run date's tables (see :func:`recommend_with_ranker`)."""
+    def table(name: str) -> DataFrame:
+        return read_snapshot(spark, cfg.table_path(name), run_date).drop("run_date")
+
+    window = events_as_of(spark, cfg, run_date, history_start(run_date, cfg.profiles.history_days))
+    return {"interactions": table("interactions"), "user_profile": table("user_profile"),
+            "item_profile": table("item_profile"), "affinity": X.category_affinity(window, P.as_of_time(run_date)),
+            "als_recs": table("als_recs"), "bought_together": table("bought_together"),
+            "similar_items": table("similar_items"), "content_similar": table("content_similar_items"),
+            "popular": table("popular_items").where(F.col(SCOPE) == ALL)}
+
+
+def load_spec(cfg: Config, model_root: Path) -> dict:
+    """The feature spec of the training set a saved ranker was trained on."""
+    return json.loads(Path(f"{cfg.table_path('training_set')}/run_date={model_root.name}/_feature_spec.json").read_text())
+
+
 def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, model_dir: str,
                           spec: dict, top_k: int) -> DataFrame:
     """Rank ``users``' candidates with a trained ranker and apply the business rules.
@@ -170,19 +188,10 @@ def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: Data
 def run(spark: SparkSession, cfg: Config, run_date: str) -> dict:
     """Score every profiled user's candidates and write ``recommendations`` for ``run_date``."""
     model_root = latest_model(cfg, run_date)
-    spec_path = Path(f"{cfg.table_path('training_set')}/run_date={model_root.name}/_feature_spec.json")
-    spec = json.loads(spec_path.read_text())
+    spec = load_spec(cfg, model_root)
     with job_run(cfg, JOB, run_date, extra_params={"run_date": run_date, "model": str(model_root)}) as tracking:
-        def table(name: str) -> DataFrame:
-            return read_snapshot(spark, cfg.table_path(name), run_date).drop("run_date")
-
-        users = table("user_profile")
-        window = events_as_of(spark, cfg, run_date, history_start(run_date, cfg.profiles.history_days))
-        inputs = {"interactions": table("interactions"), "user_profile": users, "item_profile": table("item_profile"),
-                  "affinity": X.category_affinity(window, P.as_of_time(run_date)), "als_recs": table("als_recs"),
-                  "bought_together": table("bought_together"), "similar_items": table("similar_items"),
-                  "content_similar": table("content_similar_items"),
-                  "popular": table("popular_items").where(F.col(SCOPE) == ALL)}
+        inputs = inputs_as_of(spark, cfg, run_date)
+        users = inputs["user_profile"]
         recs = recommend_with_ranker(cfg, inputs, users, str(model_root / "model"), spec, cfg.score.top_k)
         lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "model": str(model_root)}
         write_snapshot(recs, cfg.table_path(RECOMMENDATIONS), run_date, tracking.run_id, lineage)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
@@ -11,6 +11,13 @@ from shoprec.evaluation.ranking import RANK
 SCOPE = "scope"
 SCORE = "score"
 ALL = "all"
+
+
+def popularity_score(weights: dict[str, float]) -> Column:
+    """An item profile row's popularity: its decayed views, carts and purchases, weighted."""
+    return (F.lit(float(weights.get("view", 0.0))) * F.col("views_decayed")
+            + F.lit(float(weights.get("cart", 0.0))) * F.col("carts_decayed")
+            + F.lit(float(weights.get("purchase", 0.0))) * F.col("purchases_decayed"))
 
 
 def popular_items(item_profile: DataFrame, weights: dict[str, float], top_k: int) -> DataFrame:
@@ -25,10 +32,7 @@ def popular_items(item_profile: DataFrame, weights: dict[str, float], top_k: int
     """
     S.require_columns(item_profile, [S.ITEM_ID, S.CATEGORY, "views_decayed", "carts_decayed", "purchases_decayed"],
                       "popular_items")
-    score = (F.lit(float(weights.get("view", 0.0))) * F.col("views_decayed")
-             + F.lit(float(weights.get("cart", 0.0))) * F.col("carts_decayed")
-             + F.lit(float(weights.get("purchase", 0.0))) * F.col("purchases_decayed"))
-    scored = item_profile.select(S.ITEM_ID, S.CATEGORY, score.alias(SCORE)).where(F.col(SCORE) > 0)
+    scored = item_profile.select(S.ITEM_ID, S.CATEGORY, popularity_score(weights).alias(SCORE)).where(F.col(SCORE) > 0)
     overall = Window.orderBy(F.col(SCORE).desc(), F.col(S.ITEM_ID))
     per_category = Window.partitionBy(S.CATEGORY).orderBy(F.col(SCORE).desc(), F.col(S.ITEM_ID))
     # The overall ranking only needs each partition's own top_k: keep the global window small.

@@ -1,0 +1,138 @@
+"""search_rerank: personal search results, text matches ordered by the ranker -> ``search_results``.
+
+Run on a cluster (after score's inputs exist for the run date: build_profiles, train_als,
+mine_rules, train_ranker)::
+
+    spark-submit --master yarn --deploy-mode client \\
+        --py-files dist/shoprec.zip --files conf/base.yaml,conf/cluster.yaml \\
+        jobs/search_rerank.py --conf cluster.yaml --run-date 2026-01-07 [--searches s3a://.../searches/]
+
+The searches are the run date's ``search`` events in ``events_clean`` (each distinct user and
+query once), or any Parquet table with ``user_id`` and ``query`` columns given with
+``--searches``. Each query is matched to the catalogue by text (:mod:`shoprec.models.search`:
+IDF-weighted words of category path, brand and title; ``search.min_match``,
+``search.max_matches``), then the user's matches are scored by the newest ranker trained on or
+before the run date, with the same features as ``score`` (a match the user's candidate sources
+also proposed keeps those sources' scores and ranks). Writes ``search_results`` (run_date
+partition): ``user_id, query, rank, item_id, score, text_score`` with the top ``search.top_k``
+per search. Purchased items stay in search results: someone searching for them may rebuy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+from shoprec.config import Config
+from shoprec.io.tables import read_snapshot, write_snapshot
+from shoprec.jobs.build_profiles import events_as_of
+from shoprec.jobs.common import job_parser, run_main
+from shoprec.jobs.score import inputs_as_of, latest_model, load_spec, score_with_model
+from shoprec.models import search as Q
+from shoprec.models.popularity import popularity_score
+from shoprec.models.ranker import features as X
+from shoprec.tracking import job_run
+
+JOB = "search_rerank"
+SEARCH_RESULTS = "search_results"
+
+log = logging.getLogger(__name__)
+
+
+def search_key(user: F.Column, query: F.Column) -> F.Column:
+    """One id per (user, normalised query): the same words in any case and spacing are one search."""
+    return F.sha2(F.concat_ws("\u0001", user, F.array_join(Q.words(query), " ")), 256)
+
+
+def searches_of_day(events: DataFrame, day: str) -> DataFrame:
+    """The day's search events with a query, each (user, query) once.
+
+    Returns:
+        ``search_id, user_id, query`` (the query as first typed that day).
+    """
+    day_searches = events.where((F.col(S.EVENT_TYPE) == "search") & (F.col(S.EVENT_DATE) == F.lit(day).cast("date"))
+                                & (F.size(Q.words(F.col(S.QUERY))) > 0))
+    keyed = day_searches.withColumn(Q.SEARCH_ID, search_key(F.col(S.USER_ID), F.col(S.QUERY)))
+    return keyed.groupBy(Q.SEARCH_ID, S.USER_ID).agg(F.min_by(S.QUERY, S.EVENT_TIME).alias(S.QUERY))
+
+
+def rerank(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_dir: str, spec: dict,
+           top_k: int) -> DataFrame:
+    """Order each search's matches by the ranker's score for that user.
+
+    Args:
+        inputs: as for :func:`~shoprec.jobs.score.recommend_with_ranker`.
+        matches: :func:`~shoprec.models.search.match_items` rows with ``user_id``.
+
+    Returns:
+        the columns of ``matches`` plus ``score double`` and ``rank int`` (1..``top_k``): the
+        ranker's score first, then ``text_score``, then the text order.
+    """
+    ranker = cfg.ranker
+    pairs = matches.select(S.USER_ID, S.ITEM_ID).distinct()
+    users = pairs.select(S.USER_ID).distinct()
+    cands = X.candidates(users, X.seed_items(inputs["interactions"], ranker.seeds_per_user), inputs["als_recs"],
+                         inputs["bought_together"], inputs["similar_items"], inputs["content_similar"],
+                         inputs["popular"], ranker.candidates)
+    features = pairs.join(cands, [S.USER_ID, S.ITEM_ID], "left").withColumn(
+        "n_sources", F.coalesce(F.col("n_sources"), F.lit(0)))
+    examples = X.standardise(X.assemble(features, inputs["user_profile"], inputs["item_profile"], inputs["affinity"]),
+                             {k: tuple(v) for k, v in spec["standardisation"].items()})
+    scored = score_with_model(examples, model_dir, list(spec["categorical"])).select(S.USER_ID, S.ITEM_ID, "score")
+    order = Window.partitionBy(Q.SEARCH_ID).orderBy(F.col("score").desc(), F.col(Q.TEXT_SCORE).desc(),
+                                                    F.col("text_rank"))
+    return (matches.join(scored, [S.USER_ID, S.ITEM_ID])
+            .withColumn("rank", F.row_number().over(order).cast("int")).where(F.col("rank") <= top_k))
+
+
+def read_searches(spark: SparkSession, path: str) -> DataFrame:
+    """A Parquet table of searches: ``user_id`` and ``query`` (other columns are ignored)."""
+    table = spark.read.parquet(path)
+    S.require_columns(table, [S.USER_ID, S.QUERY], f"search_rerank --searches {path}")
+    rows = table.select(F.col(S.USER_ID).cast("string").alias(S.USER_ID), F.col(S.QUERY).cast("string").alias(S.QUERY))
+    rows = rows.where(F.col(S.USER_ID).isNotNull() & (F.size(Q.words(F.col(S.QUERY))) > 0))
+    keyed = rows.withColumn(Q.SEARCH_ID, search_key(F.col(S.USER_ID), F.col(S.QUERY)))
+    return keyed.groupBy(Q.SEARCH_ID, S.USER_ID).agg(F.min(S.QUERY).alias(S.QUERY))
+
+
+def run(spark: SparkSession, cfg: Config, run_date: str, searches_path: str | None = None) -> dict:
+    """Match and rerank the run date's (or the given) searches; write ``search_results``."""
+    model_root = latest_model(cfg, run_date)
+    spec = load_spec(cfg, model_root)
+    params = {"run_date": run_date, "model": str(model_root), "searches": searches_path or "events_clean"}
+    with job_run(cfg, JOB, run_date, extra_params=params) as tracking:
+        inputs = inputs_as_of(spark, cfg, run_date)
+        searches = (read_searches(spark, searches_path) if searches_path
+                    else searches_of_day(events_as_of(spark, cfg, run_date), run_date)).cache()
+        matches = Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
+                                cfg.search.max_matches,
+                                inputs["item_profile"].select(S.ITEM_ID, popularity_score(cfg.profiles.interaction_weights).alias("score")))
+        results = rerank(cfg, inputs, matches, str(Path(model_root) / "model"), spec, cfg.search.top_k)
+        lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "model": str(model_root)}
+        write_snapshot(results.select(S.USER_ID, S.QUERY, "rank", S.ITEM_ID, "score", Q.TEXT_SCORE),
+                       cfg.table_path(SEARCH_RESULTS), run_date, tracking.run_id, lineage)
+        written = read_snapshot(spark, cfg.table_path(SEARCH_RESULTS), run_date)
+        n_searches = searches.count()
+        answered = written.select(S.USER_ID, S.QUERY).distinct().count()
+        counts = {"searches": n_searches, "searches_with_results": answered,
+                  "searches_without_match": n_searches - answered, "rows": written.count()}
+        tracking.log_metrics(counts)
+        searches.unpersist()
+        log.info("search_rerank %s with %s: %s", run_date, model_root, counts)
+        return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``spark-submit jobs/search_rerank.py`` and ``shoprec run search_rerank``."""
+    parser = job_parser(JOB, "Match searches to items by text and order the matches with the ranker per user.")
+    parser.add_argument("--searches", help="Parquet table of user_id, query (default: the run date's search events)")
+
+    def execute(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
+        print(f"search_rerank {args.run_date}: {run(spark, cfg, args.run_date, args.searches)}")
+
+    return run_main(JOB, parser, execute, argv)

@@ -1,0 +1,81 @@
+"""Text matching of search queries to catalogue items, the first stage of personalised search.
+
+An item is described by the words of its catalogue data: every level of its category path
+(``electronics.audio.headphones`` gives ``electronics``, ``audio``, ``headphones``), its brand and,
+where the source has them, title words. A query matches an item by the IDF-weighted share of the
+query's words found in the item's words (``text_score`` in [0, 1]); rarer words weigh more, so
+"sony headphones" prefers Sony headphones to any Sony item. The matches are then ordered per user
+by the ranker (:func:`shoprec.jobs.search_rerank.rerank`).
+"""
+
+from __future__ import annotations
+
+import math
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+
+TOKEN = "token"
+TEXT_SCORE = "text_score"
+SEARCH_ID = "search_id"
+
+
+def words(text: Column) -> Column:
+    """Lower-cased words of ``text`` (letters and digits; category separators and punctuation split
+    words), without one-character words and without repeats."""
+    parts = F.split(F.lower(F.coalesce(text, F.lit(""))), r"[^\p{L}\p{N}]+")
+    return F.array_distinct(F.filter(parts, lambda w: F.length(w) > 1))
+
+
+def item_words(items: DataFrame, title_col: str | None = None) -> DataFrame:
+    """One row per (item, word) of each item's category path, brand and optional title.
+
+    Returns:
+        ``item_id string, token string``.
+    """
+    S.require_columns(items, [S.ITEM_ID, S.CATEGORY, S.BRAND] + ([title_col] if title_col else []), "item_words")
+    text = F.concat_ws(" ", F.col(S.CATEGORY), F.col(S.BRAND), *([F.col(title_col)] if title_col else []))
+    return (items.select(S.ITEM_ID, F.explode(words(text)).alias(TOKEN)).distinct())
+
+
+def match_items(searches: DataFrame, items: DataFrame, min_match: float, max_matches: int,
+                popularity: DataFrame | None = None) -> DataFrame:
+    """Catalogue items matching each search's query.
+
+    Args:
+        searches: ``search_id, query`` rows (other columns are carried along).
+        items: :func:`item_words` rows.
+        min_match: an item matches when its ``text_score`` is at least ``min_match`` times the best
+            ``text_score`` any item reaches for that search: 1.0 keeps only the best-matching items
+            (every query word, when some item has them all), lower values admit partial matches.
+        max_matches: at most this many matches per search: the best ``text_score`` first, then the
+            most popular, then the smaller item id.
+        popularity: optional ``item_id, score`` for ordering items of equal ``text_score``.
+
+    Returns:
+        the columns of ``searches`` plus ``item_id string, text_score double``; a search none of
+        whose query words any item has gets no rows.
+    """
+    n_items = items.select(S.ITEM_ID).distinct().count()
+    idf = items.groupBy(TOKEN).agg((F.log(F.lit(float(n_items + 1)) / (F.count(F.lit(1)) + 1)) + 1).alias("_idf"))
+    query_words = searches.select(SEARCH_ID, F.explode(words(F.col(S.QUERY))).alias(TOKEN)).distinct()
+    # A query word no item has still counts in the query's weight, as the rarest word would.
+    weighted = (query_words.join(F.broadcast(idf), TOKEN, "left")
+                .withColumn("_idf", F.coalesce("_idf", F.lit(math.log(n_items + 1) + 1))))
+    totals = weighted.groupBy(SEARCH_ID).agg(F.sum("_idf").alias("_total"))
+    per_search = Window.partitionBy(SEARCH_ID)
+    matched = (weighted.join(items, TOKEN).groupBy(SEARCH_ID, S.ITEM_ID).agg(F.sum("_idf").alias("_matched"))
+               .join(totals, SEARCH_ID)
+               .withColumn(TEXT_SCORE, F.col("_matched") / F.col("_total"))
+               .withColumn("_best", F.max(TEXT_SCORE).over(per_search))
+               .where(F.col(TEXT_SCORE) >= F.lit(float(min_match)) * F.col("_best") - 1e-9))
+    if popularity is not None:
+        matched = matched.join(popularity.select(S.ITEM_ID, F.col("score").alias("_popularity")), S.ITEM_ID, "left")
+    else:
+        matched = matched.withColumn("_popularity", F.lit(None).cast("double"))
+    order = per_search.orderBy(F.col(TEXT_SCORE).desc(), F.col("_popularity").desc_nulls_last(), F.col(S.ITEM_ID))
+    best = (matched.withColumn("_n", F.row_number().over(order)).where(F.col("_n") <= max_matches)
+            .select(SEARCH_ID, S.ITEM_ID, TEXT_SCORE, F.col("_n").alias("text_rank")))
+    return searches.join(best, SEARCH_ID)

@@ -1,0 +1,59 @@
+"""Text matching of queries to catalogue items (the first stage of search_rerank)."""
+
+from pyspark.sql import functions as F
+
+from shoprec.models import search as Q
+
+ITEMS = [("1", "electronics.audio.headphones", "sony"), ("2", "electronics.audio.headphones", "bose"),
+         ("3", "electronics.tv", "sony"), ("4", "electronics.audio.speakers", "sony"),
+         ("5", "kitchen.kettles", "bosch"), ("6", "electronics.audio.headphones", "sony")]
+
+
+def catalogue(spark):
+    return Q.item_words(spark.createDataFrame(ITEMS, "item_id string, category string, brand string"))
+
+
+def searches(spark, rows):
+    return spark.createDataFrame(rows, "search_id string, user_id string, query string")
+
+
+def test_words_split_category_paths_and_drop_short_words(spark):
+    row = spark.createDataFrame([("Electronics.Audio/HEAD-phones  a Sony sony",)], "t string").select(
+        Q.words(F.col("t")).alias("w")).first()
+    assert row.w == ["electronics", "audio", "head", "phones", "sony"]
+    assert sorted(r.token for r in catalogue(spark).where(F.col("item_id") == "5").collect()) == ["bosch", "kettles", "kitchen"]
+
+
+def test_every_query_word_matches_and_rare_words_weigh_more(spark):
+    got = Q.match_items(searches(spark, [("s1", "u", "Sony headphones"), ("s2", "u", "sony")]), catalogue(spark),
+                        min_match=1.0, max_matches=10)
+    by_search = {}
+    for r in got.collect():
+        by_search.setdefault(r.search_id, {})[r.item_id] = r.text_score
+    assert set(by_search["s1"]) == {"1", "6"}  # Sony and headphones; not Bose headphones, not a Sony TV
+    assert all(abs(v - 1.0) < 1e-9 for v in by_search["s1"].values())
+    assert set(by_search["s2"]) == {"1", "3", "4", "6"}
+
+    partial = {r.item_id: r.text_score for r in Q.match_items(
+        searches(spark, [("s1", "u", "sony headphones")]), catalogue(spark), min_match=0.3, max_matches=10).collect()}
+    assert set(partial) == {"1", "2", "3", "4", "6"}
+    # "headphones" (3 items) is rarer than "sony" (4 items): Bose headphones beat a Sony TV.
+    assert partial["2"] > partial["3"] and partial["1"] == partial["6"] == 1.0
+
+
+def test_best_tier_when_no_item_has_every_word_and_no_rows_for_unknown_words(spark):
+    got = Q.match_items(searches(spark, [("s1", "u", "bose speakers"), ("s2", "u", "xyzzy"), ("s3", "u", "bosch headphones")]),
+                        catalogue(spark), min_match=1.0, max_matches=10)
+    rows = got.collect()
+    # No Bose speakers: the best partial matches (equally rare words, one item each) are returned, below 1.
+    assert {r.item_id for r in rows if r.search_id == "s1"} == {"2", "4"}
+    # "bosch" (one item) is rarer than "headphones" (three): the Bosch item is the best partial match.
+    assert {r.item_id for r in rows if r.search_id == "s3"} == {"5"}
+    assert all(r.text_score < 1.0 for r in rows)
+    assert not [r for r in rows if r.search_id == "s2"]
+
+
+def test_max_matches_keeps_the_most_popular_of_equal_text_score(spark):
+    popularity = spark.createDataFrame([("1", 1.0), ("6", 5.0), ("4", 9.0), ("3", 0.5)], "item_id string, score double")
+    got = Q.match_items(searches(spark, [("s1", "u", "sony")]), catalogue(spark), 1.0, 2, popularity)
+    assert [(r.item_id, r.text_rank) for r in got.orderBy("text_rank").collect()] == [("4", 1), ("6", 2)]
