@@ -6,7 +6,7 @@ CONF=${1:-conf/local.yaml}
 RUN_DATE=${2:-2026-01-08}
 SHOPREC=.venv/bin/shoprec
 export SPARK_LOG_LEVEL=WARN
-STEPS=9
+STEPS=10
 
 step() { echo "== $1/$STEPS $2"; }
 
@@ -26,7 +26,9 @@ step 7 "train_ranker: the deep ranker, trained with Horovod on the Spark executo
 $SHOPREC run train_ranker --conf "$CONF" --run-date "$RUN_DATE"
 step 8 "score: rank every user's candidates with the ranker; recommendations with reasons"
 $SHOPREC run score --conf "$CONF" --run-date "$RUN_DATE"
-step 9 "evaluate: backtest popularity, ALS, rules and content on the last days"
+step 9 "search_rerank: the day's searches matched to items by text, ordered per user by the ranker"
+$SHOPREC run search_rerank --conf "$CONF" --run-date "$RUN_DATE"
+step 10 "evaluate: backtest popularity, ALS, rules, content, the whole pipeline and search on the last days"
 $SHOPREC run evaluate --conf "$CONF" --run-date "$RUN_DATE"
 
 W=$(pwd)/var/warehouse
@@ -40,6 +42,7 @@ Done. Output tables (partitioned Parquet) under $W:
   assoc_rules, bought_together                 mine_rules (by run_date)
   training_set                                 build_training_set (by run_date, split, shard)
   recommendations                              score (by run_date): the product
+  search_results                               search_rerank (by run_date)
   eval_metrics                                 evaluate (by run_date)
 Ranker checkpoints and saved models: $(pwd)/var/models/ranker/$RUN_DATE
 MLflow store: sqlite:///$(pwd)/var/mlflow.db, artifacts under $(pwd)/var/mlflow-artifacts

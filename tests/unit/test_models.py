@@ -56,13 +56,15 @@ def test_best_params_picks_the_highest_metric():
 
 def test_popular_items_overall_and_per_category(spark):
     items = spark.createDataFrame(
-        [("a", "x", 10.0, 0.0, 0.0), ("b", "x", 0.0, 0.0, 2.0), ("c", "y", 5.0, 1.0, 0.0), ("d", "y", 0.0, 0.0, 0.0)],
-        "item_id string, category string, views_decayed double, carts_decayed double, purchases_decayed double")
-    popular = popular_items(items, {"view": 1.0, "cart": 4.0, "purchase": 10.0}, top_k=2)
+        [("a", "x", 10.0, 0.0, 0.0, 0.0), ("b", "x", 0.0, 0.0, 2.0, 0.0), ("c", "y", 5.0, 1.0, 0.0, 0.0),
+         ("d", "y", 0.0, 0.0, 0.0, 0.0), ("e", "z", 0.0, 0.0, 0.0, 3.0)],
+        "item_id string, category string, views_decayed double, carts_decayed double, purchases_decayed double, "
+        "ratings_decayed double")
+    popular = popular_items(items, {"view": 1.0, "cart": 4.0, "purchase": 10.0, "rating": 2.0}, top_k=2)
     got = sorted((r.scope, r.category or "", r.rank, r.item_id, r.score) for r in popular.collect())
     assert got == [("all", "", 1, "b", 20.0), ("all", "", 2, "a", 10.0),
                    ("category", "x", 1, "b", 20.0), ("category", "x", 2, "a", 10.0),
-                   ("category", "y", 1, "c", 9.0)]
+                   ("category", "y", 1, "c", 9.0), ("category", "z", 1, "e", 6.0)]
     users = spark.createDataFrame([("u1",)], "user_id string")
     seen = spark.createDataFrame([("u1", "b")], "user_id string, item_id string")
     recs = recommend_popular(popular.where(F.col("scope") == "all"), users, seen, 5).collect()

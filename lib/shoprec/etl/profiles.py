@@ -188,13 +188,13 @@ def item_profile(events: DataFrame, as_of: dt.datetime, windows_days: list[int],
 
     Returns:
         ``item_id string, category string, brand string, views_<w>d / carts_<w>d / purchases_<w>d
-        long for each window w, views_decayed / carts_decayed / purchases_decayed double,
-        view_to_cart double, view_to_purchase double (lifetime of the history window),
+        long for each window w, views_decayed / carts_decayed / purchases_decayed / ratings_decayed
+        double, view_to_cart double, view_to_purchase double (lifetime of the history window),
         distinct_buyers long, distinct_viewers long, price_min / price_avg / price_max / price_last double,
-        first_event_time, last_event_time``.
+        rating_avg double (mean explicit rating; null without ratings), first_event_time, last_event_time``.
     """
-    S.require_columns(events, [S.ITEM_ID, S.USER_ID, S.EVENT_TYPE, S.EVENT_TIME, S.PRICE, S.CATEGORY, S.BRAND],
-                      "item_profile")
+    S.require_columns(events, [S.ITEM_ID, S.USER_ID, S.EVENT_TYPE, S.EVENT_TIME, S.PRICE, S.CATEGORY, S.BRAND,
+                               S.RATING], "item_profile")
     item_events = events.where(F.col(S.ITEM_ID).isNotNull()).withColumn("_age", age_days(as_of))
     windowed = []
     for days in windows_days:
@@ -203,7 +203,7 @@ def item_profile(events: DataFrame, as_of: dt.datetime, windows_days: list[int],
             windowed.append(F.sum((within & (F.col(S.EVENT_TYPE) == event_type)).cast("long")).alias(f"{name}_{days}d"))
     weight = decay(F.col("_age"), half_life_days)
     decayed = [F.sum(F.when(F.col(S.EVENT_TYPE) == t, weight).otherwise(0.0)).alias(f"{name}_decayed")
-               for t, name in (("view", "views"), ("cart", "carts"), ("purchase", "purchases"))]
+               for t, name in (("view", "views"), ("cart", "carts"), ("purchase", "purchases"), ("rating", "ratings"))]
     priced = F.col(S.PRICE).isNotNull() & F.col(S.EVENT_TYPE).isin("view", "cart", "purchase")
     profile = item_events.groupBy(S.ITEM_ID).agg(
         # The most recent non-null category and brand: catalogues get re-categorised.
@@ -217,6 +217,7 @@ def item_profile(events: DataFrame, as_of: dt.datetime, windows_days: list[int],
         F.avg(F.when(priced, F.col(S.PRICE))).alias("price_avg"),
         F.max(F.when(priced, F.col(S.PRICE))).alias("price_max"),
         F.max_by(F.col(S.PRICE), F.when(priced, F.col(S.EVENT_TIME))).alias("price_last"),
+        F.avg(F.when(F.col(S.EVENT_TYPE) == "rating", F.col(S.RATING))).alias("rating_avg"),
         F.min(S.EVENT_TIME).alias(FIRST_EVENT_TIME),
         F.max(S.EVENT_TIME).alias(LAST_EVENT_TIME),
     )

@@ -68,19 +68,28 @@ def features_before(spark: SparkSession, cfg: Config, before: DataFrame, cutoff:
 
     als = A.train_recommender(interactions, A.AlsParams(ranker.als_rank, ranker.als_reg_param, ranker.als_alpha,
                                                         cfg.als.max_iter), cfg.als.seed, cfg.als.blocks or None)
-    baskets = R.purchase_baskets(before, cfg.rules.basket).cache()
-    support = R.effective_min_support(baskets.count(), cfg.rules.min_support, cfg.rules.min_basket_count)
-    _, rules = R.mine_rules(baskets, support, cfg.rules.min_confidence)
-    return {
+    limits = ranker.candidates
+    inputs = {
         "interactions": interactions, "user_profile": users, "item_profile": items, "als": als,
         "affinity": X.category_affinity(window, as_of),
-        "bought_together": R.bought_together(rules, max(ranker.candidates.get("rules", 0), 1)),
-        "similar_items": als.similar_items(max(ranker.candidates.get("similar", 0), 1)),
-        "content_similar": content_similar_items(content_features(items, profiles.content_features),
-                                                 max(ranker.candidates.get("content", 0), 1)),
+        # The fill list of the business rules: always there, whatever the popular candidates' limit.
         "popular": popular_items(items, profiles.interaction_weights,
-                                 max(ranker.candidates.get("popular", 0), 1)).where(F.col(SCOPE) == ALL),
+                                 max(limits.get("popular", 0), 1)).where(F.col(SCOPE) == ALL),
+        # Sources switched off (limit 0) are not built: a source without the data for them (no
+        # baskets, no catalogue words) then costs nothing.
+        "bought_together": None, "similar_items": None, "content_similar": None,
     }
+    if limits.get("rules"):
+        baskets = R.purchase_baskets(before, cfg.rules.basket).cache()
+        support = R.effective_min_support(baskets.count(), cfg.rules.min_support, cfg.rules.min_basket_count)
+        _, rules = R.mine_rules(baskets, support, cfg.rules.min_confidence)
+        inputs["bought_together"] = R.bought_together(rules, limits["rules"])
+    if limits.get("similar"):
+        inputs["similar_items"] = als.similar_items(limits["similar"])
+    if limits.get("content"):
+        inputs["content_similar"] = content_similar_items(content_features(items, profiles.content_features),
+                                                          limits["content"])
+    return inputs
 
 
 def examples_for(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, truth: DataFrame | None) -> DataFrame:
@@ -113,12 +122,23 @@ def write_training_set(spark: SparkSession, cfg: Config, events: DataFrame, last
     cutoff = cutoff_date(last_day, ranker.label_days)
     holdout = time_holdout(events, last_day, ranker.label_days, ranker.relevant_event_types,
                            cfg.profiles.interaction_weights, cfg.profiles.interaction_half_life_days)
-    truth = holdout.truth.cache()
+    return write_examples(spark, cfg, holdout.train_events, holdout.truth, cutoff, path, run_id, lineage,
+                          {"run_date": last_day})
+
+
+def write_examples(spark: SparkSession, cfg: Config, before: DataFrame, truth: DataFrame, cutoff: str, path: str,
+                   run_id: str | None, lineage: dict, spec_fields: dict | None = None) -> tuple[dict, dict]:
+    """Examples for the users in ``truth``, with features from ``before`` (the events before
+    ``cutoff``) and labels from ``truth`` (``user_id, item_id`` pairs), written as Horovod shards
+    and a validation split under ``path`` with the feature spec (plus ``spec_fields``). The
+    counts and the spec."""
+    ranker = cfg.ranker
+    truth = truth.cache()
     users = truth.select(S.USER_ID).distinct().cache()
     if users.count() == 0:
-        raise ValueError(f"training set up to {last_day}: no user with history before {cutoff} has a "
-                         f"{'/'.join(ranker.relevant_event_types)} event in the label window")
-    inputs = features_before(spark, cfg, holdout.train_events, cutoff)
+        raise ValueError(f"training set with cut-off {cutoff}: no user with history before it has a label "
+                         f"({'/'.join(ranker.relevant_event_types)} event in the label window)")
+    inputs = features_before(spark, cfg, before, cutoff)
     # Materialised with its lineage cut: the plan behind it (five candidate sources, profiles,
     # ALS, FP-Growth) is deep enough to overflow the driver's stack when planned again.
     examples = X.assign_shards(examples_for(cfg, inputs, users, truth), ranker.workers,
@@ -128,7 +148,7 @@ def write_training_set(spark: SparkSession, cfg: Config, events: DataFrame, last
     shards = X.standardise(examples, stats).select(*columns)
     write_partitions(shards.repartition("split", "shard"), path, ["split", "shard"],
                      {"split": ["train", "validation"]}, run_id, {**lineage, "cutoff": cutoff})
-    spec = {"run_date": last_day, "cutoff": cutoff, "categorical": X.CATEGORICAL, "dense": X.dense_features(),
+    spec = {**(spec_fields or {}), "cutoff": cutoff, "categorical": X.CATEGORICAL, "dense": X.dense_features(),
             "standardisation": stats, "workers": ranker.workers, "run_id": run_id}
     HadoopFS(spark).write_text(f"{path}/{FEATURE_SPEC}", json.dumps(spec, indent=1))
 

@@ -152,7 +152,7 @@ def load_spec(cfg: Config, model_root: Path) -> dict:
 
 
 def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, model_dir: str,
-                          spec: dict, top_k: int) -> DataFrame:
+                          spec: dict, top_k: int, exclude: str = "purchased") -> DataFrame:
     """Rank ``users``' candidates with a trained ranker and apply the business rules.
 
     Args:
@@ -164,6 +164,8 @@ def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: Data
         model_dir: the saved Keras model.
         spec: the feature spec of the model's training set (categorical columns, standardisation).
         top_k: recommendations per user.
+        exclude: which of the user's items are never recommended: ``purchased`` (the product's
+            rule), ``seen`` (every item the user interacted with) or ``none``.
 
     Returns:
         ``user_id, rank, item_id, score, source, reason`` (see :func:`apply_business_rules`).
@@ -181,7 +183,7 @@ def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: Data
     items = inputs["item_profile"].select(S.ITEM_ID, F.col(S.CATEGORY).alias("_c"))
     fill = inputs["popular"].join(items, S.ITEM_ID, "left").select(
         "rank", S.ITEM_ID, F.col("_c").alias(S.CATEGORY), "score")
-    return apply_business_rules(scored, exclusions(inputs["interactions"], "purchased"), fill, users,
+    return apply_business_rules(scored, exclusions(inputs["interactions"], exclude), fill, users,
                                 top_k, cfg.score.max_per_category)
 
 

@@ -14,23 +14,27 @@ ALL = "all"
 
 
 def popularity_score(weights: dict[str, float]) -> Column:
-    """An item profile row's popularity: its decayed views, carts and purchases, weighted."""
+    """An item profile row's popularity: its decayed views, carts, purchases and ratings, weighted
+    (a rating counts once here, whatever its stars)."""
     return (F.lit(float(weights.get("view", 0.0))) * F.col("views_decayed")
             + F.lit(float(weights.get("cart", 0.0))) * F.col("carts_decayed")
-            + F.lit(float(weights.get("purchase", 0.0))) * F.col("purchases_decayed"))
+            + F.lit(float(weights.get("purchase", 0.0))) * F.col("purchases_decayed")
+            + F.lit(float(weights.get("rating", 0.0))) * F.coalesce(F.col("ratings_decayed"), F.lit(0.0)))
 
 
 def popular_items(item_profile: DataFrame, weights: dict[str, float], top_k: int) -> DataFrame:
     """The ``top_k`` items by time-decayed, weighted funnel counts, overall and per category.
 
-    ``score = weights[view]·views_decayed + weights[cart]·carts_decayed + weights[purchase]·purchases_decayed``
+    ``score = weights[view]·views_decayed + weights[cart]·carts_decayed + weights[purchase]·purchases_decayed
+    + weights[rating]·ratings_decayed``
     (the decayed columns of :func:`~shoprec.etl.profiles.item_profile`); ties go to the smaller item id.
 
     Returns:
         ``scope string ("all" or "category"), category string (null for "all"), rank int,
         item_id string, score double``.
     """
-    S.require_columns(item_profile, [S.ITEM_ID, S.CATEGORY, "views_decayed", "carts_decayed", "purchases_decayed"],
+    S.require_columns(item_profile, [S.ITEM_ID, S.CATEGORY, "views_decayed", "carts_decayed", "purchases_decayed",
+                                     "ratings_decayed"],
                       "popular_items")
     scored = item_profile.select(S.ITEM_ID, S.CATEGORY, popularity_score(weights).alias(SCORE)).where(F.col(SCORE) > 0)
     overall = Window.orderBy(F.col(SCORE).desc(), F.col(S.ITEM_ID))

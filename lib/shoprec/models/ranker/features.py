@@ -20,11 +20,11 @@ LABEL = "label"
 USER_DENSE = ("recency_days", "frequency", "monetary", "n_view", "n_cart", "n_purchase", "view_to_purchase",
               "active_days", "sessions")
 ITEM_DENSE = ("views_decayed", "carts_decayed", "purchases_decayed", "view_to_cart", "view_to_purchase",
-              "distinct_buyers", "price_avg")
+              "distinct_buyers", "price_avg", "ratings_decayed", "rating_avg")
 CROSS_DENSE = ("category_share", "days_since_category", "price_ratio", "n_sources")
 SOURCE_DENSE = tuple(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rank"))
 LOG_SCALED = {"frequency", "monetary", "n_view", "n_cart", "n_purchase", "active_days", "sessions",
-              "views_decayed", "carts_decayed", "purchases_decayed", "distinct_buyers", "price_avg",
+              "views_decayed", "carts_decayed", "purchases_decayed", "ratings_decayed", "distinct_buyers", "price_avg",
               "days_since_category", "als_rank", "rules_rank", "similar_rank", "content_rank", "popular_rank",
               "rules_score", "popular_score"}
 # Categorical features and their hash-bucket counts (the "vocabulary": xxhash64 mod buckets).

@@ -92,6 +92,10 @@ def train(settings: TrainSettings) -> dict | None:
 
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
+    # Ranks sharing a machine share its cores: each takes its part, or their thread pools fight.
+    cores = max(1, (os.cpu_count() or 1) // hvd.local_size())
+    tf.config.threading.set_intra_op_parallelism_threads(cores)
+    tf.config.threading.set_inter_op_parallelism_threads(cores)
     spec = json.loads((local_path(settings.training_set) / "_feature_spec.json").read_text())
     # Each rank reads its own shards: shard k goes to rank k mod size.
     mine = [k for k in range(spec["workers"]) if k % size == rank]
