@@ -210,6 +210,7 @@ class RankerConfig:
     learning_rate: float = 0.001
     patience: int = 2
     embedding_dim: int = 16
+    id_embeddings: bool = True      # user and item id buckets as model inputs (false: features only)
     cross_layers: int = 2
     hidden_units: list[int] = field(default_factory=lambda: [128, 64])
     dropout: float = 0.1

@@ -148,7 +148,9 @@ def write_examples(spark: SparkSession, cfg: Config, before: DataFrame, truth: D
     shards = X.standardise(examples, stats).select(*columns)
     write_partitions(shards.repartition("split", "shard"), path, ["split", "shard"],
                      {"split": ["train", "validation"]}, run_id, {**lineage, "cutoff": cutoff})
-    spec = {**(spec_fields or {}), "cutoff": cutoff, "categorical": X.CATEGORICAL, "dense": X.dense_features(),
+    categorical = {name: buckets for name, buckets in X.CATEGORICAL.items()
+                   if ranker.id_embeddings or name not in X.ID_BUCKETS}
+    spec = {**(spec_fields or {}), "cutoff": cutoff, "categorical": categorical, "dense": X.dense_features(),
             "standardisation": stats, "workers": ranker.workers, "run_id": run_id}
     HadoopFS(spark).write_text(f"{path}/{FEATURE_SPEC}", json.dumps(spec, indent=1))
 

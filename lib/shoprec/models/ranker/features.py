@@ -30,6 +30,7 @@ LOG_SCALED = {"frequency", "monetary", "n_view", "n_cart", "n_purchase", "active
 # Categorical features and their hash-bucket counts (the "vocabulary": xxhash64 mod buckets).
 CATEGORICAL = {"user_bucket": 1 << 16, "item_bucket": 1 << 16, "category_bucket": 1 << 10,
                "brand_bucket": 1 << 12, "segment": 64, "price_band": 16}
+ID_BUCKETS = ("user_bucket", "item_bucket")  # left out of the model with ranker.id_embeddings false
 
 
 def dense_features() -> list[str]:
