@@ -26,10 +26,16 @@ step 7 "train_ranker: the deep ranker, trained with Horovod on the Spark executo
 $SHOPREC run train_ranker --conf "$CONF" --run-date "$RUN_DATE"
 step 8 "score: rank every user's candidates with the ranker; recommendations with reasons"
 $SHOPREC run score --conf "$CONF" --run-date "$RUN_DATE"
-step 9 "search_rerank: the day's searches matched to items by text, ordered per user by the ranker"
+step 9 "search_rerank: the last days' searches matched to items by text, ordered per user by the ranker"
 $SHOPREC run search_rerank --conf "$CONF" --run-date "$RUN_DATE"
 step 10 "evaluate: backtest popularity, ALS, rules, content, the whole pipeline and search on the last days"
 $SHOPREC run evaluate --conf "$CONF" --run-date "$RUN_DATE"
+
+echo "== Querying the tables without Spark (shoprec query, DuckDB): evaluation at K=10"
+$SHOPREC query --conf "$CONF" "SELECT model,
+    round(max(value) FILTER (WHERE metric = 'ndcg'), 4) AS ndcg_at_10,
+    round(max(value) FILTER (WHERE metric = 'hit_rate'), 4) AS hit_rate_at_10
+  FROM eval_metrics WHERE run_date = DATE '$RUN_DATE' AND k = 10 GROUP BY model ORDER BY ndcg_at_10 DESC"
 
 W=$(pwd)/var/warehouse
 cat <<MSG
@@ -43,6 +49,7 @@ Done. Output tables (partitioned Parquet) under $W:
   training_set                                 build_training_set (by run_date, split, shard)
   recommendations                              score (by run_date): the product
   search_results                               search_rerank (by run_date)
+Query them with SQL:  .venv/bin/shoprec query "SELECT * FROM recommendations LIMIT 10"
   eval_metrics                                 evaluate (by run_date)
 Ranker checkpoints and saved models: $(pwd)/var/models/ranker/$RUN_DATE
 MLflow store: sqlite:///$(pwd)/var/mlflow.db, artifacts under $(pwd)/var/mlflow-artifacts

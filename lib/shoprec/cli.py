@@ -15,7 +15,7 @@ def _job_list() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``shoprec run <job> [args]``, ``shoprec generate [args]``, ``shoprec jobs``."""
+    """``shoprec run <job> [args]``, ``shoprec generate [args]``, ``shoprec query SQL``, ``shoprec jobs``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="shoprec",
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("job", choices=sorted(JOBS), metavar="JOB")
     commands.add_parser("generate", help="write a synthetic shop log (the generate job)", add_help=False)
     commands.add_parser("jobs", help="list the jobs")
+    commands.add_parser("query", help="read-only SQL over the output tables with DuckDB (no Spark)", add_help=False)
 
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     if command == "jobs":
         print(_job_list())
         return 0
+    if command == "query":
+        from shoprec.query import main as query
+
+        return query(argv[1:])
     if command == "generate":
         return _run_job("generate", argv[1:])
     if command == "run":

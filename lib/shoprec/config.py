@@ -232,6 +232,7 @@ class ScoreConfig:
 class SearchConfig:
     """search_rerank: text matching of queries to items, then the ranker's order per user."""
 
+    days: int = 7                   # search_rerank answers the (user, query) pairs of this many days
     top_k: int = 20                 # results kept per (user, query)
     min_match: float = 1.0          # share of the search's best text score an item needs to match
     max_matches: int = 200          # matches per search the ranker scores
@@ -454,7 +455,7 @@ def _check_models(cfg: Config) -> None:
         "rules.top_k": cfg.rules.top_k, "evaluate.holdout_days": cfg.evaluate.holdout_days, "evaluate.k": cfg.evaluate.k,
         "ranker.label_days": cfg.ranker.label_days, "ranker.workers": cfg.ranker.workers,
         "score.top_k": cfg.score.top_k, "score.max_per_category": cfg.score.max_per_category,
-        "search.top_k": cfg.search.top_k, "search.max_matches": cfg.search.max_matches,
+        "search.top_k": cfg.search.top_k, "search.max_matches": cfg.search.max_matches, "search.days": cfg.search.days,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -48,7 +48,7 @@ def cfg(spark, tmp_path_factory, mlflow_store):
         "SHOPREC__RANKER__MODELS_ROOT": str(root / "models"), "SHOPREC__RANKER__REGISTERED_MODEL": "shoprec-ranker-test",
         "SHOPREC__ALS__RANKS": "[8]", "SHOPREC__ALS__REG_PARAMS": "[0.1]", "SHOPREC__ALS__ALPHAS": "[2.0]",
         "SHOPREC__ALS__REGISTERED_MODEL": "shoprec-als-score-test",
-        "SHOPREC__SCORE__TOP_K": "10", "SHOPREC__SCORE__MAX_PER_CATEGORY": "2",
+        "SHOPREC__SCORE__TOP_K": "10", "SHOPREC__SCORE__MAX_PER_CATEGORY": "2", "SHOPREC__SEARCH__DAYS": "2",
     })
     clean_events.run(spark, config, RUN_DATE)
     return config
@@ -199,9 +199,10 @@ def test_search_rerank_orders_text_matches_with_the_ranker(spark, cfg, trained, 
             job.run(spark, cfg, RUN_DATE)
     counts = search_rerank.run(spark, cfg, RUN_DATE)
     results = read_snapshot(spark, cfg.table_path("search_results"), RUN_DATE)
-    day_searches = events_as_of(spark, cfg, RUN_DATE).where(
-        (F.col("event_type") == "search") & (F.col("event_date") == F.lit(RUN_DATE).cast("date")))
-    assert counts["searches"] == day_searches.select("user_id", F.lower(F.trim("query"))).distinct().count() > 0
+    first_day = (dt.date.fromisoformat(RUN_DATE) - dt.timedelta(days=cfg.search.days - 1)).isoformat()
+    recent = events_as_of(spark, cfg, RUN_DATE).where(
+        (F.col("event_type") == "search") & (F.col("event_date") >= F.lit(first_day).cast("date")))
+    assert counts["searches"] == recent.select("user_id", F.lower(F.trim("query"))).distinct().count() > 0
     assert counts["searches_with_results"] == results.select("user_id", "query").distinct().count() > 0
     rows = results.collect()
     # Every result carries every word of its query (synthetic queries name a brand and/or category).

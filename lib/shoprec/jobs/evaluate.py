@@ -44,10 +44,10 @@ from shoprec.jobs.train_als import tune_on_holdout
 from shoprec.jobs.train_ranker import settings_for, train_on_spark
 from shoprec.models import als as A
 from shoprec.models import rules as R
-from shoprec.models.ranker.train import local_path
-from shoprec.models.content import content_features, content_similar_items, recommend_by_content
 from shoprec.models import search as Q
+from shoprec.models.content import content_features, content_similar_items, recommend_by_content
 from shoprec.models.popularity import ALL, SCOPE, popular_items, popularity_score, recommend_popular
+from shoprec.models.ranker.train import local_path
 from shoprec.tracking import job_run, write_report
 
 JOB = "evaluate"

@@ -7,9 +7,9 @@ mine_rules, train_ranker)::
         --py-files dist/shoprec.zip --files conf/base.yaml,conf/cluster.yaml \\
         jobs/search_rerank.py --conf cluster.yaml --run-date 2026-01-07 [--searches s3a://.../searches/]
 
-The searches are the run date's ``search`` events in ``events_clean`` (each distinct user and
-query once), or any Parquet table with ``user_id`` and ``query`` columns given with
-``--searches``. Each query is matched to the catalogue by text (:mod:`shoprec.models.search`:
+The searches are the ``search`` events of the last ``search.days`` days up to the run date in
+``events_clean`` (each distinct user and query once: results ready for when they search again),
+or any Parquet table with ``user_id`` and ``query`` columns given with ``--searches``. Each query is matched to the catalogue by text (:mod:`shoprec.models.search`:
 IDF-weighted words of category path, brand and title; ``search.min_match``,
 ``search.max_matches``), then the user's matches are scored by the newest ranker trained on or
 before the run date, with the same features as ``score`` (a match the user's candidate sources
@@ -21,6 +21,7 @@ per search. Purchased items stay in search results: someone searching for them m
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 from pathlib import Path
 
@@ -49,16 +50,19 @@ def search_key(user: F.Column, query: F.Column) -> F.Column:
     return F.sha2(F.concat_ws("\u0001", user, F.array_join(Q.words(query), " ")), 256)
 
 
-def searches_of_day(events: DataFrame, day: str) -> DataFrame:
-    """The day's search events with a query, each (user, query) once.
+def recent_searches(events: DataFrame, run_date: str, days: int) -> DataFrame:
+    """The search events with a query of the last ``days`` days up to ``run_date``, each (user,
+    query) once: the pairs to have results ready for when those users search again.
 
     Returns:
-        ``search_id, user_id, query`` (the query as first typed that day).
+        ``search_id, user_id, query`` (the query as last typed).
     """
-    day_searches = events.where((F.col(S.EVENT_TYPE) == "search") & (F.col(S.EVENT_DATE) == F.lit(day).cast("date"))
-                                & (F.size(Q.words(F.col(S.QUERY))) > 0))
-    keyed = day_searches.withColumn(Q.SEARCH_ID, search_key(F.col(S.USER_ID), F.col(S.QUERY)))
-    return keyed.groupBy(Q.SEARCH_ID, S.USER_ID).agg(F.min_by(S.QUERY, S.EVENT_TIME).alias(S.QUERY))
+    first_day = (dt.date.fromisoformat(run_date) - dt.timedelta(days=days - 1)).isoformat()
+    window = events.where((F.col(S.EVENT_TYPE) == "search")
+                          & F.col(S.EVENT_DATE).between(F.lit(first_day).cast("date"), F.lit(run_date).cast("date"))
+                          & (F.size(Q.words(F.col(S.QUERY))) > 0))
+    keyed = window.withColumn(Q.SEARCH_ID, search_key(F.col(S.USER_ID), F.col(S.QUERY)))
+    return keyed.groupBy(Q.SEARCH_ID, S.USER_ID).agg(F.max_by(S.QUERY, S.EVENT_TIME).alias(S.QUERY))
 
 
 def rerank(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_dir: str, spec: dict,
@@ -108,7 +112,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str, searches_path: str | No
     with job_run(cfg, JOB, run_date, extra_params=params) as tracking:
         inputs = inputs_as_of(spark, cfg, run_date)
         searches = (read_searches(spark, searches_path) if searches_path
-                    else searches_of_day(events_as_of(spark, cfg, run_date), run_date)).cache()
+                    else recent_searches(events_as_of(spark, cfg, run_date), run_date, cfg.search.days)).cache()
         matches = Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
                                 cfg.search.max_matches,
                                 inputs["item_profile"].select(S.ITEM_ID, popularity_score(cfg.profiles.interaction_weights).alias("score")))
@@ -130,7 +134,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str, searches_path: str | No
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``spark-submit jobs/search_rerank.py`` and ``shoprec run search_rerank``."""
     parser = job_parser(JOB, "Match searches to items by text and order the matches with the ranker per user.")
-    parser.add_argument("--searches", help="Parquet table of user_id, query (default: the run date's search events)")
+    parser.add_argument("--searches", help="Parquet table of user_id, query (default: the recent search events)")
 
     def execute(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
         print(f"search_rerank {args.run_date}: {run(spark, cfg, args.run_date, args.searches)}")
