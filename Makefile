@@ -13,11 +13,12 @@ MLFLOW_PORT ?= 5000
 DATA ?= ../shared/data/movielens-100k
 TRAINING_SET ?=
 
-.PHONY: setup demo test test-unit bench-clean bench-rules bench-movielens bench-ranker mlflow-ui package clean help
+.PHONY: setup airflow-env demo test test-unit bench-clean bench-rules bench-movielens bench-ranker mlflow-ui package clean help
 
 help:
 	@echo "make demo         generate a synthetic shop log and run every job on it (local Spark, MLflow on SQLite)"
 	@echo "make test         run the test suite"
+	@echo "make airflow-env  Airflow and its Spark provider in .airflow-venv (kept apart from the job environment)"
 	@echo "make bench-clean  time clean_events against a plain Parquet copy (EVENTS=$(EVENTS))"
 	@echo "make bench-rules  FP-Growth on Groceries vs mlxtend -> reports/groceries_rules.json"
 	@echo "make bench-movielens  ALS and popularity on MovieLens (DATA=$(DATA)) -> reports/"
@@ -29,10 +30,13 @@ help:
 setup:
 	@bash scripts/bootstrap.sh
 
+airflow-env:
+	@bash scripts/airflow_env.sh
+
 demo: setup
 	@bash scripts/demo.sh "$(CONF)" "$(DEMO_DATE)"
 
-test: setup
+test: setup airflow-env
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
