@@ -1,5 +1,6 @@
 """Build what a cluster needs into dist/: shoprec.zip for --py-files, the job entry files, the conf."""
 
+import argparse
 import shutil
 import sys
 import zipfile
@@ -8,8 +9,10 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-def main() -> int:
-    dist = PROJECT / "dist"
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dist", default=str(PROJECT / "dist"), help="output directory (default: dist/)")
+    dist = Path(parser.parse_args(argv).dist)
     shutil.rmtree(dist, ignore_errors=True)
     (dist / "jobs").mkdir(parents=True)
     (dist / "conf").mkdir()
