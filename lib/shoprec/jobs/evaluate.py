@@ -176,7 +176,9 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
     depth = max([settings.k, *settings.ks])
     with job_run(cfg, JOB, run_date, extra_params={"run_date": run_date}) as tracking:
         lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date}
-        holdout = time_holdout(events_as_of(spark, cfg, run_date), run_date, settings.holdout_days,
+        # One read of the events serves the hold-out, the new-user count and the search backtest.
+        events = events_as_of(spark, cfg, run_date)
+        holdout = time_holdout(events, run_date, settings.holdout_days,
                                settings.relevant_event_types, cfg.profiles.interaction_weights,
                                cfg.profiles.interaction_half_life_days)
         train_events = holdout.train_events.cache()
@@ -187,7 +189,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
         tracking.set_tags({"shoprec.cutoff": holdout.cutoff})
         # Users whose first relevant event falls in the window have no history to learn from: the
         # popularity candidates serve them in production; here they are counted, not scored.
-        window_users = (events_as_of(spark, cfg, run_date)
+        window_users = (events
                         .where((F.col(S.EVENT_TIME) >= F.lit(holdout.cutoff).cast("timestamp"))
                                & F.col(S.EVENT_TYPE).isin(*settings.relevant_event_types))
                         .select(S.USER_ID).distinct())
@@ -202,7 +204,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
             F.max_by(S.CATEGORY, F.when(F.col(S.CATEGORY).isNotNull(), F.col(S.EVENT_TIME))).alias(S.CATEGORY))
         rows = compare_recommenders(recs, truth, train_interactions.select(S.USER_ID, S.ITEM_ID), catalogue,
                                     settings.k, settings.ks)
-        search_rows = backtest_search(cfg, events_as_of(spark, cfg, run_date), holdout.cutoff, ranker, tracking)
+        search_rows = backtest_search(cfg, events, holdout.cutoff, ranker, tracking)
         table = spark.createDataFrame([(r["model"], r["metric"], r["k"], r["value"]) for r in rows + search_rows],
                                       "model string, metric string, k int, value double")
         write_snapshot(table, cfg.table_path(EVAL_METRICS), run_date, tracking.run_id, lineage)
