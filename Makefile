@@ -13,7 +13,7 @@ MLFLOW_PORT ?= 5000
 DATA ?= ../shared/data/movielens-100k
 TRAINING_SET ?=
 
-.PHONY: setup airflow-env demo test test-unit bench-clean bench-rules bench-movielens bench-ranker mlflow-ui package clean help
+.PHONY: setup airflow-env demo test test-unit bench-clean bench-rules bench-movielens bench-ranker mlflow-ui mlflow-server mlflow-server-stop package docs clean help
 
 help:
 	@echo "make demo         generate a synthetic shop log and run every job on it (local Spark, MLflow on SQLite)"
@@ -25,6 +25,8 @@ help:
 	@echo "make bench-ranker ranker training examples/s: Horovod np1, np2 and plain TF -> reports/bench_ranker.json"
 	@echo "make package      build dist/shoprec.zip (--py-files), dist/jobs/ and dist/conf/ for spark-submit"
 	@echo "make mlflow-ui    open the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)"
+	@echo "make mlflow-server  MLflow tracking server on PostgreSQL, on loopback (stop: make mlflow-server-stop)"
+	@echo "make docs         regenerate docs/tables.md from lib/shoprec/catalog.py"
 	@echo "make clean        remove var/ (tables, raw logs, MLflow store)"
 
 setup:
@@ -57,6 +59,15 @@ bench-ranker: setup
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow.db \
 		--default-artifact-root $(CURDIR)/var/mlflow-artifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+mlflow-server: setup
+	@MLFLOW_PORT=$(MLFLOW_PORT) bash scripts/mlflow_server.sh start
+
+mlflow-server-stop:
+	@bash scripts/mlflow_server.sh stop
+
+docs: setup
+	$(PY) -m shoprec.catalog --markdown docs/tables.md
 
 package: setup
 	$(PY) scripts/package.py

@@ -20,8 +20,11 @@ from Airflow Variables, rendered at run time:
 - ``shoprec_input_path``: where the raw logs land (the config's ``input.path``);
 - ``shoprec_input_day_glob``: the files of one landing day under it (default ``dt=<ds>/*``).
 
-Spark settings (executor memory, the Python of a shipped environment, ...) belong in the config
-file's ``spark.conf`` or the connection, not here.
+The driver's own JVM settings must be on the spark-submit command line (the driver JVM is running
+before the job reads its config): ``shoprec_driver_memory`` (default ``4g``) and
+``shoprec_driver_java_options`` (default ``-Xss16m``, the stack deep query plans need). Other Spark
+settings (executor memory, the Python of a shipped environment, ...) belong in the config file's
+``spark.conf`` or the connection.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ SPARK_CONNECTION = "spark_shoprec"
 HOME = "{{ var.value.shoprec_home }}"
 CONF = "{{ var.value.get('shoprec_conf', 'cluster.yaml') }}"
 RUN_DATE = "{{ ds }}"
+DRIVER_CONF = {
+    "spark.driver.memory": "{{ var.value.get('shoprec_driver_memory', '4g') }}",
+    "spark.driver.extraJavaOptions": "{{ var.value.get('shoprec_driver_java_options', '-Xss16m') }}",
+}
 
 DEFAULT_ARGS = {
     "owner": "shoprec",
@@ -57,6 +64,7 @@ def spark_job(job: str, *extra_args: str, **overrides) -> SparkSubmitOperator:
         files=f"{HOME}/conf/base.yaml,{HOME}/conf/{CONF}",
         application_args=["--conf", f"{HOME}/conf/{CONF}", "--run-date", RUN_DATE, *extra_args],
         name=f"shoprec-{job}-{RUN_DATE}",
+        conf=dict(DRIVER_CONF),
         **overrides,
     )
 

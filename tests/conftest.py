@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (PROJECT.parent / "shared" / "data").resolve()
@@ -70,3 +74,115 @@ def make_config(tmp_path, mlflow_store):
         return load_config(PROJECT / conf, environ=environ)
 
     return build
+
+
+def small_pipeline_conf(root: Path, raw: Path) -> dict:
+    """Config overlay (nested, as in YAML) that runs every job quickly on a few thousand events:
+    the warehouse, MLflow store and models under ``root``, the raw log at ``raw``."""
+    return {
+        "spark": {"shuffle_partitions": 4},
+        "warehouse": {"root": str(root / "warehouse")},
+        "mlflow": {"tracking_uri": f"sqlite:///{root}/mlflow.db", "artifact_location": str(root / "artifacts")},
+        "input": {"source": "synthetic", "path": str(raw)},
+        "profiles": {"segments": 3, "content_features": 64},
+        "als": {"ranks": [8], "reg_params": [0.1], "alphas": [2.0], "max_iter": 5, "blocks": 2, "max_excluded": 50},
+        "rules": {"min_basket_count": 2},
+        "evaluate": {"ks": [5, 10]},
+        "ranker": {"als_rank": 8, "negatives_per_user": 3, "validation_percent": 20, "epochs": 2, "patience": 5,
+                   "batch_size": 256, "models_root": str(root / "models")},
+        "score": {"top_k": 10, "max_per_category": 2},
+        "search": {"days": 2},
+    }
+
+
+def write_small_log(spark, raw: Path, days: list[str], seed: int = 9) -> None:
+    """A clean synthetic log of ``days`` (consecutive dates) at ``raw``, one ``dt=`` directory a day."""
+    import shutil
+
+    from shoprec.config import GenerateConfig
+    from shoprec.synthetic import generate_events, write_events
+
+    write_events(generate_events(spark, GenerateConfig(
+        events=15000, days=len(days), start_date=days[0], users=300, items=120, categories=6, brands=10,
+        partitions=2, dirty_fraction=0.0, bot_users=0, seed=seed)), str(raw))
+    for extra in raw.glob("dt=*"):
+        if extra.name[3:] not in days:
+            shutil.rmtree(extra)
+
+
+AIRFLOW_VENV = PROJECT / ".airflow-venv"
+PIPELINE_DAYS = [f"2026-05-0{d}" for d in range(1, 7)]
+PIPELINE_RUN_DATE = PIPELINE_DAYS[-1]
+
+RUN_DAG = """
+import datetime as dt, json, sys
+from airflow.dag_processing.dagbag import DagBag
+from airflow.utils.session import create_session
+from airflow.models.taskinstance import TaskInstance
+
+bag = DagBag()
+assert not bag.import_errors, bag.import_errors
+run = bag.get_dag("shoprec_daily").test(
+    logical_date=dt.datetime.fromisoformat(sys.argv[1]).replace(tzinfo=dt.timezone.utc))
+with create_session() as session:
+    states = {ti.task_id: str(ti.state) for ti in session.query(TaskInstance).filter(
+        TaskInstance.dag_id == "shoprec_daily", TaskInstance.run_id == run.run_id)}
+print("RESULT" + json.dumps({"run_state": str(run.state), "tasks": states}))
+"""
+
+
+@pytest.fixture(scope="session")
+def pipeline_raw_log(spark, tmp_path_factory) -> Path:
+    """The small synthetic log every whole-pipeline run reads (the same input for each of them)."""
+    raw = tmp_path_factory.mktemp("pipeline_raw")
+    write_small_log(spark, raw, PIPELINE_DAYS)
+    return raw
+
+
+def write_pipeline_dist(root: Path, raw: Path) -> Path:
+    """``make package`` into root/dist, with conf/pipeline-test.yaml: the small settings, state under root."""
+    dist = root / "dist"
+    subprocess.run([sys.executable, str(PROJECT / "scripts" / "package.py"), "--dist", str(dist)], check=True)
+    conf = {"extends": "local.yaml", **small_pipeline_conf(root, raw)}
+    conf["spark"]["conf"] = {"spark.driver.memory": "2g"}
+    (dist / "conf" / "pipeline-test.yaml").write_text(yaml.safe_dump(conf))
+    return dist
+
+
+@pytest.fixture(scope="session")
+def daily_dag_run(spark, tmp_path_factory, pipeline_raw_log):
+    """One real run of the shoprec_daily DAG (Airflow's dag.test) for PIPELINE_RUN_DATE through
+    spark-submit on a local[2] Spark connection: the task states, the warehouse and the log."""
+    if not (AIRFLOW_VENV / "bin" / "airflow").exists():
+        if os.environ.get("CI"):
+            pytest.fail(".airflow-venv is missing in CI: make test runs `make airflow-env` first")
+        pytest.skip(".airflow-venv not set up (make airflow-env)")
+    root = tmp_path_factory.mktemp("airflow_run")
+    dist = write_pipeline_dist(root, pipeline_raw_log)
+    job_bin = Path(sys.executable).parent
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SHOPREC__", "PYSPARK_GATEWAY"))},
+        "AIRFLOW_HOME": str(root / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "airflow_dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        "AIRFLOW_CONN_SPARK_SHOPREC": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        "AIRFLOW_CONN_FS_DEFAULT": json.dumps({"conn_type": "fs", "extra": {"path": "/"}}),
+        "AIRFLOW_VAR_SHOPREC_HOME": str(dist),
+        "AIRFLOW_VAR_SHOPREC_CONF": "pipeline-test.yaml",
+        "AIRFLOW_VAR_SHOPREC_INPUT_PATH": str(pipeline_raw_log),
+        "AIRFLOW_VAR_SHOPREC_DRIVER_MEMORY": "2g",
+        # The workers find spark-submit (pyspark's) and the job environment's Python on PATH.
+        "PATH": f"{job_bin}:{os.environ['PATH']}",
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_LOG_LEVEL": "WARN",
+    }
+    airflow = str(AIRFLOW_VENV / "bin" / "airflow")
+    migrated = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    done = subprocess.run([str(AIRFLOW_VENV / "bin" / "python"), "-c", RUN_DAG, PIPELINE_RUN_DATE], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=3600)
+    (root / "dag_test.log").write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, done.stderr[-5000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT"))
+    return {"result": json.loads(line[len("RESULT"):]), "root": root, "warehouse": root / "warehouse",
+            "log": root / "dag_test.log", "conf": dist / "conf" / "pipeline-test.yaml"}

@@ -57,6 +57,7 @@ class MlflowConfig:
     artifact_location: str | None = "var/mlflow-artifacts"
     experiment: str = "shoprec"
     required: bool = True
+    connect_timeout_seconds: int = 30
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,14 @@ class ScoreConfig:
 
 
 @dataclass(frozen=True)
+class CatalogConfig:
+    """Spark SQL catalog registration of the output tables after each job (README "Tables")."""
+
+    register: bool = True
+    database: str = "shoprec"
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """search_rerank: text matching of queries to items, then the ranker's order per user."""
 
@@ -257,6 +266,7 @@ class Config:
     ranker: RankerConfig = field(default_factory=RankerConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
 
     @property
     def source(self) -> SourceConfig:

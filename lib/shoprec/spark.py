@@ -7,12 +7,16 @@ plain Python process (``shoprec run ...``), which is how the embedded local defa
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from shoprec.config import SparkConfig
+
+log = logging.getLogger(__name__)
 
 # Settings every shoprec job relies on: UTC everywhere, and overwrite of single partitions only.
 REQUIRED_CONF = {
@@ -21,6 +25,23 @@ REQUIRED_CONF = {
     "spark.sql.parquet.compression.codec": "snappy",
     "spark.sql.adaptive.enabled": "true",
 }
+
+# Settings read when the driver JVM starts: under spark-submit it is running before the job reads
+# its config, so these must be given to spark-submit itself (the option to use is the value).
+LAUNCH_TIME_CONF = {
+    "spark.driver.memory": "--driver-memory",
+    "spark.driver.extraJavaOptions": "--driver-java-options",
+    "spark.driver.extraClassPath": "--driver-class-path",
+    "spark.jars.packages": "--packages",
+}
+
+
+def late_launch_settings(cfg: SparkConfig, running: dict[str, str]) -> list[str]:
+    """The config's driver launch settings that the running driver did not get, one message each."""
+    return [f"config sets {key}={cfg.conf[key]} but the driver runs with {running.get(key, '(unset)')}: "
+            f"pass it to spark-submit ({option} or --conf {key}=...)"
+            for key, option in LAUNCH_TIME_CONF.items()
+            if key in cfg.conf and str(cfg.conf[key]) != running.get(key)]
 
 
 def launched_by_spark_submit() -> bool:
@@ -36,14 +57,26 @@ def build_session(cfg: SparkConfig, app_name: str | None = None) -> SparkSession
         app_name: the job name shown in the Spark UI; defaults to ``cfg.app_name``.
     """
     builder = SparkSession.builder.appName(app_name or cfg.app_name)
-    if not launched_by_spark_submit():
+    settings = {**cfg.conf, **REQUIRED_CONF}
+    if launched_by_spark_submit():
+        for message in late_launch_settings(cfg, submitted_conf()):
+            log.warning(message)
+        # Applied now they would only make the Spark UI show settings the driver does not have.
+        settings = {k: v for k, v in settings.items() if k not in LAUNCH_TIME_CONF}
+    else:
         # Python workers of a local session run this same interpreter (and see this package).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         if cfg.master:
             builder = builder.master(cfg.master)
     builder = builder.config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
-    for key, value in {**cfg.conf, **REQUIRED_CONF}.items():
+    for key, value in settings.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def submitted_conf() -> dict[str, str]:
+    """The settings spark-submit started the driver with (its JVM's ``spark.*`` system properties)."""
+    SparkContext._ensure_initialized()
+    return dict(SparkConf().getAll())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -78,6 +79,25 @@ class JobRun:
             return child.info.run_id
 
 
+def wait_for_server(uri: str, timeout_seconds: float) -> None:
+    """Return once the tracking server at ``uri`` answers its health check; raise after the timeout.
+
+    MLflow's own client retries a refused connection for minutes; a job should say sooner.
+    """
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=min(10.0, timeout_seconds)):
+                return
+        except (urllib.error.URLError, OSError) as err:
+            if time.monotonic() >= deadline:
+                raise TrackingError(f"no answer from {uri}/health within {timeout_seconds:g} s ({err})") from err
+        time.sleep(1.0)
+
+
 def _prepare_store(cfg: Config) -> str:
     """Point MLflow at the configured store and return the experiment id, creating it if needed."""
     import mlflow
@@ -85,6 +105,8 @@ def _prepare_store(cfg: Config) -> str:
     uri = cfg.mlflow.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith(("http://", "https://")):
+        wait_for_server(uri, cfg.mlflow.connect_timeout_seconds)
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
     if experiment is not None:
@@ -93,7 +115,7 @@ def _prepare_store(cfg: Config) -> str:
     if location and "://" not in location:
         Path(location).mkdir(parents=True, exist_ok=True)
         location = Path(location).as_uri()
-    return mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location)
+    return mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location or None)
 
 
 @contextlib.contextmanager

@@ -62,6 +62,9 @@ def run_main(
     spark = build_session(cfg.spark, f"shoprec-{job}")
     try:
         run(spark, cfg, args)
+        from shoprec.catalog import register_tables
+
+        register_tables(spark, cfg, job)
     finally:
         spark.stop()
     return 0

@@ -1,0 +1,337 @@
+"""The output tables: what each holds, column by column, and their registration in a Spark SQL catalog.
+
+``TABLES`` is the one description of every table the jobs write: the job that writes it, its
+partition columns, its meaning and each column's type (as Spark reads the Parquet) and meaning.
+``docs/tables.md`` is generated from it (``python -m shoprec.catalog --markdown``), and the tests
+compare it with the schemas the jobs really write.
+
+After a job succeeds, :func:`register_tables` makes its tables Spark SQL tables over the Parquet
+paths (``CREATE TABLE ... USING parquet LOCATION ...``) in the database ``catalog.database`` and
+picks up new partitions, so analysts on the cluster can ``SELECT * FROM shoprec.recommendations``.
+With a Hive metastore (``spark.sql.catalogImplementation: hive``, the cluster's or the local
+Derby one of ``conf/local.yaml``) the tables outlive the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    job: str
+    partitioned_by: tuple[str, ...]
+    meaning: str
+    columns: tuple[Column, ...]
+
+
+def _table(name: str, job: str, partitioned_by: str, meaning: str, *columns: tuple[str, str, str]) -> Table:
+    return Table(name, job, tuple(partitioned_by.split()), meaning, tuple(Column(*c) for c in columns))
+
+
+RUN_DATE = ("run_date", "date", "the run date (logical date) of the job run that wrote the snapshot")
+USER = ("user_id", "string", "the shop's user id")
+ITEM = ("item_id", "string", "the shop's item (product) id")
+RANK = ("rank", "int", "1 = best")
+FAVOURITES = "array<struct<value:string,share:double>>"
+
+TABLES: tuple[Table, ...] = (
+    _table(
+        "events_clean", "clean_events", "event_date ingest_batch",
+        "Every valid, deduplicated, non-bot event in the canonical schema. One row per event.",
+        ("event_id", "string", "the source's event id, or a hash of the raw record when it has none"),
+        USER, ITEM,
+        ("event_type", "string", "view, cart, remove_from_cart, purchase, search or rating"),
+        ("event_time", "timestamp", "when the event happened, UTC"),
+        ("session_id", "string", "the source's session id, or one made from a 30-minute inactivity gap"),
+        ("price", "double", "unit price (null when the source has none)"),
+        ("quantity", "int", "units (1 when the source has none)"),
+        ("category", "string", "item category, trimmed and lower-cased"),
+        ("brand", "string", "item brand, trimmed and lower-cased"),
+        ("query", "string", "search text (search events)"),
+        ("rating", "double", "stars given (rating events)"),
+        ("order_id", "string", "the order a purchase belongs to, when the source has it"),
+        ("source", "string", "the source block of the config that read the row"),
+        ("source_file", "string", "the raw file the row came from"),
+        ("ingest_run_id", "string", "the MLflow run id of the clean_events run that wrote the row"),
+        ("event_date", "date", "the UTC date of event_time"),
+        ("ingest_batch", "date", "the landing date of the raw files the row came from"),
+    ),
+    _table(
+        "events_quarantine", "clean_events", "ingest_batch",
+        "Raw records that failed parsing or validation, with the reason. Nothing is dropped silently.",
+        ("reason", "string", "the first failed check: unparseable, field_count_mismatch, missing_user_id, missing_item_id, bad_id, "
+                   "missing_event_type, unknown_event_type, bad_timestamp, timestamp_before_floor, "
+                   "timestamp_in_future, bad_price, negative_price, absurd_price, bad_quantity, bad_rating, "
+                   "missing_query"),
+        ("detail", "string", "the offending value or a short explanation"),
+        ("raw_record", "string", "the raw line as read"),
+        ("source", "string", "the source block of the config"),
+        ("source_file", "string", "the raw file the record came from"),
+        ("ingest_run_id", "string", "the MLflow run id of the clean_events run"),
+        ("ingest_batch", "date", "the landing date of the raw file"),
+    ),
+    _table(
+        "interactions", "build_profiles", "run_date",
+        "Implicit feedback per (user, item): decayed confidence and event counts over the history window.",
+        USER, ITEM,
+        ("confidence", "double", "sum of event weights (profiles.interaction_weights), decayed by age"),
+        ("n_view", "bigint", "views"), ("n_cart", "bigint", "add-to-carts"),
+        ("n_remove_from_cart", "bigint", "removals from the cart"), ("n_purchase", "bigint", "purchases"),
+        ("n_rating", "bigint", "ratings"), ("last_rating", "double", "the latest rating given"),
+        ("first_event_time", "timestamp", "first event of the pair"),
+        ("last_event_time", "timestamp", "last event of the pair"),
+        RUN_DATE,
+    ),
+    _table(
+        "user_profile", "build_profiles", "run_date",
+        "One row per user active in the history window: RFM, funnel, sessions, price band, favourites, segment.",
+        USER,
+        ("recency_days", "double", "days from the last purchase (or event) to the end of the run date"),
+        ("frequency", "bigint", "purchases"), ("monetary", "double", "money spent (price x quantity)"),
+        ("n_view", "bigint", "views"), ("n_cart", "bigint", "add-to-carts"),
+        ("n_remove_from_cart", "bigint", "removals from the cart"), ("n_purchase", "bigint", "purchase events"),
+        ("n_rating", "bigint", "ratings"), ("n_search", "bigint", "searches"),
+        ("view_to_cart", "double", "carts / views"), ("cart_to_purchase", "double", "purchases / carts"),
+        ("view_to_purchase", "double", "purchases / views"),
+        ("active_days", "bigint", "days with at least one event"), ("sessions", "bigint", "sessions"),
+        ("events_per_session", "double", "mean events per session"),
+        ("avg_session_minutes", "double", "mean session length"),
+        ("avg_purchase_price", "double", "mean unit price of purchases"),
+        ("price_band", "int", "0 = below profiles.price_bands[0], 1 = the next band, ..."),
+        ("favourite_categories", FAVOURITES, "top categories by interaction weight, with their share"),
+        ("favourite_brands", FAVOURITES, "top brands by interaction weight, with their share"),
+        ("first_event_time", "timestamp", "first event in the window"),
+        ("last_event_time", "timestamp", "last event in the window"),
+        ("segment", "int", "KMeans cluster of the user's behaviour (profiles.segments clusters)"),
+        RUN_DATE,
+    ),
+    _table(
+        "item_profile", "build_profiles", "run_date",
+        "One row per item with events in the history window: popularity, conversion, price, content words.",
+        ITEM,
+        ("category", "string", "latest category seen"), ("brand", "string", "latest brand seen"),
+        *((f"{kind}_{days}d", "bigint", f"{kind} in the last {days} day{'s' if days > 1 else ''}")
+          for days in (1, 7, 30) for kind in ("views", "carts", "purchases")),
+        ("views_decayed", "double", "views, decayed by age (profiles.half_life_days)"),
+        ("carts_decayed", "double", "carts, decayed by age"),
+        ("purchases_decayed", "double", "purchases, decayed by age"),
+        ("ratings_decayed", "double", "ratings, decayed by age"),
+        ("distinct_buyers", "bigint", "users who bought it"), ("distinct_viewers", "bigint", "users who viewed it"),
+        ("price_min", "double", "lowest price seen"), ("price_avg", "double", "mean price seen"),
+        ("price_max", "double", "highest price seen"), ("price_last", "double", "latest price seen"),
+        ("rating_avg", "double", "mean rating"),
+        ("first_event_time", "timestamp", "first event"), ("last_event_time", "timestamp", "last event"),
+        ("view_to_cart", "double", "carts / views"), ("view_to_purchase", "double", "purchases / views"),
+        ("content_tokens", "array<string>", "catalogue words (category path, brand) for content similarity"),
+        RUN_DATE,
+    ),
+    _table(
+        "popular_items", "build_profiles", "run_date",
+        "The most popular items overall and per category (decayed, weighted event counts).",
+        ("scope", "string", "all (the whole shop) or category"),
+        ("category", "string", "the category (scope category); null for scope all"),
+        RANK, ITEM, ("score", "double", "popularity score"), RUN_DATE,
+    ),
+    _table(
+        "content_similar_items", "build_profiles", "run_date",
+        "Items most similar by catalogue content (hashed TF-IDF cosine): candidates for cold items.",
+        ITEM, RANK, ("similar_item_id", "string", "the similar item"),
+        ("score", "double", "cosine similarity"), RUN_DATE,
+    ),
+    _table(
+        "als_recs", "train_als", "run_date",
+        "Top-N items per user from implicit ALS, excluding what the user bought (als.exclude).",
+        USER, RANK, ITEM, ("score", "double", "ALS score (dot product of factors)"), RUN_DATE,
+    ),
+    _table(
+        "similar_items", "train_als", "run_date",
+        "Items nearest in ALS item-factor space (cosine).",
+        ITEM, RANK, ("similar_item_id", "string", "the similar item"),
+        ("score", "double", "cosine similarity of item factors"), RUN_DATE,
+    ),
+    _table(
+        "als_index", "train_als", "run_date",
+        "Which factor row of the registered ALS model belongs to which user or item id.",
+        ("entity", "string", "user or item"), ("id", "string", "the user or item id"),
+        ("factor_index", "int", "the row in the model's factor matrix"), RUN_DATE,
+    ),
+    _table(
+        "cold_start", "train_als", "run_date",
+        "Users and items ALS has no factors for, and why: they get popularity or content candidates.",
+        ("entity", "string", "user or item"), ("id", "string", "the user or item id"),
+        ("reason", "string", "why it is cold (no interactions in the ALS training data)"), RUN_DATE,
+    ),
+    _table(
+        "assoc_rules", "mine_rules", "run_date",
+        "FP-Growth association rules over purchase baskets.",
+        ("antecedent", "array<string>", "items in the basket"),
+        ("consequent", "array<string>", "the item the rule predicts"),
+        ("support", "double", "share of baskets holding antecedent and consequent"),
+        ("confidence", "double", "P(consequent | antecedent)"),
+        ("lift", "double", "confidence / P(consequent)"), RUN_DATE,
+    ),
+    _table(
+        "bought_together", "mine_rules", "run_date",
+        "'Bought together' per item: single-item rules ranked by lift.",
+        ITEM, RANK, ("bought_with_item_id", "string", "the item bought with it"),
+        ("lift", "double", "rule lift"), ("confidence", "double", "rule confidence"),
+        ("support", "double", "rule support"), RUN_DATE,
+    ),
+    _table(
+        "training_set", "build_training_set", "run_date split shard",
+        "The ranker's examples: candidates with features from before the label window and labels from it.",
+        USER, ITEM,
+        ("user_bucket", "int", "hashed user id bucket (id embedding input)"),
+        ("item_bucket", "int", "hashed item id bucket"),
+        ("category_bucket", "int", "hashed category bucket"), ("brand_bucket", "int", "hashed brand bucket"),
+        ("segment", "int", "the user's segment"), ("price_band", "int", "the user's price band"),
+        ("dense", "array<float>", "numeric features, named in the partition's _feature_spec.json"),
+        ("label", "double", "1 if the user carted or bought the item in the label window, else 0"),
+        RUN_DATE, ("split", "string", "train or validation (whole users)"),
+        ("shard", "int", "the Horovod worker that reads the rows"),
+    ),
+    _table(
+        "recommendations", "score", "run_date",
+        "The product: top-K items per user, ranked by the deep ranker, after the business rules.",
+        USER, RANK, ITEM, ("score", "double", "ranker probability (popular fill-ins: below every ranked item)"),
+        ("source", "string", "the candidate source that proposed the item (als, rules, similar, content, popular)"),
+        ("reason", "string", "why it is recommended, for display ('similar to 1602', 'bought with 1381', ...)"), RUN_DATE,
+    ),
+    _table(
+        "search_results", "search_rerank", "run_date",
+        "Recent searches answered: text matches ordered per user by the ranker.",
+        USER, ("query", "string", "the search text"), RANK, ITEM,
+        ("score", "double", "ranker probability"), ("text_score", "double", "IDF-weighted text match score"),
+        RUN_DATE,
+    ),
+    _table(
+        "eval_metrics", "evaluate", "run_date",
+        "Offline evaluation on the hold-out days: every recommender and baseline, every metric and K.",
+        ("model", "string", "popularity, als, rules, content, pipeline (the whole ranked product), search_text, search_ranker"),
+        ("metric", "string", "precision, recall, ndcg, map, hit_rate, coverage, diversity, novelty, users_served"),
+        ("k", "int", "the cut-off"), ("value", "double", "the metric's value"), RUN_DATE,
+    ),
+)
+
+BY_NAME = {table.name: table for table in TABLES}
+
+
+def _quote(identifier: str) -> str:
+    return "`" + identifier.replace("`", "``") + "`"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def register_tables(spark, cfg, job: str) -> list[str]:
+    """Register (or refresh) the tables ``job`` writes as Spark SQL tables; the names registered.
+
+    A table whose path does not exist yet is skipped. New partitions are picked up every time.
+    Registration is best effort: a catalog that refuses is logged, and the job's output stands.
+    """
+    if not cfg.catalog.register:
+        return []
+    from shoprec.io.fs import HadoopFS
+
+    fs = HadoopFS(spark)
+    database = _quote(cfg.catalog.database)
+    registered = []
+    for table in (t for t in TABLES if t.job == job):
+        path = cfg.table_path(table.name)
+        name = f"{database}.{_quote(table.name)}"
+        try:
+            if not fs.exists(path):
+                continue
+            spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
+            if not spark.catalog.tableExists(table.name, cfg.catalog.database):
+                spark.sql(f"CREATE TABLE {name} USING parquet LOCATION {_literal(path)} "
+                          f"COMMENT {_literal(table.meaning)}")
+                # The meanings of docs/tables.md, for DESCRIBE in the analysts' SQL client
+                # (Spark keeps no comments on partition columns).
+                for column in table.columns:
+                    if column.name not in table.partitioned_by:
+                        spark.sql(f"ALTER TABLE {name} ALTER COLUMN {_quote(column.name)} "
+                                  f"COMMENT {_literal(column.meaning)}")
+            if table.partitioned_by:
+                spark.sql(f"ALTER TABLE {name} RECOVER PARTITIONS")
+            spark.catalog.refreshTable(f"{cfg.catalog.database}.{table.name}")
+            registered.append(f"{cfg.catalog.database}.{table.name}")
+        except Exception as err:  # the table is written; a catalog problem must not fail the run
+            log.warning("catalog: could not register %s at %s (%s)", name, path, err)
+    log.info("catalog: registered %s", ", ".join(registered) or "nothing")
+    return registered
+
+
+def schema_differences(spark, cfg) -> dict[str, str]:
+    """For each table present in the warehouse: how its Parquet schema differs from ``TABLES``."""
+    from shoprec.io.fs import HadoopFS
+
+    fs = HadoopFS(spark)
+    differences = {}
+    for table in TABLES:
+        path = cfg.table_path(table.name)
+        if not fs.exists(path):
+            continue
+        written = [(f.name, f.dataType.simpleString()) for f in spark.read.parquet(path).schema.fields]
+        documented = [(c.name, c.type) for c in table.columns]
+        if written != documented:
+            differences[table.name] = f"written {written}, documented {documented}"
+    return differences
+
+
+def render_markdown() -> str:
+    """``docs/tables.md``: every table, its partitioning and columns."""
+    lines = [
+        "# Output tables",
+        "",
+        "Generated from `lib/shoprec/catalog.py` by `make docs`; do not edit by hand.",
+        "",
+        "Every table is Parquet under the warehouse root (`warehouse.root`), one directory per table,",
+        "partitioned Hive-style (`run_date=2026-01-08/`). Jobs replace whole partitions atomically",
+        "(each partition holds a `_lineage.json` naming the MLflow run that wrote it). After each job the",
+        "tables are registered as Spark SQL tables in the database `catalog.database` (default",
+        "`shoprec`); `shoprec query` reads them with DuckDB under the same names.",
+        "",
+        "| table | written by | partitioned by | holds |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| [{t.name}](#{t.name}) | {t.job} | {', '.join(t.partitioned_by)} | {t.meaning} |" for t in TABLES]
+    for table in TABLES:
+        lines += ["", f"## {table.name}", "", table.meaning, "",
+                  f"Written by `{table.job}`; partitioned by {', '.join(f'`{c}`' for c in table.partitioned_by)}.", "",
+                  "| column | type | meaning |", "|---|---|---|"]
+        lines += [f"| {c.name}{' (partition)' if c.name in table.partitioned_by else ''} | `{c.type}` | {c.meaning} |"
+                  for c in table.columns]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The output tables' documentation.")
+    parser.add_argument("--markdown", metavar="FILE", help="write docs/tables.md here ('-': stdout)")
+    args = parser.parse_args(argv)
+    text = render_markdown()
+    if args.markdown in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        with open(args.markdown, "w", encoding="utf-8") as out:
+            out.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
