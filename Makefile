@@ -13,7 +13,7 @@ MLFLOW_PORT ?= 5000
 DATA ?= ../shared/data/movielens-100k
 TRAINING_SET ?=
 
-.PHONY: setup airflow-env demo test test-unit bench-clean bench-rules bench-movielens bench-ranker mlflow-ui mlflow-server mlflow-server-stop package docs clean help
+.PHONY: setup airflow-env demo test test-unit bench-clean bench-rules bench-movielens bench-ranker mlflow-ui mlflow-server mlflow-server-stop package package-env docs clean help
 
 help:
 	@echo "make demo         generate a synthetic shop log and run every job on it (local Spark, MLflow on SQLite)"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-movielens  ALS and popularity on MovieLens (DATA=$(DATA)) -> reports/"
 	@echo "make bench-ranker ranker training examples/s: Horovod np1, np2 and plain TF -> reports/bench_ranker.json"
 	@echo "make package      build dist/shoprec.zip (--py-files), dist/jobs/ and dist/conf/ for spark-submit"
+	@echo "make package-env  pack the job environment into dist/shoprec-env.tar.gz (spark-submit --archives)"
 	@echo "make mlflow-ui    open the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make mlflow-server  MLflow tracking server on PostgreSQL, on loopback (stop: make mlflow-server-stop)"
 	@echo "make docs         regenerate docs/tables.md from lib/shoprec/catalog.py"
@@ -71,6 +72,9 @@ docs: setup
 
 package: setup
 	$(PY) scripts/package.py
+
+package-env: setup
+	@bash scripts/package_env.sh dist
 
 clean:
 	rm -rf var dist spark-warehouse metastore_db derby.log

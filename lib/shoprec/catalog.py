@@ -52,15 +52,16 @@ TABLES: tuple[Table, ...] = (
     _table(
         "events_clean", "clean_events", "event_date ingest_batch",
         "Every valid, deduplicated, non-bot event in the canonical schema. One row per event.",
-        ("event_id", "string", "the source's event id, or a hash of the raw record when it has none"),
-        USER, ITEM,
+        ("event_id", "string", "the source's event id, or a 32-hex digest of the event's content"),
+        ("user_id", "string", "the shop's user id (canonical integer text with the source's id_cast: long)"),
+        ("item_id", "string", "the shop's item id; null only for searches"),
         ("event_type", "string", "view, cart, remove_from_cart, purchase, search or rating"),
         ("event_time", "timestamp", "when the event happened, UTC"),
-        ("session_id", "string", "the source's session id, or one made from a 30-minute inactivity gap"),
-        ("price", "double", "unit price (null when the source has none)"),
-        ("quantity", "int", "units (1 when the source has none)"),
-        ("category", "string", "item category, trimmed and lower-cased"),
-        ("brand", "string", "item brand, trimmed and lower-cased"),
+        ("session_id", "string", "the source's session id, or one derived from clean.session_gap_minutes of inactivity"),
+        ("price", "double", "unit price, >= 0; null where the source has none"),
+        ("quantity", "int", "units; null where the source has none"),
+        ("category", "string", "item category, trimmed and lower-cased; null where absent"),
+        ("brand", "string", "item brand, trimmed and lower-cased; null where absent"),
         ("query", "string", "search text (search events)"),
         ("rating", "double", "stars given (rating events)"),
         ("order_id", "string", "the order a purchase belongs to, when the source has it"),
@@ -78,7 +79,7 @@ TABLES: tuple[Table, ...] = (
                    "timestamp_in_future, bad_price, negative_price, absurd_price, bad_quantity, bad_rating, "
                    "missing_query"),
         ("detail", "string", "the offending value or a short explanation"),
-        ("raw_record", "string", "the raw line as read"),
+        ("raw_record", "string", "the raw line as read, or a Parquet row as JSON"),
         ("source", "string", "the source block of the config"),
         ("source_file", "string", "the raw file the record came from"),
         ("ingest_run_id", "string", "the MLflow run id of the clean_events run"),
@@ -88,7 +89,8 @@ TABLES: tuple[Table, ...] = (
         "interactions", "build_profiles", "run_date",
         "Implicit feedback per (user, item): decayed confidence and event counts over the history window.",
         USER, ITEM,
-        ("confidence", "double", "sum of event weights (profiles.interaction_weights), decayed by age"),
+        ("confidence", "double", "sum of profiles.interaction_weights[type] x 0.5^(age / interaction_half_life_days); "
+                                  "a rating weighs its stars"),
         ("n_view", "bigint", "views"), ("n_cart", "bigint", "add-to-carts"),
         ("n_remove_from_cart", "bigint", "removals from the cart"), ("n_purchase", "bigint", "purchases"),
         ("n_rating", "bigint", "ratings"), ("last_rating", "double", "the latest rating given"),
@@ -100,30 +102,31 @@ TABLES: tuple[Table, ...] = (
         "user_profile", "build_profiles", "run_date",
         "One row per user active in the history window: RFM, funnel, sessions, price band, favourites, segment.",
         USER,
-        ("recency_days", "double", "days from the last purchase (or event) to the end of the run date"),
-        ("frequency", "bigint", "purchases"), ("monetary", "double", "money spent (price x quantity)"),
+        ("recency_days", "double", "days from the last purchase (or, with none, the last event) to the end of the run date"),
+        ("frequency", "bigint", "purchase events"), ("monetary", "double", "sum of price x quantity of purchases"),
         ("n_view", "bigint", "views"), ("n_cart", "bigint", "add-to-carts"),
         ("n_remove_from_cart", "bigint", "removals from the cart"), ("n_purchase", "bigint", "purchase events"),
         ("n_rating", "bigint", "ratings"), ("n_search", "bigint", "searches"),
-        ("view_to_cart", "double", "carts / views"), ("cart_to_purchase", "double", "purchases / carts"),
-        ("view_to_purchase", "double", "purchases / views"),
+        ("view_to_cart", "double", "carts / views (null when there are no views)"),
+        ("cart_to_purchase", "double", "purchases / carts (null when there are no carts)"),
+        ("view_to_purchase", "double", "purchases / views (null when there are no views)"),
         ("active_days", "bigint", "days with at least one event"), ("sessions", "bigint", "sessions"),
         ("events_per_session", "double", "mean events per session"),
         ("avg_session_minutes", "double", "mean session length"),
         ("avg_purchase_price", "double", "mean unit price of purchases"),
-        ("price_band", "int", "0 = below profiles.price_bands[0], 1 = the next band, ..."),
-        ("favourite_categories", FAVOURITES, "top categories by interaction weight, with their share"),
-        ("favourite_brands", FAVOURITES, "top brands by interaction weight, with their share"),
+        ("price_band", "int", "band of avg_purchase_price (or the median viewed price) in profiles.price_bands; 0 = cheapest"),
+        ("favourite_categories", FAVOURITES, "top profiles.top_n categories by share of the user's item events"),
+        ("favourite_brands", FAVOURITES, "top profiles.top_n brands by share of the user's item events"),
         ("first_event_time", "timestamp", "first event in the window"),
         ("last_event_time", "timestamp", "last event in the window"),
-        ("segment", "int", "KMeans cluster of the user's behaviour (profiles.segments clusters)"),
+        ("segment", "int", "KMeans cluster (k = profiles.segments) of standardised, log-scaled RFM and activity features"),
         RUN_DATE,
     ),
     _table(
         "item_profile", "build_profiles", "run_date",
         "One row per item with events in the history window: popularity, conversion, price, content words.",
         ITEM,
-        ("category", "string", "latest category seen"), ("brand", "string", "latest brand seen"),
+        ("category", "string", "latest non-null category"), ("brand", "string", "latest non-null brand"),
         *((f"{kind}_{days}d", "bigint", f"{kind} in the last {days} day{'s' if days > 1 else ''}")
           for days in (1, 7, 30) for kind in ("views", "carts", "purchases")),
         ("views_decayed", "double", "views, decayed by age (profiles.half_life_days)"),
@@ -136,7 +139,8 @@ TABLES: tuple[Table, ...] = (
         ("rating_avg", "double", "mean rating"),
         ("first_event_time", "timestamp", "first event"), ("last_event_time", "timestamp", "last event"),
         ("view_to_cart", "double", "carts / views"), ("view_to_purchase", "double", "purchases / views"),
-        ("content_tokens", "array<string>", "catalogue words (category path, brand) for content similarity"),
+        ("content_tokens", "array<string>", "every level of the category path and brand:<brand>; their hashed TF-IDF "
+                                            "are the content features"),
         RUN_DATE,
     ),
     _table(
@@ -144,7 +148,7 @@ TABLES: tuple[Table, ...] = (
         "The most popular items overall and per category (decayed, weighted event counts).",
         ("scope", "string", "all (the whole shop) or category"),
         ("category", "string", "the category (scope category); null for scope all"),
-        RANK, ITEM, ("score", "double", "popularity score"), RUN_DATE,
+        RANK, ITEM, ("score", "double", "the interaction weights applied to the decayed view/cart/purchase/rating counts"), RUN_DATE,
     ),
     _table(
         "content_similar_items", "build_profiles", "run_date",
@@ -167,7 +171,7 @@ TABLES: tuple[Table, ...] = (
         "als_index", "train_als", "run_date",
         "Which factor row of the registered ALS model belongs to which user or item id.",
         ("entity", "string", "user or item"), ("id", "string", "the user or item id"),
-        ("factor_index", "int", "the row in the model's factor matrix"), RUN_DATE,
+        ("factor_index", "int", "the integer id inside the registered ALS model"), RUN_DATE,
     ),
     _table(
         "cold_start", "train_als", "run_date",
@@ -178,15 +182,15 @@ TABLES: tuple[Table, ...] = (
     _table(
         "assoc_rules", "mine_rules", "run_date",
         "FP-Growth association rules over purchase baskets.",
-        ("antecedent", "array<string>", "items in the basket"),
-        ("consequent", "array<string>", "the item the rule predicts"),
+        ("antecedent", "array<string>", "items in the basket, sorted"),
+        ("consequent", "array<string>", "the item the rule predicts (one)"),
         ("support", "double", "share of baskets holding antecedent and consequent"),
         ("confidence", "double", "P(consequent | antecedent)"),
         ("lift", "double", "confidence / P(consequent)"), RUN_DATE,
     ),
     _table(
         "bought_together", "mine_rules", "run_date",
-        "'Bought together' per item: single-item rules ranked by lift.",
+        "'Bought together' per item: single-item-antecedent rules, best lift first.",
         ITEM, RANK, ("bought_with_item_id", "string", "the item bought with it"),
         ("lift", "double", "rule lift"), ("confidence", "double", "rule confidence"),
         ("support", "double", "rule support"), RUN_DATE,
@@ -230,12 +234,26 @@ TABLES: tuple[Table, ...] = (
 BY_NAME = {table.name: table for table in TABLES}
 
 
+def schema_ddl(table: Table) -> str:
+    """The table's documented schema as a DDL string, for ``spark.read.schema(...)``."""
+    return ", ".join(f"{_quote(c.name)} {c.type}" for c in table.columns)
+
+
 def _quote(identifier: str) -> str:
     return "`" + identifier.replace("`", "``") + "`"
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def create_table_sql(table: Table, name: str, path: str) -> str:
+    """The DDL of ``table`` over the Parquet at ``path``: the documented schema, with the meanings
+    as comments (for DESCRIBE in the analysts' SQL client), so an empty table registers too."""
+    columns = ", ".join(f"{_quote(c.name)} {c.type} COMMENT {_literal(c.meaning)}" for c in table.columns)
+    partitioning = f" PARTITIONED BY ({', '.join(map(_quote, table.partitioned_by))})" if table.partitioned_by else ""
+    return (f"CREATE TABLE {name} ({columns}) USING parquet{partitioning} "
+            f"LOCATION {_literal(path)} COMMENT {_literal(table.meaning)}")
 
 
 def register_tables(spark, cfg, job: str) -> list[str]:
@@ -258,15 +276,8 @@ def register_tables(spark, cfg, job: str) -> list[str]:
             if not fs.exists(path):
                 continue
             spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
-            if not spark.catalog.tableExists(table.name, cfg.catalog.database):
-                spark.sql(f"CREATE TABLE {name} USING parquet LOCATION {_literal(path)} "
-                          f"COMMENT {_literal(table.meaning)}")
-                # The meanings of docs/tables.md, for DESCRIBE in the analysts' SQL client
-                # (Spark keeps no comments on partition columns).
-                for column in table.columns:
-                    if column.name not in table.partitioned_by:
-                        spark.sql(f"ALTER TABLE {name} ALTER COLUMN {_quote(column.name)} "
-                                  f"COMMENT {_literal(column.meaning)}")
+            if not spark.catalog.tableExists(f"{cfg.catalog.database}.{table.name}"):
+                spark.sql(create_table_sql(table, name, path))
             if table.partitioned_by:
                 spark.sql(f"ALTER TABLE {name} RECOVER PARTITIONS")
             spark.catalog.refreshTable(f"{cfg.catalog.database}.{table.name}")
@@ -279,6 +290,8 @@ def register_tables(spark, cfg, job: str) -> list[str]:
 
 def schema_differences(spark, cfg) -> dict[str, str]:
     """For each table present in the warehouse: how its Parquet schema differs from ``TABLES``."""
+    from pyspark.errors import AnalysisException
+
     from shoprec.io.fs import HadoopFS
 
     fs = HadoopFS(spark)
@@ -287,7 +300,12 @@ def schema_differences(spark, cfg) -> dict[str, str]:
         path = cfg.table_path(table.name)
         if not fs.exists(path):
             continue
-        written = [(f.name, f.dataType.simpleString()) for f in spark.read.parquet(path).schema.fields]
+        try:
+            written = [(f.name, f.dataType.simpleString()) for f in spark.read.parquet(path).schema.fields]
+        except AnalysisException as err:
+            if "UNABLE_TO_INFER_SCHEMA" in str(err):  # a table with no rows yet has no schema to compare
+                continue
+            raise
         documented = [(c.name, c.type) for c in table.columns]
         if written != documented:
             differences[table.name] = f"written {written}, documented {documented}"

@@ -5,7 +5,6 @@ before it writes a table, unless the job may run untracked."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -18,15 +17,10 @@ from shoprec import schemas as S
 from shoprec.jobs import clean_events
 from shoprec.tracking import TrackingError
 from tests.conftest import PROJECT, write_small_log
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.mlflow_server
 DAYS = ["2026-04-01", "2026-04-02"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
