@@ -50,6 +50,10 @@ Done. Output tables (partitioned Parquet) under $W:
   recommendations                              score (by run_date): the product
   search_results                               search_rerank (by run_date)
 Query them with SQL:  .venv/bin/shoprec query "SELECT * FROM recommendations LIMIT 10"
+  or with Spark SQL, from the Hive catalog (database shoprec; docs/tables.md describes every column):
+  PATH=\$PWD/.venv/bin:\$PATH spark-sql --conf spark.sql.catalogImplementation=hive \\
+    --conf 'spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby:;databaseName=var/metastore_db' \\
+    -e "SELECT * FROM shoprec.recommendations LIMIT 10"
   eval_metrics                                 evaluate (by run_date)
 Ranker checkpoints and saved models: $(pwd)/var/models/ranker/$RUN_DATE
 MLflow store: sqlite:///$(pwd)/var/mlflow.db, artifacts under $(pwd)/var/mlflow-artifacts

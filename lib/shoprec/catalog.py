@@ -19,6 +19,8 @@ import logging
 import sys
 from dataclasses import dataclass
 
+from shoprec.schemas import Reason
+
 log = logging.getLogger(__name__)
 
 
@@ -74,10 +76,7 @@ TABLES: tuple[Table, ...] = (
     _table(
         "events_quarantine", "clean_events", "ingest_batch",
         "Raw records that failed parsing or validation, with the reason. Nothing is dropped silently.",
-        ("reason", "string", "the first failed check: unparseable, field_count_mismatch, missing_user_id, missing_item_id, bad_id, "
-                   "missing_event_type, unknown_event_type, bad_timestamp, timestamp_before_floor, "
-                   "timestamp_in_future, bad_price, negative_price, absurd_price, bad_quantity, bad_rating, "
-                   "missing_query"),
+        ("reason", "string", "the first failed check, in this order: " + ", ".join(Reason.ALL)),
         ("detail", "string", "the offending value or a short explanation"),
         ("raw_record", "string", "the raw line as read, or a Parquet row as JSON"),
         ("source", "string", "the source block of the config"),

@@ -107,6 +107,7 @@ class CleanConfig:
     max_future_skew_hours: int = 24
     max_price: float = 1_000_000.0
     max_quantity: int = 1000
+    max_field_chars: int = 1000
     session_gap_minutes: int = 30
     bots: BotRules = field(default_factory=BotRules)
 

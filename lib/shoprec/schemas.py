@@ -74,7 +74,9 @@ class Reason:
     """Quarantine reason codes, in the order the checks are applied (the first failing one wins)."""
 
     UNPARSEABLE = "unparseable"
+    BAD_ENCODING = "bad_encoding"
     FIELD_COUNT = "field_count_mismatch"
+    FIELD_TOO_LONG = "field_too_long"
     MISSING_USER_ID = "missing_user_id"
     MISSING_ITEM_ID = "missing_item_id"
     BAD_ID = "bad_id"
@@ -91,7 +93,7 @@ class Reason:
     MISSING_QUERY = "missing_query"
 
     ALL = (
-        UNPARSEABLE, FIELD_COUNT, MISSING_USER_ID, MISSING_ITEM_ID, BAD_ID, MISSING_EVENT_TYPE,
+        UNPARSEABLE, BAD_ENCODING, FIELD_COUNT, FIELD_TOO_LONG, MISSING_USER_ID, MISSING_ITEM_ID, BAD_ID, MISSING_EVENT_TYPE,
         UNKNOWN_EVENT_TYPE, BAD_TIMESTAMP, TIMESTAMP_TOO_OLD, TIMESTAMP_IN_FUTURE, BAD_PRICE,
         NEGATIVE_PRICE, ABSURD_PRICE, BAD_QUANTITY, BAD_RATING, MISSING_QUERY,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 import pytest
@@ -42,6 +43,9 @@ def canonical(spark, lines, source=JSON_SOURCE, batch=BATCH):
     ("[1, 2]", S.Reason.UNPARSEABLE, None),
     ("", S.Reason.UNPARSEABLE, None),
     ('{' + GOOD + ',"brand":"a\u0000b"}', S.Reason.UNPARSEABLE, None),
+    ('{' + GOOD + ',"brand":"caf\ufffd"}', S.Reason.BAD_ENCODING,
+     "base64:" + base64.b64encode(('{' + GOOD + ',"brand":"caf\ufffd"}').encode()).decode()),
+    ('{' + GOOD + ',"cat":"' + "x" * 1001 + '"}', S.Reason.FIELD_TOO_LONG, "category: 1001 chars"),
     ('{"item":"42","type":"view","ts":"2026-01-02T10:00:00Z"}', S.Reason.MISSING_USER_ID, None),
     ('{"user":" ","item":"42","type":"view","ts":"2026-01-02T10:00:00Z"}', S.Reason.MISSING_USER_ID, None),
     ('{"user":"7","type":"view","ts":"2026-01-02T10:00:00Z"}', S.Reason.MISSING_ITEM_ID, None),

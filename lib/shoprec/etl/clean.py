@@ -51,12 +51,15 @@ def parse_records(raw: DataFrame, source: SourceConfig, raw_record_col: str = S.
     Returns:
         ``raw``'s columns plus ``_fields`` (struct of the source's fields, all strings) and
         ``_parse_error`` (string, null when the record parsed): ``unparseable`` for malformed
-        JSON, empty lines or a NUL byte, ``field_count_mismatch`` for a CSV line with too few or
-        too many fields.
+        JSON, empty lines or a NUL byte, ``bad_encoding`` for bytes that are not UTF-8 (or
+        already replaced by U+FFFD), ``field_count_mismatch`` for a CSV line with too few or too many fields.
     """
     S.require_columns(raw, [raw_record_col], "parse_records")
     record = F.col(raw_record_col)
     blank = record.isNull() | (F.trim(record) == "") | record.contains("\u0000")
+    # Spark's text reader keeps a line's bytes as they are: invalid UTF-8 is caught here, and a
+    # U+FFFD (what a decoder upstream made of invalid bytes) is the same damage.
+    not_utf8 = ~F.is_valid_utf8(record) | record.contains("\ufffd")
     header = header_line(source)
     if header is not None:
         raw = raw.where(record.isNull() | (F.rtrim(F.regexp_replace(record, "\r$", "")) != header))
@@ -70,13 +73,16 @@ def parse_records(raw: DataFrame, source: SourceConfig, raw_record_col: str = S.
         field_count = F.size(F.split(unquoted, _regex_quote(source.delimiter), -1))
         error = (
             F.when(blank, F.lit(S.Reason.UNPARSEABLE))
+            .when(not_utf8, F.lit(S.Reason.BAD_ENCODING))
             .when(field_count != len(names), F.lit(S.Reason.FIELD_COUNT))
         )
     else:
         names = sorted(mapped_fields(source))
         ddl = ", ".join(f"`{name}` string" for name in names) + ", `_corrupt` string"
         parsed = F.from_json(record, ddl, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
-        error = F.when(blank | parsed.isNull() | parsed["_corrupt"].isNotNull(), F.lit(S.Reason.UNPARSEABLE))
+        error = (F.when(blank, F.lit(S.Reason.UNPARSEABLE))
+                 .when(not_utf8, F.lit(S.Reason.BAD_ENCODING))
+                 .when(parsed.isNull() | parsed["_corrupt"].isNotNull(), F.lit(S.Reason.UNPARSEABLE)))
     return raw.withColumn(FIELDS, parsed).withColumn(PARSE_ERROR, error)
 
 
@@ -207,8 +213,16 @@ def to_canonical(
         return ~F.isnan(c) & (F.abs(c) != float("inf"))
 
     price, quantity, rating, event_time = col(S.PRICE), col(S.QUANTITY), col(S.RATING), col(S.EVENT_TIME)
+    too_long = F.coalesce(*[
+        F.when(F.length(col(raw[c])) > limits.max_field_chars,
+               F.concat(F.lit(f"{c}: "), F.length(col(raw[c])).cast("string"), F.lit(" chars")))
+        for c in MAPPABLE])
     checks = [
-        (col(PARSE_ERROR).isNotNull(), col(PARSE_ERROR), F.lit(None)),
+        (col(PARSE_ERROR).isNotNull(), col(PARSE_ERROR),
+         F.when(col(PARSE_ERROR) == S.Reason.BAD_ENCODING,
+                # Spark may break base64 into MIME lines: one line keeps the detail copyable.
+                F.concat(F.lit("base64:"), F.translate(F.base64(col(S.RAW_RECORD).cast("binary")), "\r\n", "")))),
+        (too_long.isNotNull(), F.lit(S.Reason.FIELD_TOO_LONG), too_long),
         (col(S.USER_ID).isNull() & ~col("_bad_user"), F.lit(S.Reason.MISSING_USER_ID), F.lit(None)),
         (col(S.ITEM_ID).isNull() & ~col("_bad_item") & (col(S.EVENT_TYPE) != "search"),
          F.lit(S.Reason.MISSING_ITEM_ID), F.lit(None)),

@@ -59,6 +59,19 @@ class AccountingError(RuntimeError):
     """Rows went missing or appeared between input and output; nothing was committed."""
 
 
+class UnreadableInputError(RuntimeError):
+    """A raw file cannot be read at all (a corrupt or truncated archive); nothing was committed."""
+
+
+_FAILED_READ = re.compile(r"FAILED_READ_FILE[.A-Z_]*\] Encountered error while reading file (\S+?)\.?\s")
+
+
+def unreadable_file(err: Exception) -> str | None:
+    """The raw file a Spark read failure names, or None when the failure is something else."""
+    found = _FAILED_READ.search(str(err))
+    return found.group(1) if found else None
+
+
 @dataclass
 class CleanSummary:
     """What one clean_events execution did."""
@@ -179,7 +192,16 @@ def run(spark: SparkSession, cfg: Config, run_date: str, full_rebuild: bool = Fa
             tracking.log_metrics({"rows_input": 0, "files_processed": 0})
             return summary
         log.info("clean_events %s: %d file(s) into batch(es) %s", run_date, summary.files, ", ".join(sorted(plan)))
-        _clean_and_write(spark, cfg, plan, replaced, tracking, summary, run_date)
+        try:
+            _clean_and_write(spark, cfg, plan, replaced, tracking, summary, run_date)
+        except Exception as err:
+            path = unreadable_file(err)
+            if path is None:
+                raise
+            # Reading past the damage would lose rows without a trace: the file must be fixed or removed.
+            raise UnreadableInputError(
+                f"cannot read raw file {path} (a corrupt or truncated archive?): repair, replace or remove it "
+                "and run again; nothing was committed") from err
         for batch, batch_files in plan.items():
             ingest_log.record(batch, batch_files, tracking.run_id)
         for stale in set(replaced) - set(plan):
@@ -213,7 +235,10 @@ def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[File
         summary.quarantine_reasons = {r: counts[r] for r in S.Reason.ALL if counts[r]}
         return counts["rows"] - counts["valid"]
 
-    quarantine = conform(counted.where(~is_valid), S.EVENTS_QUARANTINE, tracking.run_id)
+    # The raw line as valid text, so every reader can open the table; for a line that was not
+    # UTF-8 its exact bytes stay in the detail (base64).
+    quarantine = conform(counted.where(~is_valid).withColumn(S.RAW_RECORD, F.make_valid_utf8(S.RAW_RECORD)),
+                         S.EVENTS_QUARANTINE, tracking.run_id)
     write_partitions(quarantine, cfg.table_path(QUARANTINE_TABLE), QUARANTINE_PARTITIONS, replace,
                      tracking.run_id, lineage, expected_rows=expected_quarantine)
     rows_input, rows_valid = int(inflow.get["rows"] or 0), int(inflow.get["valid"] or 0)
