@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import PIPELINE_RUN_DATE, write_pipeline_dist
 from tests.support.services import free_port
 
 SPARK_CLASS = Path(sys.executable).parent / "spark-class"
 WORKERS = 2
+JOBS = ["clean_events", "build_profiles", "train_als", "mine_rules", "build_training_set", "train_ranker",
+        "score", "search_rerank", "evaluate"]
 
 
 def alive_workers(ui_port: int) -> int:
@@ -67,3 +70,59 @@ def standalone_cluster(tmp_path_factory):
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
+
+
+def submit_command(master: str, dist: Path, job: str, *options: str, app_args: tuple[str, ...] = ()) -> list[str]:
+    """spark-submit of one job of the pipeline-test config, client mode, as a cluster user would."""
+    bin_dir = Path(sys.executable).parent
+    return [
+        str(bin_dir / "spark-submit"), "--master", master, "--deploy-mode", "client",
+        "--driver-memory", "2g", "--driver-java-options", "-Xss16m",
+        "--executor-memory", "2g", "--conf", "spark.executor.cores=1", "--conf", "spark.ui.enabled=false",
+        "--py-files", str(dist / "shoprec.zip"),
+        "--files", f"{dist}/conf/base.yaml,{dist}/conf/local.yaml,{dist}/conf/pipeline-test.yaml", *options,
+        str(dist / "jobs" / f"{job}.py"), "--conf", str(dist / "conf" / "pipeline-test.yaml"),
+        "--run-date", PIPELINE_RUN_DATE, *app_args,
+    ]
+
+
+def submit_env(**overrides: str) -> dict[str, str]:
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_GATEWAY", "SHOPREC__"))}
+    env.update({"PATH": f"{bin_dir}:{env['PATH']}", "PYSPARK_PYTHON": sys.executable, **overrides})
+    return env
+
+
+def start_submit(master: str, dist: Path, job: str, cwd: Path, log: Path, *options: str,
+                 env: dict[str, str] | None = None, app_args: tuple[str, ...] = ()) -> subprocess.Popen:
+    """The job's spark-submit (``options`` for spark-submit, ``app_args`` for the job) started in its
+    own process group (the driver: launcher, JVM, Python)."""
+    command = submit_command(master, dist, job, *options, app_args=app_args)
+    out = open(log, "a")
+    out.write(f"\n=== {' '.join(command)}\n")
+    out.flush()
+    return subprocess.Popen(command, cwd=cwd, env=env or submit_env(), stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def spark_submit(master: str, dist: Path, job: str, cwd: Path, log: Path, *options: str,
+                 env: dict[str, str] | None = None, app_args: tuple[str, ...] = ()) -> int:
+    """Run the job to its end; spark-submit's exit code."""
+    return start_submit(master, dist, job, cwd, log, *options, env=env, app_args=app_args).wait(timeout=1800)
+
+
+def master_state(cluster: dict) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster['ui_port']}/json/", timeout=10) as answer:
+        return json.load(answer)
+
+
+@pytest.fixture(scope="session")
+def cluster_run(standalone_cluster, pipeline_raw_log, tmp_path_factory):
+    """The whole pipeline for PIPELINE_RUN_DATE through spark-submit on the standalone cluster."""
+    root = tmp_path_factory.mktemp("cluster_run")
+    dist = write_pipeline_dist(root, pipeline_raw_log)
+    log = root / "spark-submit.log"
+    for job in JOBS:
+        code = spark_submit(standalone_cluster["master"], dist, job, root, log)
+        assert code == 0, f"{job} failed on the cluster:\n{log.read_text()[-6000:]}"
+    return {"root": root, "dist": dist, "warehouse": root / "warehouse", "log": log}

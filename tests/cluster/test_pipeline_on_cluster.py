@@ -4,11 +4,8 @@ same input run by the daily DAG on local[2]."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,11 +13,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from shoprec.catalog import BY_NAME, TABLES, schema_ddl
-from tests.conftest import PIPELINE_RUN_DATE, PROJECT, write_pipeline_dist
+from tests.cluster.conftest import JOBS, master_state, spark_submit
+from tests.conftest import PROJECT
 
 pytestmark = pytest.mark.cluster
-JOBS = ["clean_events", "build_profiles", "train_als", "mine_rules", "build_training_set", "train_ranker",
-        "score", "search_rerank", "evaluate"]
 # Tables whose content does not depend on where tasks run: compared row for row (doubles to 6
 # places). ALS is seeded and its blocks fixed, so its factors, and the candidates and features
 # built from them, are too. The ranker's outputs (recommendations, search_results, eval_metrics)
@@ -30,36 +26,6 @@ DETERMINISTIC = ["events_clean", "events_quarantine", "interactions", "user_prof
                  "assoc_rules", "bought_together", "training_set"]
 # Columns that name the run, not the data.
 RUN_COLUMNS = {"ingest_run_id"}
-
-
-def spark_submit(master: str, dist: Path, job: str, cwd: Path, log: Path, *options: str) -> subprocess.CompletedProcess:
-    bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_GATEWAY", "SHOPREC__"))}
-    env.update({"PATH": f"{bin_dir}:{env['PATH']}", "PYSPARK_PYTHON": sys.executable})
-    command = [
-        str(bin_dir / "spark-submit"), "--master", master, "--deploy-mode", "client",
-        "--driver-memory", "2g", "--driver-java-options", "-Xss16m",
-        "--executor-memory", "2g", "--conf", "spark.executor.cores=1", "--conf", "spark.ui.enabled=false",
-        "--py-files", str(dist / "shoprec.zip"),
-        "--files", f"{dist}/conf/base.yaml,{dist}/conf/local.yaml,{dist}/conf/pipeline-test.yaml", *options,
-        str(dist / "jobs" / f"{job}.py"), "--conf", str(dist / "conf" / "pipeline-test.yaml"),
-        "--run-date", PIPELINE_RUN_DATE,
-    ]
-    with open(log, "a") as out:
-        out.write(f"\n=== {' '.join(command)}\n")
-        out.flush()
-        return subprocess.run(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
-
-
-@pytest.fixture(scope="module")
-def cluster_run(standalone_cluster, pipeline_raw_log, tmp_path_factory):
-    root = tmp_path_factory.mktemp("cluster_run")
-    dist = write_pipeline_dist(root, pipeline_raw_log)
-    log = root / "spark-submit.log"
-    for job in JOBS:
-        done = spark_submit(standalone_cluster["master"], dist, job, root, log)
-        assert done.returncode == 0, f"{job} failed on the cluster:\n{log.read_text()[-6000:]}"
-    return {"root": root, "dist": dist, "warehouse": root / "warehouse", "log": log}
 
 
 def comparable(df):
@@ -76,8 +42,7 @@ def comparable(df):
 
 
 def test_every_job_ran_on_the_cluster_and_the_ranker_on_both_workers(standalone_cluster, cluster_run):
-    with urllib.request.urlopen(f"http://127.0.0.1:{standalone_cluster['ui_port']}/json/", timeout=10) as answer:
-        apps = json.load(answer)["completedapps"]
+    apps = master_state(standalone_cluster)["completedapps"]
     assert {f"shoprec-{job}" for job in JOBS} <= {a["name"] for a in apps}
     ranker = next(a for a in apps if a["name"] == "shoprec-train_ranker")
     # horovod.spark.run held one task slot per Horovod process: an executor on each worker.
@@ -108,14 +73,13 @@ def test_the_ranker_trains_in_a_shipped_environment(standalone_cluster, cluster_
     packed = subprocess.run(["bash", str(PROJECT / "scripts" / "package_env.sh"), str(tmp_path)],
                             capture_output=True, text=True, timeout=1800)
     assert packed.returncode == 0, packed.stderr[-3000:]
-    done = spark_submit(standalone_cluster["master"], cluster_run["dist"], "train_ranker", cluster_run["root"],
+    code = spark_submit(standalone_cluster["master"], cluster_run["dist"], "train_ranker", cluster_run["root"],
                         cluster_run["log"], "--archives", f"{tmp_path}/shoprec-env.tar.gz#environment",
                         "--conf", "spark.pyspark.python=./environment/bin/python",
                         "--conf", f"spark.pyspark.driver.python={sys.executable}")
-    assert done.returncode == 0, cluster_run["log"].read_text()[-6000:]
-    with urllib.request.urlopen(f"http://127.0.0.1:{standalone_cluster['ui_port']}/json/", timeout=10) as answer:
-        app = max((a for a in json.load(answer)["completedapps"] if a["name"] == "shoprec-train_ranker"),
-                  key=lambda a: a["starttime"])
+    assert code == 0, cluster_run["log"].read_text()[-6000:]
+    app = max((a for a in master_state(standalone_cluster)["completedapps"] if a["name"] == "shoprec-train_ranker"),
+              key=lambda a: a["starttime"])
     for index in range(2):
         unpacked = list((standalone_cluster["root"] / f"work-{index}" / app["id"]).glob("*/environment/bin/python"))
         assert unpacked, f"worker {index}: no unpacked environment for the executor"

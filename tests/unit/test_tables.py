@@ -63,3 +63,18 @@ def test_a_commit_interrupted_midway_is_finished_by_the_next_writer(spark, tmp_p
     assert not fs.exists(f"{table}/{COMMIT_JOURNAL}")
     assert fs.list_dir(table) == ["day=d1", "day=d2"]
     assert finish_pending_commit(fs, table) is False
+
+
+def test_a_write_whose_driver_died_before_committing_leaves_the_table_as_it_was(spark, tmp_path):
+    table = str(tmp_path / "t")
+    fs = HadoopFS(spark)
+    write_partitions(spark.createDataFrame([(1, "d1", "b1")], SCHEMA), table, ["day", "batch"], {"batch": ["b1"]},
+                     "w1", {"run_id": "r1"})
+    # A driver killed while Spark wrote its staging files: no journal, a half-written staging directory.
+    spark.createDataFrame([(9, "d1", "b1")], SCHEMA).write.partitionBy("day", "batch").parquet(f"{table}/_staging/w2")
+    assert rows(spark, table) == [(1, "d1", "b1")]
+    # The rerun removes the abandoned write and commits its own.
+    write_partitions(spark.createDataFrame([(3, "d1", "b1")], SCHEMA), table, ["day", "batch"], {"batch": ["b1"]},
+                     "w3", {"run_id": "r3"})
+    assert rows(spark, table) == [(3, "d1", "b1")]
+    assert not fs.exists(f"{table}/_staging") and not fs.exists(f"{table}/_trash")

@@ -6,7 +6,8 @@ being replaced move to ``<table>/_trash/<write_id>/``, the new ones move in, and
 partition gets a ``_lineage.json`` naming the run that wrote it. Readers never see a partition
 that is half written. The list of moves is saved first as ``<table>/_commit.json``; if the
 driver dies during the swap, the next write to the table finishes the pending commit before
-doing anything else, so a rerun repairs the table.
+doing anything else, so a rerun repairs the table; a driver that dies before the commit leaves only
+its staging directory, which the next write removes. One job writes a table at a time.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def write_partitions(
     """
     fs = HadoopFS(df.sparkSession)
     finish_pending_commit(fs, table_path)
+    # With no commit pending, what is left in staging or trash belongs to writes whose driver died
+    # before committing (one writer per table at a time): remove it.
+    for leftover in ("_staging", "_trash"):
+        fs.delete(f"{table_path}/{leftover}")
     staging = f"{table_path}/_staging/{write_id}"
     fs.delete(staging)
     df.write.mode("overwrite").partitionBy(*partition_by).parquet(staging)

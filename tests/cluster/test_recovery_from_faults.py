@@ -1,0 +1,124 @@
+"""Faults on the standalone cluster: an executor killed mid-job, a driver killed mid-write, a
+Horovod worker killed mid-training. Each job is one the pipeline already ran for the date
+(``cluster_run``), so the undisturbed output is there to compare with."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from shoprec.catalog import BY_NAME, schema_ddl
+from tests.cluster.conftest import master_state, spark_submit, start_submit, submit_env
+from tests.conftest import PIPELINE_RUN_DATE
+
+pytestmark = pytest.mark.cluster
+PROFILE_TABLES = ["interactions", "user_profile", "item_profile", "popular_items", "content_similar_items"]
+
+
+def rows_of(spark, warehouse: Path, name: str) -> list:
+    df = spark.read.schema(schema_ddl(BY_NAME[name])).parquet(str(warehouse / name))
+    columns = [F.round(F.col(f.name), 6).alias(f.name) if isinstance(f.dataType, T.DoubleType) else F.col(f.name)
+               for f in df.schema.fields]
+    return sorted(df.where(F.col("run_date") == PIPELINE_RUN_DATE).select(*columns).collect(), key=str)
+
+
+def lineage(warehouse: Path, name: str) -> dict:
+    return json.loads((warehouse / name / f"run_date={PIPELINE_RUN_DATE}" / "_lineage.json").read_text())
+
+
+def executor_pids(app_id: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", f"CoarseGrainedExecutorBackend.*{app_id}"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def running_app(cluster: dict, name: str) -> str | None:
+    return next((a["id"] for a in master_state(cluster)["activeapps"] if a["name"] == name), None)
+
+
+def test_a_killed_executor_is_replaced_and_the_output_is_unchanged(spark, standalone_cluster, cluster_run):
+    warehouse = cluster_run["warehouse"]
+    before = {name: rows_of(spark, warehouse, name) for name in PROFILE_TABLES}
+    driver = start_submit(standalone_cluster["master"], cluster_run["dist"], "build_profiles", cluster_run["root"],
+                          cluster_run["log"])
+    app = wait_for(lambda: running_app(standalone_cluster, "shoprec-build_profiles"), 120, "the application")
+    victim = wait_for(lambda: executor_pids(app)[:1], 120, "an executor")[0]
+    time.sleep(8)  # into the job's first stages
+    os.kill(victim, signal.SIGKILL)
+    assert driver.wait(timeout=1800) == 0, cluster_run["log"].read_text()[-5000:]
+    executors = [d for w in range(2) for d in (standalone_cluster["root"] / f"work-{w}" / app).iterdir()]
+    assert len(executors) >= 3, "the master did not launch a replacement executor"
+    assert {name: rows_of(spark, warehouse, name) for name in PROFILE_TABLES} == before
+
+
+def test_a_driver_killed_mid_write_leaves_the_old_partition_and_a_rerun_repairs_it(spark, standalone_cluster,
+                                                                                     cluster_run):
+    warehouse = cluster_run["warehouse"]
+    before = {name: rows_of(spark, warehouse, name) for name in PROFILE_TABLES}
+    old_lineage = lineage(warehouse, "interactions")
+    driver = start_submit(standalone_cluster["master"], cluster_run["dist"], "build_profiles", cluster_run["root"],
+                          cluster_run["log"])
+    # The moment Spark starts writing the new interactions snapshot, the driver dies (launcher, JVM, Python).
+    wait_for(lambda: (warehouse / "interactions" / "_staging").exists() or driver.poll() is not None, 600,
+             "the interactions write", interval=0.05)
+    assert driver.poll() is None, "the job ended before the kill"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=60)
+
+    # Readers see the old partition, whole: the same rows and the old run's lineage.
+    assert rows_of(spark, warehouse, "interactions") == before["interactions"]
+    assert lineage(warehouse, "interactions") == old_lineage
+    code = spark_submit(standalone_cluster["master"], cluster_run["dist"], "build_profiles", cluster_run["root"],
+                        cluster_run["log"])
+    assert code == 0, cluster_run["log"].read_text()[-5000:]
+    assert {name: rows_of(spark, warehouse, name) for name in PROFILE_TABLES} == before
+    assert lineage(warehouse, "interactions") != old_lineage
+    for name in PROFILE_TABLES:
+        assert not (warehouse / name / "_staging").exists() and not (warehouse / name / "_commit.json").exists()
+
+
+def test_a_killed_horovod_worker_fails_training_in_bounded_time_and_resume_finishes_it(standalone_cluster,
+                                                                                     cluster_run):
+    models = cluster_run["root"] / "models" / "ranker" / PIPELINE_RUN_DATE
+    shutil.rmtree(models, ignore_errors=True)
+    # Enough epochs to be mid-training when the worker dies; early stopping out of the way.
+    env = submit_env(SHOPREC__RANKER__EPOCHS="40", SHOPREC__RANKER__PATIENCE="40")
+    driver = start_submit(standalone_cluster["master"], cluster_run["dist"], "train_ranker", cluster_run["root"],
+                          cluster_run["log"], env=env)
+    wait_for(lambda: list(models.glob("checkpoints/state-2.json")) or driver.poll() is not None, 900,
+             "the second epoch's checkpoint", interval=0.2)
+    assert driver.poll() is None, "training ended before the kill"
+    workers = subprocess.run(["pgrep", "-f", "horovod.spark.task"], capture_output=True, text=True).stdout.split()
+    assert workers, "no Horovod worker process found"
+    killed_at = time.monotonic()
+    os.kill(int(workers[0]), signal.SIGKILL)
+    code = driver.wait(timeout=900)
+    failed_after = time.monotonic() - killed_at
+    log = cluster_run["log"].read_text()
+    assert code != 0 and failed_after < 300, f"exit {code} after {failed_after:.0f} s"
+    assert "--resume" in log[-20000:]
+
+    finished_epochs = len(list(models.glob("checkpoints/state-*.json")))
+    code = spark_submit(standalone_cluster["master"], cluster_run["dist"], "train_ranker", cluster_run["root"],
+                        cluster_run["log"], env=env, app_args=("--resume",))
+    assert code == 0, cluster_run["log"].read_text()[-5000:]
+    # Every epoch once: the finished ones restored from the checkpoint, the rest trained.
+    assert len(json.loads((models / "history.json").read_text())) == 40 and finished_epochs >= 2
