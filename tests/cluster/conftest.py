@@ -11,12 +11,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pyspark
 import pytest
 
 from tests.conftest import PIPELINE_RUN_DATE, write_pipeline_dist
 from tests.support.services import free_port
 
 SPARK_CLASS = Path(sys.executable).parent / "spark-class"
+# pyspark's launch scripts look for Spark through whatever `python` is first on PATH: name it.
+SPARK_HOME = str(Path(pyspark.__file__).parent)
 WORKERS = 2
 JOBS = ["clean_events", "build_profiles", "train_als", "mine_rules", "build_training_set", "train_ranker",
         "score", "search_rerank", "evaluate"]
@@ -37,7 +40,7 @@ def standalone_cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("standalone")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_GATEWAY", "SHOPREC__"))}
     env.update({"SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(root / "logs"),
-                "SPARK_WORKER_DIR": str(root / "work")})
+                "SPARK_WORKER_DIR": str(root / "work"), "SPARK_HOME": SPARK_HOME, "PYSPARK_PYTHON": sys.executable})
     port, ui_port = free_port(), free_port()
     master_url = f"spark://127.0.0.1:{port}"
     processes = []
@@ -89,7 +92,8 @@ def submit_command(master: str, dist: Path, job: str, *options: str, app_args: t
 def submit_env(**overrides: str) -> dict[str, str]:
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_GATEWAY", "SHOPREC__"))}
-    env.update({"PATH": f"{bin_dir}:{env['PATH']}", "PYSPARK_PYTHON": sys.executable, **overrides})
+    env.update({"PATH": f"{bin_dir}:{env['PATH']}", "SPARK_HOME": SPARK_HOME, "PYSPARK_PYTHON": sys.executable,
+                **overrides})
     return env
 
 
