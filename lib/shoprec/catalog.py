@@ -246,10 +246,18 @@ def _literal(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# A Hive metastore keeps at most 256 characters of a column comment (docs/tables.md has them whole).
+HIVE_COLUMN_COMMENT_CHARS = 256
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= HIVE_COLUMN_COMMENT_CHARS else text[:HIVE_COLUMN_COMMENT_CHARS - 3] + "..."
+
+
 def create_table_sql(table: Table, name: str, path: str) -> str:
     """The DDL of ``table`` over the Parquet at ``path``: the documented schema, with the meanings
     as comments (for DESCRIBE in the analysts' SQL client), so an empty table registers too."""
-    columns = ", ".join(f"{_quote(c.name)} {c.type} COMMENT {_literal(c.meaning)}" for c in table.columns)
+    columns = ", ".join(f"{_quote(c.name)} {c.type} COMMENT {_literal(_short(c.meaning))}" for c in table.columns)
     partitioning = f" PARTITIONED BY ({', '.join(map(_quote, table.partitioned_by))})" if table.partitioned_by else ""
     return (f"CREATE TABLE {name} ({columns}) USING parquet{partitioning} "
             f"LOCATION {_literal(path)} COMMENT {_literal(table.meaning)}")
