@@ -276,13 +276,16 @@ def register_tables(spark, cfg, job: str) -> list[str]:
     fs = HadoopFS(spark)
     database = _quote(cfg.catalog.database)
     registered = []
+    database_ready = False
     for table in (t for t in TABLES if t.job == job):
         path = cfg.table_path(table.name)
         name = f"{database}.{_quote(table.name)}"
         try:
             if not fs.exists(path):
                 continue
-            spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
+            if not database_ready:
+                spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
+                database_ready = True
             if not spark.catalog.tableExists(f"{cfg.catalog.database}.{table.name}"):
                 spark.sql(create_table_sql(table, name, path))
             if table.partitioned_by:

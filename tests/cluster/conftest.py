@@ -27,8 +27,7 @@ JOBS = ["clean_events", "build_profiles", "train_als", "mine_rules", "build_trai
 
 def alive_workers(ui_port: int) -> int:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as answer:
-            state = json.load(answer)
+        state = master_state({"ui_port": ui_port})
     except OSError:
         return -1
     return sum(1 for worker in state.get("workers", []) if worker.get("state") == "ALIVE")
