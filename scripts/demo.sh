@@ -10,9 +10,20 @@ STEPS=10
 
 step() { echo "== $1/$STEPS $2"; }
 
+# clean_events pseudonymizes user ids with an HMAC secret from the environment (README "Privacy").
+# The demo keeps one in var/, readable by its owner only, so reruns give the same pseudonyms.
+if [ -z "${SHOPREC_PSEUDONYM_SECRET:-}" ]; then
+  mkdir -p var
+  if [ ! -s var/pseudonym.secret ]; then
+    (umask 077; .venv/bin/python -c "import secrets; print(secrets.token_hex(32))" > var/pseudonym.secret)
+  fi
+  SHOPREC_PSEUDONYM_SECRET=$(cat var/pseudonym.secret)
+  export SHOPREC_PSEUDONYM_SECRET
+fi
+
 step 1 "generate: a synthetic shop log (conf generate.*) into var/raw/synthetic"
 $SHOPREC generate --conf "$CONF" --run-date "$RUN_DATE"
-step 2 "clean_events: raw log -> events_clean + events_quarantine"
+step 2 "clean_events: raw log -> events_clean (pseudonymous user ids) + events_quarantine, user_id_map (restricted)"
 $SHOPREC run clean_events --conf "$CONF" --run-date "$RUN_DATE"
 step 3 "build_profiles: interactions, user/item profiles, popular and content-similar items"
 $SHOPREC run build_profiles --conf "$CONF" --run-date "$RUN_DATE"
@@ -41,7 +52,7 @@ W=$(pwd)/var/warehouse
 cat <<MSG
 
 Done. Output tables (partitioned Parquet) under $W:
-  events_clean, events_quarantine              clean_events (by event_date/ingest_batch, ingest_batch)
+  events_clean                                 clean_events (by event_date/ingest_batch)
   interactions, user_profile, item_profile,
   popular_items, content_similar_items         build_profiles (by run_date)
   als_recs, similar_items, als_index, cold_start   train_als (by run_date)
@@ -49,12 +60,16 @@ Done. Output tables (partitioned Parquet) under $W:
   training_set                                 build_training_set (by run_date, split, shard)
   recommendations                              score (by run_date): the product
   search_results                               search_rerank (by run_date)
+  eval_metrics                                 evaluate (by run_date)
+Every user_id in them is a pseudonym (HMAC-SHA256, secret in var/pseudonym.secret unless
+SHOPREC_PSEUDONYM_SECRET was set). The tables with real user ids are under $(pwd)/var/warehouse_restricted:
+  user_id_map, events_quarantine               clean_events (by ingest_batch)
 Query them with SQL:  .venv/bin/shoprec query "SELECT * FROM recommendations LIMIT 10"
+  (the restricted ones: .venv/bin/shoprec query --restricted "SELECT * FROM events_quarantine LIMIT 10")
   or with Spark SQL, from the Hive catalog (database shoprec; docs/tables.md describes every column):
   PATH=\$PWD/.venv/bin:\$PATH spark-sql --conf spark.sql.catalogImplementation=hive \\
     --conf 'spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby:;databaseName=var/metastore_db' \\
     -e "SELECT * FROM shoprec.recommendations LIMIT 10"
-  eval_metrics                                 evaluate (by run_date)
 Ranker checkpoints and saved models: $(pwd)/var/models/ranker/$RUN_DATE
 MLflow store: sqlite:///$(pwd)/var/mlflow.db, artifacts under $(pwd)/var/mlflow-artifacts
   (registered models shoprec-als and shoprec-ranker, the tuning runs, learning curves, evaluation plots)

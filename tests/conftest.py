@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +17,18 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (PROJECT.parent / "shared" / "data").resolve()
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# clean_events pseudonymizes user ids with the secret in this variable (conf privacy.secret_env). One
+# random secret per test run, inherited by every job the tests start (spark-submit, Airflow, cluster),
+# so two runs of the same input give the same pseudonyms.
+PSEUDONYM_SECRET_ENV = "SHOPREC_PSEUDONYM_SECRET"
+os.environ.setdefault(PSEUDONYM_SECRET_ENV, secrets.token_hex(32))
+
+
+def expected_pseudonym(user_id: str) -> str:
+    """The pseudonym of ``user_id`` under the test run's secret, by the definition: the first 32
+    hex digits of HMAC-SHA256(secret, user id)."""
+    secret = os.environ[PSEUDONYM_SECRET_ENV].encode()
+    return hmac.new(secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def shared_dataset(name: str) -> Path:

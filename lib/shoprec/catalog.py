@@ -8,6 +8,8 @@ compare it with the schemas the jobs really write.
 After a job succeeds, :func:`register_tables` makes its tables Spark SQL tables over the Parquet
 paths (``CREATE TABLE ... USING parquet LOCATION ...``) in the database ``catalog.database`` and
 picks up new partitions, so analysts on the cluster can ``SELECT * FROM shoprec.recommendations``.
+The restricted tables (real user ids, under ``privacy.restricted_root``) go to their own database,
+``catalog.restricted_database``, so the metastore's grants can keep them from analysts.
 With a Hive metastore (``spark.sql.catalogImplementation: hive``, the cluster's or the local
 Derby one of ``conf/local.yaml``) the tables outlive the job.
 """
@@ -19,6 +21,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
+from shoprec.config import RESTRICTED_TABLES
 from shoprec.schemas import Reason
 
 log = logging.getLogger(__name__)
@@ -39,13 +42,19 @@ class Table:
     meaning: str
     columns: tuple[Column, ...]
 
+    @property
+    def restricted(self) -> bool:
+        """Holds real user ids: stored under the restricted root, registered in the restricted database."""
+        return self.name in RESTRICTED_TABLES
+
 
 def _table(name: str, job: str, partitioned_by: str, meaning: str, *columns: tuple[str, str, str]) -> Table:
     return Table(name, job, tuple(partitioned_by.split()), meaning, tuple(Column(*c) for c in columns))
 
 
 RUN_DATE = ("run_date", "date", "the run date (logical date) of the job run that wrote the snapshot")
-USER = ("user_id", "string", "the shop's user id")
+USER = ("user_id", "string", "the user's pseudonym (32 hex: HMAC-SHA256 of the shop's user id, privacy.*); "
+                              "the shop's own id when privacy.pseudonymize is false")
 ITEM = ("item_id", "string", "the shop's item (product) id")
 RANK = ("rank", "int", "1 = best")
 FAVOURITES = "array<struct<value:string,share:double>>"
@@ -55,7 +64,9 @@ TABLES: tuple[Table, ...] = (
         "events_clean", "clean_events", "event_date ingest_batch",
         "Every valid, deduplicated, non-bot event in the canonical schema. One row per event.",
         ("event_id", "string", "the source's event id, or a 32-hex digest of the event's content"),
-        ("user_id", "string", "the shop's user id (canonical integer text with the source's id_cast: long)"),
+        ("user_id", "string", "the user's pseudonym: the first 32 hex digits of HMAC-SHA256(secret, the shop's user id); "
+                              "the shop's own id (canonical text: integer with id_cast long) when privacy.pseudonymize "
+                              "is false; user_id_map maps back"),
         ("item_id", "string", "the shop's item id; null only for searches"),
         ("event_type", "string", "view, cart, remove_from_cart, purchase, search or rating"),
         ("event_time", "timestamp", "when the event happened, UTC"),
@@ -83,6 +94,14 @@ TABLES: tuple[Table, ...] = (
         ("source_file", "string", "the raw file the record came from"),
         ("ingest_run_id", "string", "the MLflow run id of the clean_events run"),
         ("ingest_batch", "date", "the landing date of the raw file"),
+    ),
+    _table(
+        "user_id_map", "clean_events", "ingest_batch",
+        "Restricted: each pseudonym and the shop's user id it stands for, for every user of a batch's valid "
+        "events (privacy.pseudonymize). The only way back from the analysts' tables to a person.",
+        ("user_pseudonym", "string", "the user_id of every other table"),
+        ("user_id", "string", "the shop's user id (canonical text)"),
+        ("ingest_batch", "date", "the landing date of the raw files the user's events came from"),
     ),
     _table(
         "interactions", "build_profiles", "run_date",
@@ -274,24 +293,24 @@ def register_tables(spark, cfg, job: str) -> list[str]:
     from shoprec.io.fs import HadoopFS
 
     fs = HadoopFS(spark)
-    database = _quote(cfg.catalog.database)
     registered = []
-    database_ready = False
+    databases_ready = set()
     for table in (t for t in TABLES if t.job == job):
         path = cfg.table_path(table.name)
-        name = f"{database}.{_quote(table.name)}"
+        database = cfg.catalog.restricted_database if table.restricted else cfg.catalog.database
+        name = f"{_quote(database)}.{_quote(table.name)}"
         try:
             if not fs.exists(path):
                 continue
-            if not database_ready:
-                spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
-                database_ready = True
-            if not spark.catalog.tableExists(f"{cfg.catalog.database}.{table.name}"):
+            if database not in databases_ready:
+                spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(database)}")
+                databases_ready.add(database)
+            if not spark.catalog.tableExists(f"{database}.{table.name}"):
                 spark.sql(create_table_sql(table, name, path))
             if table.partitioned_by:
                 spark.sql(f"ALTER TABLE {name} RECOVER PARTITIONS")
-            spark.catalog.refreshTable(f"{cfg.catalog.database}.{table.name}")
-            registered.append(f"{cfg.catalog.database}.{table.name}")
+            spark.catalog.refreshTable(f"{database}.{table.name}")
+            registered.append(f"{database}.{table.name}")
         except Exception as err:  # the table is written; a catalog problem must not fail the run
             log.warning("catalog: could not register %s at %s (%s)", name, path, err)
     log.info("catalog: registered %s", ", ".join(registered) or "nothing")
@@ -329,16 +348,20 @@ def render_markdown() -> str:
         "",
         "Generated from `lib/shoprec/catalog.py` by `make docs`; do not edit by hand.",
         "",
-        "Every table is Parquet under the warehouse root (`warehouse.root`), one directory per table,",
+        "Every table is Parquet under the warehouse root (`warehouse.root`), one directory per table",
+        "(the restricted tables, which hold the shop's real user ids, under `privacy.restricted_root`),",
         "partitioned Hive-style (`run_date=2026-01-08/`). Jobs replace whole partitions atomically",
         "(each partition holds a `_lineage.json` naming the MLflow run that wrote it). After each job the",
         "tables are registered as Spark SQL tables in the database `catalog.database` (default",
-        "`shoprec`); `shoprec query` reads them with DuckDB under the same names.",
+        "`shoprec`; the restricted ones in `catalog.restricted_database`, default `shoprec_restricted`);",
+        "`shoprec query` reads the warehouse root with DuckDB under the same names. Every `user_id`",
+        "outside the restricted tables is a pseudonym (README \"Privacy\").",
         "",
-        "| table | written by | partitioned by | holds |",
-        "|---|---|---|---|",
+        "| table | written by | partitioned by | access | holds |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| [{t.name}](#{t.name}) | {t.job} | {', '.join(t.partitioned_by)} | {t.meaning} |" for t in TABLES]
+    lines += [f"| [{t.name}](#{t.name}) | {t.job} | {', '.join(t.partitioned_by)} | "
+              f"{'restricted' if t.restricted else 'analysts'} | {t.meaning} |" for t in TABLES]
     for table in TABLES:
         lines += ["", f"## {table.name}", "", table.meaning, "",
                   f"Written by `{table.job}`; partitioned by {', '.join(f'`{c}`' for c in table.partitioned_by)}.", "",

@@ -28,6 +28,11 @@ ENV_PREFIX = "SHOPREC__"
 REMOTE_SCHEMES = ("hdfs://", "s3a://", "s3://", "gs://", "abfs://", "abfss://", "viewfs://", "file://")
 
 
+# Tables that hold the shop's real user ids: the raw lines of the quarantine and the map from
+# pseudonyms back to ids. They live under the restricted root, never under warehouse.root.
+RESTRICTED_TABLES = frozenset({"events_quarantine", "user_id_map"})
+
+
 class ConfigError(ValueError):
     """A configuration problem, with the dotted key that caused it."""
 
@@ -236,6 +241,17 @@ class CatalogConfig:
 
     register: bool = True
     database: str = "shoprec"
+    restricted_database: str = "shoprec_restricted"   # the tables with real user ids
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Pseudonymous user ids in the analysts' tables, and where the restricted tables live
+    (lib/shoprec/privacy.py, README "Privacy")."""
+
+    pseudonymize: bool = True       # clean_events writes HMAC-SHA256 pseudonyms instead of user ids
+    secret_env: str = "SHOPREC_PSEUDONYM_SECRET"   # the environment variable holding the HMAC secret
+    restricted_root: str | None = None   # user_id_map, events_quarantine; default <warehouse.root>_restricted
 
 
 @dataclass(frozen=True)
@@ -268,14 +284,23 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     @property
     def source(self) -> SourceConfig:
         """The source block that ``input.source`` names."""
         return self.sources[self.input.source]
 
+    @property
+    def restricted_root(self) -> str:
+        """Where the tables holding real user ids live: outside the analysts' warehouse root."""
+        return (self.privacy.restricted_root or f"{self.warehouse.root.rstrip('/')}_restricted").rstrip("/")
+
     def table_path(self, table: str) -> str:
-        """The storage path of an output table under the warehouse root."""
+        """The storage path of an output table: under the restricted root for the tables that
+        hold real user ids (``RESTRICTED_TABLES``), under the warehouse root for the rest."""
+        if table in RESTRICTED_TABLES:
+            return f"{self.restricted_root}/{table}"
         return f"{self.warehouse.root.rstrip('/')}/{table}"
 
 
@@ -314,7 +339,9 @@ def load_config(
     _check_semantics(cfg)
     if require_input and _is_local(cfg.input.path) and not Path(cfg.input.path).exists():
         raise ConfigError(f"input.path: {cfg.input.path} does not exist")
-    return _absolutise(cfg)
+    cfg = _absolutise(cfg)
+    _check_restricted_root(cfg)
+    return cfg
 
 
 def _load_layers(path: Path, seen: tuple[Path, ...] = ()) -> dict:
@@ -436,7 +463,17 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError("clean.session_gap_minutes: must be positive")
     if not 0.0 <= cfg.generate.dirty_fraction < 1.0:
         raise ConfigError("generate.dirty_fraction: must be in [0, 1)")
+    if not cfg.privacy.secret_env:
+        raise ConfigError("privacy.secret_env: must name an environment variable")
     _check_models(cfg)
+
+
+def _check_restricted_root(cfg: Config) -> None:
+    """The restricted tables must not be reachable through the analysts' warehouse (paths absolute)."""
+    warehouse, restricted = cfg.warehouse.root.rstrip("/") + "/", cfg.restricted_root + "/"
+    if restricted.startswith(warehouse) or warehouse.startswith(restricted):
+        raise ConfigError(f"privacy.restricted_root: {cfg.restricted_root} must lie outside warehouse.root "
+                          f"{cfg.warehouse.root} (and not contain it): analysts' tools read the whole warehouse")
 
 
 def _check_models(cfg: Config) -> None:
@@ -530,4 +567,6 @@ def _absolutise(cfg: Config) -> Config:
         generate=dataclasses.replace(cfg.generate, out=absolute_path(cfg.generate.out)),
         ranker=dataclasses.replace(cfg.ranker, models_root=absolute_path(cfg.ranker.models_root)),
         mlflow=dataclasses.replace(mlflow, tracking_uri=uri, artifact_location=artifacts),
+        privacy=dataclasses.replace(cfg.privacy, restricted_root=cfg.privacy.restricted_root and
+                                    absolute_path(cfg.privacy.restricted_root)),
     )

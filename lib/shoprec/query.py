@@ -7,6 +7,7 @@ is invisible. The session may read only the warehouse directory, runs one ``SELE
 ``EXPLAIN``, ``DESCRIBE``, ``SHOW TABLES``) per call, and cannot change its own settings.
 
     shoprec query "SELECT run_date, count(*) FROM recommendations GROUP BY 1" --conf conf/local.yaml
+    shoprec query --restricted "SELECT reason, count(*) FROM events_quarantine GROUP BY 1"
 """
 
 from __future__ import annotations
@@ -122,11 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sql", help='one SELECT, e.g. "SELECT * FROM recommendations LIMIT 10"; "SHOW TABLES" lists them')
     parser.add_argument("--conf", default="conf/local.yaml", help="config whose warehouse.root holds the tables")
     parser.add_argument("--warehouse", help="a warehouse directory (instead of --conf)")
+    parser.add_argument("--restricted", action="store_true",
+                        help="query the restricted tables (user_id_map, events_quarantine) under the config's "
+                             "privacy.restricted_root instead; needs read access there")
     parser.add_argument("--output", choices=("table", "csv", "json"), default="table")
     parser.add_argument("--max-rows", type=int, default=100, help="rows printed in table output")
     args = parser.parse_args(argv)
     try:
-        root = args.warehouse or load_config(args.conf).warehouse.root
+        if args.warehouse:
+            root = args.warehouse
+        else:
+            cfg = load_config(args.conf)
+            root = cfg.restricted_root if args.restricted else cfg.warehouse.root
         columns, rows = run_query(root, args.sql)
     except (QueryError, ConfigError) as err:
         print(f"shoprec query: {err}", file=sys.stderr)

@@ -125,7 +125,7 @@ def test_every_malformed_line_is_quarantined_with_its_reason(spark, make_config,
     assert base64.b64decode(not_utf8[S.DETAIL].removeprefix("base64:")) == dict((c, raw) for c, raw, _ in CORPUS)["c04"]
     assert "\ufffd" in not_utf8[S.RAW_RECORD]
     # Analysts' DuckDB reads the whole quarantine.
-    columns, rows = run_query(cfg.warehouse.root, "SELECT reason, count(*) FROM events_quarantine GROUP BY reason")
+    columns, rows = run_query(cfg.restricted_root, "SELECT reason, count(*) FROM events_quarantine GROUP BY reason")
     assert dict(rows) == summary.quarantine_reasons
 
     clean = spark.read.parquet(cfg.table_path("events_clean"))

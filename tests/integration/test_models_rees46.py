@@ -11,14 +11,15 @@ from pyspark.sql import functions as F
 from shoprec.config import load_config
 from shoprec.io.tables import read_snapshot
 from shoprec.jobs import build_profiles, clean_events, mine_rules, train_als
-from tests.conftest import PROJECT, shared_dataset
+from tests.conftest import PROJECT, expected_pseudonym, shared_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RUN_DATE = "2019-10-01"
 
 
 def independent_figures(path) -> dict:
-    """Per-user purchase counts and spend of the complete, distinct rows, by plain Python."""
+    """Per-user purchase counts and spend of the complete, distinct rows, by plain Python; users
+    by the pseudonym the tables carry."""
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
     header, data = rows[0], rows[1:]
@@ -27,9 +28,10 @@ def independent_figures(path) -> dict:
     purchases, spend, items_bought = defaultdict(int), defaultdict(float), defaultdict(set)
     for r in distinct:
         if r[col["event_type"]] == "purchase":
-            purchases[r[col["user_id"]]] += 1
-            spend[r[col["user_id"]]] += float(r[col["price"]])
-            items_bought[r[col["user_id"]]].add(r[col["product_id"]])
+            user = expected_pseudonym(r[col["user_id"]])
+            purchases[user] += 1
+            spend[user] += float(r[col["price"]])
+            items_bought[user].add(r[col["product_id"]])
     return {"users": len({r[col["user_id"]] for r in distinct}),
             "items": len({r[col["product_id"]] for r in distinct}),
             "purchases": purchases, "spend": spend, "items_bought": items_bought}

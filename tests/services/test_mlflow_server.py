@@ -40,6 +40,17 @@ def server():
         subprocess.run(["rm", "-rf", str(home)], check=False)
 
 
+def command_lines() -> list[bytes]:
+    """Every running process's command line."""
+    lines = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+        except OSError:  # the process ended meanwhile
+            pass
+    return lines
+
+
 @pytest.fixture(scope="module")
 def raw_log(spark, tmp_path_factory) -> Path:
     raw = tmp_path_factory.mktemp("mlflow_server_raw")
@@ -65,6 +76,17 @@ def test_a_job_logs_to_the_server_and_the_run_reads_back(spark, make_config, ser
     assert [r[0] for r in lineage.collect()] == [summary.run_id]
     # The runs live in PostgreSQL, not in a file beside the server.
     assert not list(server["home"].glob("*.db"))
+
+    # The database password is in the pgpass file only: not in the run, its artifacts, the server's
+    # logs, its artifact store, nor any process's command line.
+    password = (server["home"] / "pgpass").read_text().strip().split(":")[4].encode()
+    readable = [p for p in server["home"].rglob("*")
+                if p.is_file() and p.name != "pgpass" and "pgdata" not in p.relative_to(server["home"]).parts]
+    assert any(p.name == "mlflow.log" for p in readable)
+    traces = [p.read_bytes() for p in readable]
+    traces.append(repr(run.data.params).encode() + repr(run.data.tags).encode())
+    traces += command_lines()
+    assert not [blob[:200] for blob in traces if password in blob]
 
 
 def test_server_down_stops_the_job_before_any_table(spark, make_config, raw_log):

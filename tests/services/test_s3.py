@@ -17,7 +17,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from shoprec.jobs import clean_events
-from tests.conftest import PROJECT, write_small_log
+from tests.conftest import PROJECT, PSEUDONYM_SECRET_ENV, write_small_log
 from tests.support.services import MotoS3, bundled_hadoop_version
 
 pytestmark = pytest.mark.s3
@@ -87,10 +87,11 @@ def test_clean_events_on_s3a(spark, s3, tmp_path, make_config):
     local = make_config(INPUT__PATH=str(raw), WAREHOUSE__ROOT=str(tmp_path / "local"))
     assert clean_events.run(spark, local, DAYS[-1]).accounting["rows_clean"] == on_s3.count()
 
-    # The credentials are nowhere but in the environment.
+    # The credentials and the pseudonymisation secret are nowhere but in the environment.
     store = [(tmp_path / "mlflow.db").read_bytes(), conf.read_bytes(), log.encode()]
     store += [p.read_bytes() for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
     store.append(repr(run.data.params).encode() + repr(run.data.tags).encode())
-    for secret in (s3["credentials"]["AWS_SECRET_ACCESS_KEY"], s3["credentials"]["AWS_ACCESS_KEY_ID"]):
+    for secret in (s3["credentials"]["AWS_SECRET_ACCESS_KEY"], s3["credentials"]["AWS_ACCESS_KEY_ID"],
+                   os.environ[PSEUDONYM_SECRET_ENV]):
         assert not any(secret.encode() in blob for blob in store)
     shutil.rmtree(fetched)

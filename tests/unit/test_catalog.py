@@ -29,16 +29,18 @@ def test_register_tables_makes_queryable_tables_with_comments_and_new_partitions
     from shoprec.catalog import register_tables
     from shoprec.io.tables import write_snapshot
 
-    cfg = make_config(CATALOG__DATABASE="shoprec_unit")
+    cfg = make_config(CATALOG__DATABASE="shoprec_unit", CATALOG__RESTRICTED_DATABASE="shoprec_unit_restricted")
     schema = "user_id string, rank int, item_id string, score double, source string, reason string"
     rows = [("u1", 1, "i1", 0.9, "als", "because"), ("u1", 2, "i2", 0.5, "popular", "popular")]
     write_snapshot(spark.createDataFrame(rows, schema), cfg.table_path("recommendations"), "2026-01-01", "w1", {})
-    # clean_events wrote a quarantine table with no rows yet: it registers all the same.
+    # clean_events wrote a quarantine table with no rows yet: it registers all the same, in the
+    # restricted database (it holds raw lines).
     Path(cfg.table_path("events_quarantine")).mkdir(parents=True)
 
     assert register_tables(spark, cfg, "score") == ["shoprec_unit.recommendations"]
-    assert register_tables(spark, cfg, "clean_events") == ["shoprec_unit.events_quarantine"]
-    assert spark.sql("SELECT count(*) FROM shoprec_unit.events_quarantine").first()[0] == 0
+    assert register_tables(spark, cfg, "clean_events") == ["shoprec_unit_restricted.events_quarantine"]
+    assert spark.sql("SELECT count(*) FROM shoprec_unit_restricted.events_quarantine").first()[0] == 0
+    assert not spark.catalog.tableExists("shoprec_unit.events_quarantine")
     described = {r.col_name: r.comment for r in spark.sql("DESCRIBE shoprec_unit.recommendations").collect()}
     assert described["reason"].startswith("why it is recommended")
 

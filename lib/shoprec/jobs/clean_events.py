@@ -1,4 +1,4 @@
-"""clean_events: raw shop logs -> ``events_clean`` and ``events_quarantine`` (partitioned Parquet).
+"""clean_events: raw shop logs -> ``events_clean``, ``events_quarantine`` and ``user_id_map`` (partitioned Parquet).
 
 Run on a cluster::
 
@@ -18,7 +18,11 @@ Which raw files a run reads:
   or not; those batches are rebuilt;
 * ``--full-rebuild``: every file; every batch is rebuilt and batches whose files are gone removed.
 
-Rebuilding a batch replaces exactly that batch's partitions in both tables, so running the same
+User ids are pseudonymized first of all (lib/shoprec/privacy.py): ``events_clean`` holds
+HMAC-SHA256 pseudonyms; ``user_id_map`` (the way back) and ``events_quarantine`` (raw lines) are
+written under the restricted root, outside the analysts' warehouse.
+
+Rebuilding a batch replaces exactly that batch's partitions in every table, so running the same
 command twice gives the same tables. Row accounting is checked before anything is committed:
 input records = clean + quarantined + duplicates + bot-filtered.
 """
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
+from shoprec import privacy
 from shoprec import schemas as S
 from shoprec.config import Config, SourceConfig
 from shoprec.etl import clean
@@ -48,6 +53,7 @@ from shoprec.tracking import JobRun, job_run, write_report
 JOB = "clean_events"
 CLEAN_TABLE = "events_clean"
 QUARANTINE_TABLE = "events_quarantine"
+USER_ID_MAP_TABLE = "user_id_map"
 CLEAN_PARTITIONS = [S.EVENT_DATE, S.INGEST_BATCH]
 QUARANTINE_PARTITIONS = [S.INGEST_BATCH]
 SAMPLES_PER_REASON = 3
@@ -174,6 +180,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str, full_rebuild: bool = Fa
         backfill: tuple[str, str] | None = None) -> CleanSummary:
     """Clean the raw files the run is due to read; write, account, log. See the module docstring."""
     source_name, source = cfg.input.source, cfg.source
+    secret = privacy.load_secret(cfg.privacy.secret_env) if cfg.privacy.pseudonymize else None
     fs = HadoopFS(spark)
     ingest_log = IngestLog(fs, cfg.warehouse.root, source_name)
     files = [f for f in fs.list_files(cfg.input.path) if fnmatch.fnmatch(f.path.rsplit("/", 1)[-1], source.file_pattern)]
@@ -193,7 +200,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str, full_rebuild: bool = Fa
             return summary
         log.info("clean_events %s: %d file(s) into batch(es) %s", run_date, summary.files, ", ".join(sorted(plan)))
         try:
-            _clean_and_write(spark, cfg, plan, replaced, tracking, summary, run_date)
+            _clean_and_write(spark, cfg, plan, replaced, tracking, summary, run_date, secret)
         except Exception as err:
             path = unreadable_file(err)
             if path is None:
@@ -210,10 +217,11 @@ def run(spark: SparkSession, cfg: Config, run_date: str, full_rebuild: bool = Fa
 
 
 def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[FileStatus]], replaced: list[str],
-                     tracking: JobRun, summary: CleanSummary, run_date: str) -> None:
-    """Two passes over the raw input, no cache: the quarantine write counts every row on its way;
-    the clean write re-reads, deduplicates, filters bots and sessionizes. Each write is checked
-    against the counts before it is committed."""
+                     tracking: JobRun, summary: CleanSummary, run_date: str, secret: bytes | None) -> None:
+    """Passes over the raw input, no cache: the quarantine write counts every row on its way;
+    with a ``secret``, the restricted user_id_map gets the batch's users; the clean write re-reads,
+    pseudonymizes, deduplicates, filters bots and sessionizes. Each write is checked against the
+    counts before it is committed."""
     source = cfg.source
     clock = StageClock()
     lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "source": cfg.input.source}
@@ -245,10 +253,21 @@ def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[File
     rows_quarantined = rows_input - rows_valid
     clock.lap("write_quarantine")
 
+    if secret is not None:
+        # Before the events, so that no pseudonym is ever stored without its way back.
+        users = privacy.id_map(validated().where(is_valid), S.USER_ID, secret, S.INGEST_BATCH)
+        write_partitions(users, cfg.table_path(USER_ID_MAP_TABLE), QUARANTINE_PARTITIONS, replace,
+                         tracking.run_id, lineage)
+        clock.lap("write_user_id_map")
+
     earlier = _earlier_keys(spark, cfg, replaced, dates.get["first"], dates.get["last"])
     # Only the clean table's columns travel through the shuffle, never the raw records.
     needed = [f.name for f in S.EVENTS_CLEAN.fields if f.name != S.INGEST_RUN_ID] + [clean.CONTENT_HASH]
-    valid, second_inflow = _observed(validated().where(is_valid).select(*needed), "valid", rows=F.lit(True))
+    valid = validated().where(is_valid).select(*needed)
+    if secret is not None:
+        # First of all steps: duplicate keys, bot rules and derived session ids see only pseudonyms.
+        valid = privacy.pseudonymize(valid, S.USER_ID, secret)
+    valid, second_inflow = _observed(valid, "valid", rows=F.lit(True))
     deduped, dup_obs = _observed(
         clean.mark_duplicates(valid.repartition(S.USER_ID), earlier), "duplicates",
         exact=F.col(clean.DUPLICATE) == clean.DUPLICATE_EXACT,
@@ -337,8 +356,11 @@ def quality_report(spark: SparkSession, cfg: Config, batches: list[str], summary
     quarantine = read_table(spark, cfg.table_path(QUARANTINE_TABLE), S.EVENTS_QUARANTINE)
     ranked = quarantine.where(F.col(S.INGEST_BATCH).isin(*batches)).withColumn(
         "_n", F.row_number().over(Window.partitionBy(S.REASON).orderBy(S.SOURCE_FILE, S.RAW_RECORD)))
+    # The report is read by everyone with access to MLflow: with pseudonymous ids on, the raw
+    # lines (and details, which may quote them) stay in the restricted quarantine table.
+    shown = [S.REASON, S.SOURCE_FILE] if cfg.privacy.pseudonymize else [S.REASON, S.DETAIL, S.RAW_RECORD]
     samples = [
-        {"reason": r[S.REASON], "detail": r[S.DETAIL], "raw_record": (r[S.RAW_RECORD] or "")[:300]}
+        {k: (r[k] or "")[:300] if k == S.RAW_RECORD else r[k] for k in shown}
         for r in ranked.where(F.col("_n") <= SAMPLES_PER_REASON).orderBy(S.REASON, "_n").collect()
     ]
     return {
@@ -356,7 +378,7 @@ def quality_report(spark: SparkSession, cfg: Config, batches: list[str], summary
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``spark-submit jobs/clean_events.py`` and ``shoprec run clean_events``."""
-    parser = job_parser(JOB, "Clean raw shop logs into events_clean and events_quarantine.")
+    parser = job_parser(JOB, "Clean raw shop logs into events_clean (pseudonymous user ids), events_quarantine and user_id_map.")
     parser.add_argument("--full-rebuild", action="store_true", help="rebuild every batch from every input file")
     parser.add_argument("--backfill-from", type=iso_date, help="first landing date to rebuild")
     parser.add_argument("--backfill-to", type=iso_date, help="last landing date to rebuild (default: --backfill-from)")
@@ -370,4 +392,4 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(spark, cfg, args.run_date, full_rebuild=args.full_rebuild, backfill=backfill)
         print(f"clean_events {args.run_date}: batches {', '.join(summary.batches) or 'none'}; {summary.accounting}")
 
-    return run_main(JOB, parser, execute, argv, needs_input=True)
+    return run_main(JOB, parser, execute, argv, needs_input=True, needs_secret=True)

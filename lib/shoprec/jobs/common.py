@@ -9,6 +9,7 @@ import sys
 from typing import Callable
 
 from shoprec.config import Config, ConfigError, load_config
+from shoprec.privacy import SecretError, load_secret
 
 log = logging.getLogger("shoprec")
 
@@ -42,10 +43,12 @@ def run_main(
     run: Callable[..., object],
     argv: list[str] | None,
     needs_input: bool = False,
+    needs_secret: bool = False,
 ) -> int:
     """Parse ``argv``, load and validate the config, run ``run(spark, cfg, args)``, stop the session.
 
-    The config is validated before Spark starts, so a bad key fails in a second, not a minute.
+    The config is validated before Spark starts, so a bad key fails in a second, not a minute;
+    so is the pseudonymisation secret of a job that ``needs_secret``.
     """
     setup_logging()
     args = parser.parse_args(argv)
@@ -54,7 +57,9 @@ def run_main(
         args.run_date = dt.datetime.now(dt.timezone.utc).date().isoformat()
     try:
         cfg: Config = load_config(args.conf, require_input=needs_input)
-    except ConfigError as err:
+        if needs_secret and cfg.privacy.pseudonymize:
+            load_secret(cfg.privacy.secret_env)
+    except (ConfigError, SecretError) as err:
         print(f"shoprec {job}: config error: {err}", file=sys.stderr)
         return 2
     from shoprec.spark import build_session
