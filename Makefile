@@ -13,8 +13,9 @@ MLFLOW_PORT ?= 5000
 DATA ?= ../shared/data/movielens-100k
 TRAINING_SET ?=
 ALS_ARGS ?=
+SCALE_ARGS ?=
 
-.PHONY: setup airflow-env demo test test-unit bench-clean bench-rules bench-movielens bench-ranker bench-als mlflow-ui mlflow-server mlflow-server-stop package package-env docs clean help
+.PHONY: setup airflow-env demo test test-unit bench-clean bench-rules bench-movielens bench-ranker bench-als bench-scale mlflow-ui mlflow-server mlflow-server-stop package package-env docs clean help
 
 help:
 	@echo "make demo         generate a synthetic shop log and run every job on it (local Spark, MLflow on SQLite)"
@@ -25,6 +26,7 @@ help:
 	@echo "make bench-movielens  ALS and popularity on MovieLens (DATA=$(DATA)) -> reports/"
 	@echo "make bench-ranker ranker training examples/s: Horovod np1, np2 and plain TF -> reports/bench_ranker.json"
 	@echo "make bench-als    Spark ALS vs the implicit library, s/iteration and nDCG@10 -> reports/bench_als.json"
+	@echo "make bench-scale  every job at 1M/5M/20M events (clean_events 50M): time, memory, growth -> reports/bench_scale.json"
 	@echo "make package      build dist/shoprec.zip (--py-files), dist/jobs/ and dist/conf/ for spark-submit"
 	@echo "make package-env  pack the job environment into dist/shoprec-env.tar.gz (spark-submit --archives)"
 	@echo "make mlflow-ui    open the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT)"
@@ -61,6 +63,9 @@ bench-ranker: setup
 
 bench-als: setup
 	$(PY) benchmarks/bench_als.py $(ALS_ARGS)
+
+bench-scale: setup
+	$(PY) benchmarks/bench_scale.py $(SCALE_ARGS)
 
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/var/mlflow.db \

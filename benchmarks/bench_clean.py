@@ -121,19 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def record_in_readme(readme: Path, result: dict) -> None:
-    """Replace the bench-clean line for this many events in reports/README.md with this result."""
-    key = f"| bench-clean {result['events']:,} events |"
-    line = (f"{key} `{result['command']}` | clean_events "
-            f"{result['clean_seconds']} s vs floor {result['floor_seconds']} s, ratio {result['ratio']} "
-            f"({result['events_per_s']:,} events/s) | {result['machine']} |")
+def record_in_readme(readme: Path, result: dict, key: str | None = None, text: str | None = None) -> None:
+    """Put this result's line into reports/README.md, replacing the line with the same ``key``
+    (default: the bench-clean line for this many events)."""
+    if key is None:
+        key = f"| bench-clean {result['events']:,} events |"
+        text = (f"clean_events {result['clean_seconds']} s vs floor {result['floor_seconds']} s, ratio "
+                f"{result['ratio']} ({result['events_per_s']:,} events/s)")
+    line = f"{key} `{result['command']}` | {text} | {result['machine']} |"
     header = ("# Benchmark results\n\nEach row: the command that produced it, the result, and the machine it ran on.\n\n"
               "| benchmark | command | result | machine |\n|---|---|---|---|\n")
-    rows = []
+    rows, notes = [], ""
     if readme.exists():
-        rows = [r for r in readme.read_text().splitlines() if r.startswith("| ") and not r.startswith("| benchmark")
+        current = readme.read_text()
+        rows = [r for r in current.splitlines() if r.startswith("| ") and not r.startswith("| benchmark")
                 and not r.startswith(key)]
-    readme.write_text(header + "\n".join(sorted(rows + [line])) + "\n")
+        notes = current[current.index("\nNotes:"):] if "\nNotes:" in current else ""
+    readme.write_text(header + "\n".join(sorted(rows + [line])) + "\n" + notes)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,33 @@ def write_small_log(spark, raw: Path, days: list[str], seed: int = 9) -> None:
             shutil.rmtree(extra)
 
 
+# The jobs of the daily DAG, in its order.
+PIPELINE_JOBS = ["clean_events", "build_profiles", "train_als", "mine_rules", "build_training_set", "train_ranker",
+                 "score", "search_rerank", "evaluate"]
+# Columns that name the run that wrote a row, not the data.
+RUN_COLUMNS = {"ingest_run_id"}
+
+
+def read_documented(spark, warehouse: Path, name: str):
+    """A table of a pipeline run under ``warehouse``, read with its documented schema (so that a
+    table with no rows, like the quarantine of a clean log, reads too). The restricted tables sit
+    beside the warehouse, where privacy.restricted_root's default puts them."""
+    from shoprec.catalog import BY_NAME, schema_ddl
+
+    root = warehouse.parent / f"{warehouse.name}_restricted" if BY_NAME[name].restricted else warehouse
+    return spark.read.schema(schema_ddl(BY_NAME[name])).parquet(str(root / name))
+
+
+def comparable(df):
+    """Rows as a set-comparable frame: run ids out, doubles rounded to 6 places."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    return df.select(*[
+        (F.round(F.col(f.name), 6) if isinstance(f.dataType, T.DoubleType) else F.col(f.name)).alias(f.name)
+        for f in df.schema.fields if f.name not in RUN_COLUMNS])
+
+
 AIRFLOW_VENV = PROJECT / ".airflow-venv"
 PIPELINE_DAYS = [f"2026-05-0{d}" for d in range(1, 7)]
 PIPELINE_RUN_DATE = PIPELINE_DAYS[-1]

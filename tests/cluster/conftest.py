@@ -14,15 +14,14 @@ from pathlib import Path
 import pyspark
 import pytest
 
-from tests.conftest import PIPELINE_RUN_DATE, write_pipeline_dist
+from tests.conftest import PIPELINE_JOBS, PIPELINE_RUN_DATE, write_pipeline_dist
 from tests.support.services import free_port
 
 SPARK_CLASS = Path(sys.executable).parent / "spark-class"
 # pyspark's launch scripts look for Spark through whatever `python` is first on PATH: name it.
 SPARK_HOME = str(Path(pyspark.__file__).parent)
 WORKERS = 2
-JOBS = ["clean_events", "build_profiles", "train_als", "mine_rules", "build_training_set", "train_ranker",
-        "score", "search_rerank", "evaluate"]
+JOBS = PIPELINE_JOBS
 
 
 def alive_workers(ui_port: int) -> int:

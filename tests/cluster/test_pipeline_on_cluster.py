@@ -9,12 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from shoprec.catalog import BY_NAME, TABLES, schema_ddl
+from shoprec.catalog import TABLES
 from tests.cluster.conftest import JOBS, master_state, spark_submit
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, comparable, read_documented
 
 pytestmark = pytest.mark.cluster
 # Tables whose content does not depend on where tasks run: compared row for row (doubles to 6
@@ -24,21 +22,6 @@ pytestmark = pytest.mark.cluster
 DETERMINISTIC = ["events_clean", "events_quarantine", "user_id_map", "interactions", "user_profile", "item_profile",
                  "popular_items", "content_similar_items", "als_recs", "similar_items", "als_index", "cold_start",
                  "assoc_rules", "bought_together", "training_set"]
-# Columns that name the run, not the data.
-RUN_COLUMNS = {"ingest_run_id"}
-
-
-def comparable(df):
-    """Rows as a set-comparable frame: run ids out, doubles rounded, arrays of structs kept."""
-    columns = []
-    for field in df.schema.fields:
-        if field.name in RUN_COLUMNS:
-            continue
-        column = F.col(field.name)
-        if isinstance(field.dataType, T.DoubleType):
-            column = F.round(column, 6)
-        columns.append(column.alias(field.name))
-    return df.select(*columns)
 
 
 def test_every_job_ran_on_the_cluster_and_the_ranker_on_both_workers(standalone_cluster, cluster_run):
@@ -55,10 +38,7 @@ def test_cluster_tables_match_the_local_run(spark, cluster_run, daily_dag_run):
     local, cluster = daily_dag_run["warehouse"], cluster_run["warehouse"]
 
     def read(warehouse: Path, name: str):
-        # With the documented schema, so that a table with no rows (the quarantine of a clean log) reads too.
-        # The restricted tables sit beside the warehouse (privacy.restricted_root's default).
-        root = warehouse.parent / f"{warehouse.name}_restricted" if BY_NAME[name].restricted else warehouse
-        return spark.read.schema(schema_ddl(BY_NAME[name])).parquet(str(root / name))
+        return read_documented(spark, warehouse, name)
 
     for table in TABLES:
         rows = read(cluster, table.name).count()

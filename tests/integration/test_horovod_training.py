@@ -28,8 +28,11 @@ def write_training_set(root: Path, workers: int = 2) -> None:
         users, items = rng.integers(1, 64, n), rng.integers(1, 64, n)
         dense = rng.normal(size=(n, 2)).astype("float32")
         label = ((users % 2 == items % 2) & (dense[:, 0] > 0)).astype("float64")
-        return pa.table({"user_bucket": users.astype("int32"), "item_bucket": items.astype("int32"),
+        return pa.table({"user_id": [f"u{next(serial)}" for _ in range(n)], "item_id": [f"i{i}" for i in items],
+                         "user_bucket": users.astype("int32"), "item_bucket": items.astype("int32"),
                          "dense": list(dense), "label": label})
+
+    serial = iter(range(10**9))
 
     for shard in range(workers):
         (root / "split=train" / f"shard={shard}").mkdir(parents=True)
@@ -59,6 +62,17 @@ def test_two_ranks_train_in_lockstep(tmp_path):
     assert max(h["val_auc"] for h in history) > 0.8
     assert (out / "model" / "saved_model.pb").exists()
     assert list((out / "checkpoints").glob("ckpt-*.index"))
+
+    # The same examples in another row order (as another Spark run may write them), trained again
+    # into the same directory: the very same weights.
+    for path in training_set.rglob("*.parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.take(np.random.default_rng(1).permutation(table.num_rows)), path)
+    (out / "checkpoints" / "ckpt-99.index").write_text("left by an earlier run")
+    again = subprocess.run(done.args, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert (out / "rank-0.weights.sha256").read_text() == digests[0]
+    assert not (out / "checkpoints" / "ckpt-99.index").exists()
 
 
 def _horovodrun(training_set: Path, out: Path, *extra: str, **popen) -> subprocess.Popen:

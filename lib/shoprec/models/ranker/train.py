@@ -11,7 +11,8 @@ scaled by the number of ranks; gradients are averaged by ``DistributedGradientTa
 are broadcast from rank 0 after the first step; every rank runs the same number of steps;
 validation predictions are gathered from all ranks so the AUC is that of the whole validation set;
 early stopping on that AUC is decided identically everywhere; only rank 0 writes checkpoints and
-the final model and returns the history.
+the final model and returns the history. Training is deterministic: rows sorted, seeds fixed,
+TensorFlow's deterministic ops, Gloo's fixed reduction order.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,7 +62,9 @@ def read_split(training_set: str, split: str, shards: list[int] | None = None):
         return None, None
     import pyarrow as pa
 
-    table = pa.concat_tables(tables)
+    # Spark writes a shard's rows in an order that depends on task timing; sorted, every run of the
+    # same training set sees the same examples in the same order (and trains the same model).
+    table = pa.concat_tables(tables).sort_by([("user_id", "ascending"), ("item_id", "ascending")])
     spec = json.loads((local_path(training_set) / "_feature_spec.json").read_text())
     features = {name: table.column(name).to_numpy().astype("int32") for name in spec["categorical"]}
     features["dense"] = np.stack(table.column("dense").to_numpy(zero_copy_only=False)).astype("float32")
@@ -96,6 +100,8 @@ def train(settings: TrainSettings) -> dict | None:
     cores = max(1, (os.cpu_count() or 1) // hvd.local_size())
     tf.config.threading.set_intra_op_parallelism_threads(cores)
     tf.config.threading.set_inter_op_parallelism_threads(cores)
+    # Same training set and seed, same weights: reruns of a day reproduce its model and scores.
+    tf.config.experimental.enable_op_determinism()
     spec = json.loads((local_path(settings.training_set) / "_feature_spec.json").read_text())
     # Each rank reads its own shards: shard k goes to rank k mod size.
     mine = [k for k in range(spec["workers"]) if k % size == rank]
@@ -122,6 +128,10 @@ def train(settings: TrainSettings) -> dict | None:
         history, best_auc, stale = state["history"], state["best_auc"], state["stale"]
     elif settings.resume:
         raise FileNotFoundError(f"--resume: no checkpoint under {out / 'checkpoints'}")
+    elif rank == 0 and out.exists():
+        # A fresh run must not find an earlier run's best weights or checkpoints. The other ranks
+        # write here only after the collectives below, so rank 0 clears it first.
+        shutil.rmtree(out)
 
     @tf.function
     def step(batch, target, first: bool):

@@ -1,0 +1,236 @@
+"""How each job's cost grows with the log: the whole pipeline on synthetic logs of several sizes.
+
+    make bench-scale                                   # 1M, 5M and 20M events; clean_events alone at 50M
+    make bench-scale SCALE_ARGS="--sizes 200000 400000 800000 --clean-only-sizes"
+
+For every size the synthetic log is generated once (kept under var/bench/, shared with
+bench-clean), then every job of the daily DAG runs as its own ``shoprec run`` process on the
+embedded local config, in the DAG's order, for the log's last day. Per job: wall time, the peak
+resident memory of the job's whole process tree (the Spark driver JVM, which holds the executors
+in local mode, its Python workers and the Horovod training processes), sampled every 0.2 s, and
+the bytes of the tables it wrote. The growth exponent of each job is the slope of a least-squares
+line through (log events, log seconds). A job that fails (out of memory, ...) is recorded with its
+exit code and the end of its log, and the jobs after it at that size are skipped.
+
+Writes ``reports/bench_scale.json`` (per job: ``sizes``, ``seconds``, ``exponent``,
+``peak_rss_mb``, ``output_bytes``), ``reports/bench_scale.png`` (time against events, log-log)
+and a line in ``reports/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_clean import ensure_log, machine, record_in_readme  # noqa: E402
+from shoprec.catalog import TABLES  # noqa: E402
+from shoprec.config import load_config  # noqa: E402
+
+JOBS = ["clean_events", "build_profiles", "train_als", "mine_rules", "build_training_set", "train_ranker",
+        "score", "search_rerank", "evaluate"]
+RUN_DATE = "2026-01-14"   # the last of the generated log's 14 days (generate.start_date 2026-01-01)
+SHOPREC = Path(sys.executable).parent / "shoprec"
+
+
+class PeakMemory:
+    """The largest summed RSS of a process and its descendants, sampled in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        import psutil
+
+        self._root, self._interval, self.peak_bytes = psutil.Process(pid), interval, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._done.is_set():
+            total = 0
+            try:
+                for proc in [self._root, *self._root.children(recursive=True)]:
+                    try:
+                        total += proc.memory_info().rss
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                break
+            self.peak_bytes = max(self.peak_bytes, total)
+            self._done.wait(self._interval)
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak_bytes
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def write_conf(work: Path, raw: Path, driver_memory: str, events: int) -> Path:
+    """The embedded local config with its state under ``work`` and the raw log at ``raw``."""
+    conf = work / "bench.yaml"
+    conf.write_text(yaml.safe_dump({
+        "extends": str(PROJECT / "conf" / "local.yaml"),
+        "spark": {"shuffle_partitions": max(32, events // 250_000),
+                  "conf": {"spark.driver.memory": driver_memory,
+                           "spark.local.dir": str(work / "spark-local"),
+                           "spark.hadoop.javax.jdo.option.ConnectionURL":
+                               f"jdbc:derby:;databaseName={work}/metastore_db;create=true",
+                           "spark.sql.warehouse.dir": str(work / "spark-warehouse")}},
+        "warehouse": {"root": str(work / "warehouse")},
+        "mlflow": {"tracking_uri": f"sqlite:///{work}/mlflow.db", "artifact_location": str(work / "artifacts")},
+        "input": {"source": "synthetic", "path": str(raw)},
+        "ranker": {"models_root": str(work / "models")},
+    }))
+    return conf
+
+
+def run_job(job: str, conf: Path, work: Path, env: dict[str, str]) -> dict:
+    """One job as its own process: seconds, peak memory of its process tree, exit code."""
+    log = work / f"{job}.log"
+    extra = ["--full-rebuild"] if job == "clean_events" else []
+    started = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(SHOPREC), "run", job, "--conf", str(conf), "--run-date", RUN_DATE, *extra],
+                                cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)
+        memory = PeakMemory(proc.pid)
+        code = proc.wait()
+    seconds = time.perf_counter() - started
+    result = {"seconds": round(seconds, 1), "peak_rss_mb": round(memory.stop() / 2**20), "exit_code": code}
+    if code != 0:
+        result["log_tail"] = log.read_text(errors="replace")[-3000:]
+    return result
+
+
+def bench_size(events: int, jobs: list[str], root: Path, driver_memory: str, env: dict[str, str]) -> dict:
+    """Run ``jobs`` on a fresh warehouse for a log of ``events``; per job results."""
+    from shoprec.spark import build_session
+
+    cfg = load_config(PROJECT / "conf" / "local.yaml")
+    spark = build_session(cfg.spark, "shoprec-bench-scale-generate")
+    try:
+        raw = ensure_log(spark, cfg, events, root)
+    finally:
+        spark.stop()
+    work = root / f"scale-{events}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    conf = write_conf(work, raw, driver_memory, events)
+    bench_cfg = load_config(conf)
+    results = {}
+    for job in jobs:
+        print(f"bench-scale: {events:,} events: {job} ...", flush=True)
+        result = run_job(job, conf, work, env)
+        result["output_bytes"] = sum(tree_bytes(Path(bench_cfg.table_path(t.name))) for t in TABLES if t.job == job)
+        results[job] = result
+        print(f"bench-scale: {events:,} events: {job}: {result['seconds']} s, peak {result['peak_rss_mb']} MB, "
+              f"exit {result['exit_code']}", flush=True)
+        if result["exit_code"] != 0:
+            break
+    return results
+
+
+def exponent(sizes: list[int], seconds: list[float]) -> float | None:
+    """Slope of the least-squares line through (log size, log seconds)."""
+    if len(sizes) < 2:
+        return None
+    xs, ys = [math.log(s) for s in sizes], [math.log(t) for t in seconds]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    return round(sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs), 3)
+
+
+def summarise(runs: dict[int, dict]) -> dict:
+    jobs = {}
+    for job in JOBS:
+        done = [(events, r[job]) for events, r in sorted(runs.items()) if r.get(job, {}).get("exit_code") == 0]
+        failed = {str(events): r[job] for events, r in runs.items() if job in r and r[job]["exit_code"] != 0}
+        if not done and not failed:
+            continue
+        sizes, seconds = [e for e, _ in done], [r["seconds"] for _, r in done]
+        jobs[job] = {"sizes": sizes, "seconds": seconds, "exponent": exponent(sizes, seconds),
+                     "peak_rss_mb": [r["peak_rss_mb"] for _, r in done],
+                     "output_bytes": [r["output_bytes"] for _, r in done], "failed": failed}
+    return jobs
+
+
+def plot(jobs: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5.5))
+    for job, result in jobs.items():
+        if result["sizes"]:
+            label = f"{job} (exponent {result['exponent']})" if result["exponent"] is not None else job
+            axes.plot(result["sizes"], result["seconds"], marker="o", label=label)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("events in the raw log")
+    axes.set_ylabel("wall seconds")
+    axes.set_title("shoprec jobs: time against log size (log-log)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
+    parser.add_argument("--clean-only-sizes", type=int, nargs="*", default=[50_000_000],
+                        help="sizes at which only clean_events runs")
+    parser.add_argument("--driver-memory", default="12g", help="the local Spark driver's heap (holds the executors)")
+    parser.add_argument("--work", default=str(PROJECT / "var" / "bench"))
+    parser.add_argument("--report", default=str(PROJECT / "reports" / "bench_scale.json"))
+    args = parser.parse_args(argv)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPREC__", "PYSPARK_GATEWAY"))}
+    env.setdefault("SHOPREC_PSEUDONYM_SECRET", "bench-scale-secret-not-for-production-0123456789")
+    env["SPARK_LOG_LEVEL"] = "WARN"
+    root = Path(args.work)
+    runs: dict[int, dict] = {}
+    for events in sorted(set(args.sizes) | set(args.clean_only_sizes)):
+        jobs = JOBS if events in args.sizes else ["clean_events"]
+        runs[events] = bench_size(events, jobs, root, args.driver_memory, env)
+
+    jobs = summarise(runs)
+    report = Path(args.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    plot(jobs, report.with_suffix(".png"))
+    worst = max((r["exponent"] for r in jobs.values() if r["exponent"] is not None), default=None)
+    failures = {job: list(r["failed"]) for job, r in jobs.items() if r["failed"]}
+    result = {
+        "jobs": jobs, "worst_exponent": worst, "failures": failures,
+        "goal": "every job's exponent <= 1.1, and no job out of memory at the largest size",
+        "machine": machine(), "driver_memory": args.driver_memory,
+        "command": " ".join(["python benchmarks/bench_scale.py", *(sys.argv[1:] if argv is None else argv)]),
+    }
+    report.write_text(json.dumps(result, indent=1) + "\n")
+    sizes = ", ".join(f"{s:,}" for s in sorted(runs))
+    record_in_readme(report.parent / "README.md", key=f"| bench-scale {sizes} events |",
+                     text=(f"worst growth exponent {worst}, failures {failures or 'none'}; per job in "
+                           f"bench_scale.json, plot bench_scale.png"), result=result)
+    print(json.dumps({job: {k: r[k] for k in ("sizes", "seconds", "exponent")} for job, r in jobs.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
