@@ -6,9 +6,10 @@
 For every size the synthetic log is generated once (kept under var/bench/, shared with
 bench-clean), then every job of the daily DAG runs as its own ``shoprec run`` process on the
 embedded local config, in the DAG's order, for the log's last day. Per job: wall time, the peak
-resident memory of the job's whole process tree (the Spark driver JVM, which holds the executors
-in local mode, its Python workers and the Horovod training processes), sampled every 0.2 s, and
-the bytes of the tables it wrote. The growth exponent of each job is the slope of a least-squares
+memory of the job's whole process tree (the Spark driver JVM, which holds the executors in local
+mode, its Python workers and the Horovod training processes; summed PSS, sampled every 0.5 s) and
+the bytes of the tables it wrote. A JVM keeps heap it once touched, so the peak is bounded by the
+driver's heap (``--driver-memory``) plus its native memory, not only by what a job needs. The growth exponent of each job is the slope of a least-squares
 line through (log events, log seconds). A job that fails (out of memory, ...) is recorded with its
 exit code and the end of its log, and the jobs after it at that size are skipped.
 
@@ -47,9 +48,14 @@ SHOPREC = Path(sys.executable).parent / "shoprec"
 
 
 class PeakMemory:
-    """The largest summed RSS of a process and its descendants, sampled in a thread."""
+    """The largest summed memory of a process and its descendants, sampled in a thread.
 
-    def __init__(self, pid: int, interval: float = 0.2):
+    Summed as PSS (proportional set size: each shared page split among the processes sharing
+    it), since PySpark's workers are forks that share most of their pages: summed RSS would count
+    them once per fork.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.5):
         import psutil
 
         self._root, self._interval, self.peak_bytes = psutil.Process(pid), interval, 0
@@ -65,7 +71,7 @@ class PeakMemory:
             try:
                 for proc in [self._root, *self._root.children(recursive=True)]:
                     try:
-                        total += proc.memory_info().rss
+                        total += proc.memory_full_info().pss
                     except psutil.Error:
                         pass
             except psutil.Error:
