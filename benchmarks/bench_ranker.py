@@ -47,8 +47,12 @@ def synthetic_training_set(root: Path, examples: int, workers: int, seed: int) -
     dense_names = X.dense_features()
     weights = rng.normal(size=len(dense_names))
 
+    serial = iter(range(10**9))
+
     def part(n: int) -> pa.Table:
-        columns = {name: rng.integers(0, buckets, n).astype("int32") for name, buckets in X.CATEGORICAL.items()}
+        # Training sorts each rank's rows by (user_id, item_id), as the real table has them.
+        columns = {"user_id": [f"u{next(serial)}" for _ in range(n)], "item_id": [f"i{i}" for i in range(n)]}
+        columns.update({name: rng.integers(0, buckets, n).astype("int32") for name, buckets in X.CATEGORICAL.items()})
         dense = rng.normal(size=(n, len(dense_names))).astype("float32")
         logit = dense @ weights / np.sqrt(len(dense_names)) + 0.5 * (columns["item_bucket"] % 7 == 0) - 2.0
         columns["dense"] = list(dense)
