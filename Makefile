@@ -22,7 +22,7 @@ help:
 	@echo "make test         run the test suite"
 	@echo "make airflow-env  Airflow and its Spark provider in .airflow-venv (kept apart from the job environment)"
 	@echo "make bench-clean  time clean_events against a plain Parquet copy (EVENTS=$(EVENTS))"
-	@echo "make bench-rules  FP-Growth on Groceries vs mlxtend -> reports/groceries_rules.json"
+	@echo "make bench-rules  FP-Growth vs mlxtend on Groceries and 200k synthetic baskets -> reports/*_rules.json"
 	@echo "make bench-movielens  ALS and popularity on MovieLens (DATA=$(DATA)) -> reports/"
 	@echo "make bench-ranker ranker training examples/s: Horovod np1, np2 and plain TF -> reports/bench_ranker.json"
 	@echo "make bench-als    Spark ALS vs the implicit library, s/iteration and nDCG@10 -> reports/bench_als.json"
@@ -53,7 +53,7 @@ bench-clean: setup
 	$(PY) benchmarks/bench_clean.py --events $(EVENTS)
 
 bench-rules: setup
-	$(PY) benchmarks/bench_rules.py
+	$(PY) benchmarks/bench_rules.py $(RULES_ARGS)
 
 bench-movielens: setup
 	$(PY) benchmarks/bench_movielens.py --data "$(DATA)"

@@ -7,13 +7,22 @@ same interactions, in the same run.
 For each factor count (64 and 128): seconds per iteration of both, measured as the difference
 between a fit of ``--iterations`` and a fit of 2 iterations, divided by the difference (so start-up,
 indexing and the final factor collection cancel out), and nDCG@10 of each on a held-out split
-(per user, 80/20, seed 42; training items left out of the recommendations). Same confidence
+(per user, 80/20, seed 42; training items left out of the recommendations; one numpy scorer for
+both libraries' factors). Same confidence
 (``c = 1 + alpha`` per interaction), same regularisation value, same iterations, both on every
 core of the machine. Spark's ALS is tuned: user and item blocks = cores, intermediate and final
-RDDs in memory (no serialisation), no checkpointing within these few iterations.
+RDDs in memory (no serialisation), no checkpointing within these few iterations, one BLAS thread
+per task. implicit is timed twice: as its users run it (conjugate-gradient steps, its default) and
+with exact Cholesky solves, the algorithm Spark runs.
+
+Spark's ALS solves its normal equations through netlib's BLAS/LAPACK: with a native
+``libblas.so.3`` / ``liblapack.so.3`` on the library path (Debian: ``libopenblas0-pthread``) it
+uses them, otherwise a JVM fallback several times slower at 128 factors. The report records which
+(``spark_blas``).
 
 Writes ``reports/bench_als.json`` (per factor count: ``spark_s_per_iter``,
-``implicit_s_per_iter``, ``ratio``, ``spark_ndcg_at_10``, ``implicit_ndcg_at_10``).
+``implicit_s_per_iter``, ``ratio``, ``implicit_exact_s_per_iter``, ``ratio_to_exact``,
+``spark_ndcg_at_10``, ``implicit_ndcg_at_10``).
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "lib"))
+# One BLAS thread per task: Spark already runs a task per core, and a native OpenBLAS that also
+# threads would oversubscribe them (Spark's MLlib guide says the same); implicit asks for it too.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -34,9 +46,7 @@ from pyspark.ml.recommendation import ALS  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from shoprec.config import SparkConfig  # noqa: E402
-from shoprec.evaluation.ranking import ranking_metrics  # noqa: E402
 from shoprec.evaluation.splits import stratified_split  # noqa: E402
-from shoprec.models import als as A  # noqa: E402
 from shoprec.spark import build_session  # noqa: E402
 
 K = 10
@@ -69,6 +79,49 @@ def movielens_pairs(data: Path) -> np.ndarray:
     return np.unique(rows - 1, axis=0)
 
 
+def spark_blas(spark) -> dict[str, str]:
+    """The BLAS and LAPACK implementations Spark's ALS ran on: ``JNIBLAS`` is a native library
+    (libblas.so.3, e.g. OpenBLAS), ``VectorBLAS`` / ``Java*`` the JVM's own fallback."""
+    netlib = spark.sparkContext._jvm.dev.ludovic.netlib
+    return {"blas": netlib.blas.BLAS.getInstance().getClass().getSimpleName(),
+            "lapack": netlib.lapack.LAPACK.getInstance().getClass().getSimpleName()}
+
+
+def spark_factors(model, n_users: int, n_items: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted Spark model's user and item factors as dense arrays indexed by id (zeros where
+    ALS has none)."""
+    def dense(factors, rows: int) -> np.ndarray:
+        frame = factors.toPandas()
+        out = np.zeros((rows, rank), dtype=np.float32)
+        out[frame["id"].to_numpy()] = np.stack(frame["features"].to_numpy())
+        return out
+
+    return dense(model.userFactors, n_users), dense(model.itemFactors, n_items)
+
+
+def ndcg_at_k(factors: tuple[np.ndarray, np.ndarray], seen, held_out: dict[int, set], k: int = K,
+              batch: int = 2048) -> float:
+    """Mean nDCG@k over the held-out users: each user's top k items by factor dot product, their
+    training items (``seen``, a users x items CSR matrix) left out; binary relevance. The same
+    code scores both libraries' factors, so only the factors differ."""
+    user_factors, item_factors = factors
+    users = np.array(sorted(held_out), dtype=np.int64)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    total = 0.0
+    for start in range(0, len(users), batch):
+        chunk = users[start:start + batch]
+        scores = user_factors[chunk] @ item_factors.T
+        rows, cols = seen[chunk].nonzero()
+        scores[rows, cols] = -np.inf
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
+        for user, items in zip(chunk, top):
+            relevant = held_out[int(user)]
+            gains = np.fromiter((item in relevant for item in items), dtype=np.float64, count=k)
+            total += (gains * discount).sum() / discount[:min(len(relevant), k)].sum()
+    return total / len(users)
+
+
 def spark_fit(train, rank: int, iterations: int, blocks: int):
     als = ALS(rank=rank, regParam=REG, alpha=ALPHA, maxIter=iterations, implicitPrefs=True, userCol=USER,
               itemCol=ITEM, ratingCol="strength", seed=SEED, numUserBlocks=blocks, numItemBlocks=blocks,
@@ -79,11 +132,13 @@ def spark_fit(train, rank: int, iterations: int, blocks: int):
     return model, time.perf_counter() - started
 
 
-def implicit_fit(matrix, rank: int, iterations: int):
+def implicit_fit(matrix, rank: int, iterations: int, exact: bool = False):
+    """implicit's CPU ALS: by default each least-squares step is 3 conjugate-gradient steps (its
+    default, what its users run); ``exact`` solves it by Cholesky, as Spark does."""
     from implicit.cpu.als import AlternatingLeastSquares
 
     model = AlternatingLeastSquares(factors=rank, regularization=REG, iterations=iterations, random_state=SEED,
-                                    calculate_training_loss=False)
+                                    calculate_training_loss=False, use_cg=not exact)
     started = time.perf_counter()
     model.fit(matrix, show_progress=False)
     return model, time.perf_counter() - started
@@ -98,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--out", type=Path, default=PROJECT / "reports" / "bench_als.json")
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(given)
 
     import scipy.sparse as sparse
     from threadpoolctl import threadpool_limits
@@ -118,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     # implicit takes c_ui itself; Spark builds c_ui = 1 + alpha * r from r = 1.
     confidence = sparse.csr_matrix((np.full(len(train_pairs), 1.0 + ALPHA, dtype=np.float32),
                                     (train_pairs[:, 0], train_pairs[:, 1])), shape=(n_users, n_items))
-    test_users = np.sort(test.select(USER).distinct().toPandas()[USER].to_numpy(dtype=np.int64))
+    held_out = test.select(USER, ITEM).toPandas().groupby(USER)[ITEM].apply(set).to_dict()
     print(f"bench-als: {len(pairs)} interactions, {n_users} users, {n_items} items; "
           f"{train.count()} train / {test.count()} test", flush=True)
 
@@ -133,33 +189,34 @@ def main(argv: list[str] | None = None) -> int:
         with threadpool_limits(limits=1, user_api="blas"):  # implicit parallelises with its own threads
             _, implicit_short = implicit_fit(confidence, rank, 2)
             implicit_model, implicit_long = implicit_fit(confidence, rank, args.iterations)
+            _, exact_short = implicit_fit(confidence, rank, 2, exact=True)
+            _, exact_long = implicit_fit(confidence, rank, args.iterations, exact=True)
         implicit_per_iter = (implicit_long - implicit_short) / (args.iterations - 2)
+        exact_per_iter = (exact_long - exact_short) / (args.iterations - 2)
 
-        max_seen = int(confidence.getnnz(axis=1).max())
-        spark_recs = A.recommend_unseen(spark_model, test.select(USER).distinct(), train.select(USER, ITEM), K, max_seen)
-        ids, _ = implicit_model.recommend(test_users, confidence[test_users], N=K, filter_already_liked_items=True)
-        found = ids >= 0
-        implicit_recs = spark.createDataFrame(pd.DataFrame({
-            USER: np.repeat(test_users, K).reshape(-1, K)[found].astype(np.int32),
-            "rank": np.tile(np.arange(1, K + 1, dtype=np.int32), (len(test_users), 1))[found],
-            ITEM: ids[found].astype(np.int32)}))
-        scores = {name: ranking_metrics(recs, test, K, user_col=USER, item_col=ITEM)[f"ndcg@{K}"]
-                  for name, recs in (("spark", spark_recs), ("implicit", implicit_recs))}
+        print(f"bench-als: rank {rank}: s/iteration Spark {spark_per_iter:.3f}, implicit {implicit_per_iter:.3f} "
+              f"(exact {exact_per_iter:.3f})", flush=True)
+        scores = {"spark": ndcg_at_k(spark_factors(spark_model, n_users, n_items, rank), confidence, held_out),
+                  "implicit": ndcg_at_k((implicit_model.user_factors, implicit_model.item_factors), confidence,
+                                        held_out)}
         results[str(rank)] = {
             "spark_s_per_iter": round(spark_per_iter, 3), "implicit_s_per_iter": round(implicit_per_iter, 3),
             "ratio": round(spark_per_iter / implicit_per_iter, 2),
+            "implicit_exact_s_per_iter": round(exact_per_iter, 3),
+            "ratio_to_exact": round(spark_per_iter / exact_per_iter, 2),
             "spark_ndcg_at_10": round(scores["spark"], 4), "implicit_ndcg_at_10": round(scores["implicit"], 4),
             "spark_fit_seconds": round(spark_long, 1), "implicit_fit_seconds": round(implicit_long, 1),
         }
         print(f"bench-als: rank {rank}: {results[str(rank)]}", flush=True)
+    blas = spark_blas(spark)
     spark.stop()
 
     report = {
         "data": str(args.movielens) if args.movielens else
         f"synthetic power-law: {args.users} users, {args.items} items, {args.pairs} pairs, seed {SEED}",
         "interactions": int(len(pairs)), "iterations": args.iterations, "reg_param": REG, "alpha": ALPHA,
-        "machine": machine(), "goal": "ratio <= 4", "factors": results,
-        "command": "make bench-als" + (f" ALS_ARGS='--movielens {args.movielens}'" if args.movielens else ""),
+        "machine": machine(), "spark_blas": blas, "goal": "ratio <= 4", "factors": results,
+        "command": "make bench-als" + (f" ALS_ARGS='{' '.join(given)}'" if given else ""),
     }
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"bench-als: wrote {args.out}")

@@ -23,6 +23,12 @@ if [ -z "$java_major" ] || [ "$java_major" -lt 17 ]; then
   fail "Java ${java_major:-unknown} found; Spark 4 needs Java 17+: 'apt-get install openjdk-17-jre-headless', or point JAVA_HOME at a JDK 17+."
 fi
 
+# --- Native BLAS: optional, but ALS is several times slower on the JVM's fallback --------------
+if command -v ldconfig >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'liblapack\.so\.3 '; then
+  echo "bootstrap: note: no native BLAS/LAPACK (liblapack.so.3); Spark's ALS will use its slower JVM fallback." \
+       "For speed: 'apt-get install libopenblas0-pthread' (README \"train_als\")." >&2
+fi
+
 # --- Python 3.11 -----------------------------------------------------------------------------
 PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then

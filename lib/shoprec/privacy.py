@@ -12,6 +12,10 @@ The secret comes from the environment variable that ``privacy.secret_env`` names
 pickled Python function of a pandas UDF: it is not a literal of any Spark plan, SQL text, Spark
 conf or MLflow param, so neither the Spark UI nor the job's logs can show it. Threat model and
 operations (rotation, erasure, serving): README "Privacy".
+
+This module is what every job loads for its up-front secret check, so it needs neither Spark nor
+pandas; the Spark side (the UDF, pseudonymising a DataFrame, the map back) is
+``shoprec.pseudonyms``.
 """
 
 from __future__ import annotations
@@ -19,12 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from typing import TYPE_CHECKING
-
-import pandas as pd  # module level: pandas_udf resolves the UDF's type hints from these globals
-
-if TYPE_CHECKING:  # Spark is imported by the functions that use it: the secret check runs before it starts
-    from pyspark.sql import Column, DataFrame
 
 # Sixteen bytes of the digest: collisions among n users have probability about n^2 / 2^129,
 # about 1e-21 at a billion users, while the ids stay half the width of the full digest.
@@ -62,37 +60,3 @@ def load_secret(secret_env: str, environ: dict[str, str] | None = None) -> bytes
 def pseudonym(secret: bytes, user_id: str) -> str:
     """The pseudonym of one user id: what a serving system computes to look up a user's rows."""
     return hmac.new(secret, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
-
-
-def pseudonym_column(secret: bytes):
-    """A function ``Column -> Column`` mapping user ids to their pseudonyms (null stays null).
-
-    The secret lives in the closure of the UDF's Python function, so the plan shows only the
-    UDF's name.
-    """
-    from pyspark.sql import functions as F
-
-    @F.pandas_udf("string")
-    def user_pseudonym(user_ids: pd.Series) -> pd.Series:
-        # Events repeat their users: hash each distinct id of the batch once.
-        codes = {u: pseudonym(secret, u) for u in user_ids.dropna().unique()}
-        return user_ids.map(codes)
-
-    return user_pseudonym
-
-
-def pseudonymize(df: "DataFrame", user_col: str, secret: bytes) -> "DataFrame":
-    """``df`` with ``user_col`` replaced by its pseudonym."""
-    from pyspark.sql import functions as F
-
-    to_pseudonym = pseudonym_column(secret)
-    return df.withColumn(user_col, to_pseudonym(F.col(user_col)))
-
-
-def id_map(df: "DataFrame", user_col: str, secret: bytes, *keys: "str | Column") -> "DataFrame":
-    """The distinct ``(user_pseudonym, user_col, *keys)`` of ``df``: the restricted map back."""
-    from pyspark.sql import functions as F
-
-    to_pseudonym = pseudonym_column(secret)
-    users = df.select(user_col, *keys).where(F.col(user_col).isNotNull()).distinct()
-    return users.select(to_pseudonym(F.col(user_col)).alias(PSEUDONYM), user_col, *keys)

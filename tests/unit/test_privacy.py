@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shoprec import privacy
+from shoprec import privacy, pseudonyms
 from shoprec.config import ConfigError, load_config
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -42,10 +42,10 @@ def test_load_secret_reads_the_named_variable():
 
 def test_pseudonymize_and_id_map_on_spark(spark):
     events = spark.createDataFrame([("7", "a"), ("7", "b"), ("8", "a"), (None, "c")], "user_id string, item_id string")
-    pseudonymous = privacy.pseudonymize(events, "user_id", SECRET)
+    pseudonymous = pseudonyms.pseudonymize(events, "user_id", SECRET)
     assert [r.user_id for r in pseudonymous.collect()] == [
         privacy.pseudonym(SECRET, "7"), privacy.pseudonym(SECRET, "7"), privacy.pseudonym(SECRET, "8"), None]
-    assert sorted(map(tuple, privacy.id_map(events, "user_id", SECRET).collect())) == sorted([
+    assert sorted(map(tuple, pseudonyms.id_map(events, "user_id", SECRET).collect())) == sorted([
         (privacy.pseudonym(SECRET, "7"), "7"), (privacy.pseudonym(SECRET, "8"), "8")])
     # The secret travels in the UDF's pickled function, not as a literal the UI or a log could show.
     plan = pseudonymous._jdf.queryExecution().toString()

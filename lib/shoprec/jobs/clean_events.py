@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
-from shoprec import privacy
+from shoprec import privacy, pseudonyms
 from shoprec import schemas as S
 from shoprec.config import Config, SourceConfig
 from shoprec.etl import clean
@@ -56,6 +56,8 @@ QUARANTINE_TABLE = "events_quarantine"
 USER_ID_MAP_TABLE = "user_id_map"
 CLEAN_PARTITIONS = [S.EVENT_DATE, S.INGEST_BATCH]
 QUARANTINE_PARTITIONS = [S.INGEST_BATCH]
+# Per batch, like the quarantine: a rerun or rebuild of a batch replaces exactly its users.
+USER_ID_MAP_PARTITIONS = [S.INGEST_BATCH]
 SAMPLES_PER_REASON = 3
 
 log = logging.getLogger(__name__)
@@ -255,8 +257,8 @@ def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[File
 
     if secret is not None:
         # Before the events, so that no pseudonym is ever stored without its way back.
-        users = privacy.id_map(validated().where(is_valid), S.USER_ID, secret, S.INGEST_BATCH)
-        write_partitions(users, cfg.table_path(USER_ID_MAP_TABLE), QUARANTINE_PARTITIONS, replace,
+        users = pseudonyms.id_map(validated().where(is_valid), S.USER_ID, secret, S.INGEST_BATCH)
+        write_partitions(users, cfg.table_path(USER_ID_MAP_TABLE), USER_ID_MAP_PARTITIONS, replace,
                          tracking.run_id, lineage)
         clock.lap("write_user_id_map")
 
@@ -266,7 +268,7 @@ def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[File
     valid = validated().where(is_valid).select(*needed)
     if secret is not None:
         # First of all steps: duplicate keys, bot rules and derived session ids see only pseudonyms.
-        valid = privacy.pseudonymize(valid, S.USER_ID, secret)
+        valid = pseudonyms.pseudonymize(valid, S.USER_ID, secret)
     valid, second_inflow = _observed(valid, "valid", rows=F.lit(True))
     deduped, dup_obs = _observed(
         clean.mark_duplicates(valid.repartition(S.USER_ID), earlier), "duplicates",
