@@ -41,6 +41,7 @@ GROCERIES_MLXTEND = "apriori"
 SYNTHETIC_MLXTEND = "fpgrowth"
 TOLERANCE = 1e-9
 SEED = 42
+DEFAULT_BASKETS = 200_000
 
 
 def synthetic_baskets(path: Path, baskets: int, items: int = 2000, bundles: int = 100, seed: int = SEED) -> None:
@@ -148,7 +149,7 @@ def compare(spark, path: Path, name: str, thresholds: dict, algorithm: str, comm
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="the Groceries basket file")
-    parser.add_argument("--baskets", type=int, default=200_000, help="synthetic baskets (0: Groceries only)")
+    parser.add_argument("--baskets", type=int, default=DEFAULT_BASKETS, help="synthetic baskets (0: Groceries only)")
     parser.add_argument("--reports", default=str(PROJECT / "reports"))
     args = parser.parse_args(argv)
     reports = Path(args.reports)
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 report, problems = compare(
                     spark, path, f"synthetic: {args.baskets} baskets, 2000 items, 100 bundles, seed {SEED}",
                     SYNTHETIC, SYNTHETIC_MLXTEND, "make bench-rules" + (f" RULES_ARGS='--baskets {args.baskets}'"
-                                                     if args.baskets != 200_000 else ""))
+                                                     if args.baskets != DEFAULT_BASKETS else ""))
             (reports / "synthetic_rules.json").write_text(json.dumps(report, indent=1) + "\n")
             failed |= bool(problems)
     finally:
