@@ -26,6 +26,10 @@ sys.path.insert(0, str(PROJECT / "lib"))
 from shoprec.config import load_config  # noqa: E402
 from shoprec.spark import build_session  # noqa: E402
 
+# clean_events pseudonymizes user ids (privacy.pseudonymize is on by default), so a benchmark
+# without a secret of its own in the environment uses this one: benchmark tables are throwaway.
+BENCH_SECRET = "shoprec-benchmark-secret-not-for-production-0123456789"
+
 
 def machine() -> str:
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -92,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging()
 
+    os.environ.setdefault(load_config(args.conf).privacy.secret_env, BENCH_SECRET)
     cfg = load_config(args.conf)
     root = Path(args.work)
     root.mkdir(parents=True, exist_ok=True)

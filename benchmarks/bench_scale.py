@@ -37,7 +37,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_clean import ensure_log, machine, record_in_readme  # noqa: E402
+from bench_clean import BENCH_SECRET, ensure_log, machine, record_in_readme  # noqa: E402
 from shoprec.catalog import TABLES  # noqa: E402
 from shoprec.config import load_config  # noqa: E402
 
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPREC__", "PYSPARK_GATEWAY"))}
-    env.setdefault("SHOPREC_PSEUDONYM_SECRET", "bench-scale-secret-not-for-production-0123456789")
+    env.setdefault(load_config(PROJECT / "conf" / "local.yaml").privacy.secret_env, BENCH_SECRET)
     env["SPARK_LOG_LEVEL"] = "WARN"
     root = Path(args.work)
     runs: dict[int, dict] = {}
