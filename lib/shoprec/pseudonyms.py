@@ -9,6 +9,7 @@ import pandas as pd  # module level: pandas_udf resolves the UDF's type hints fr
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from shoprec import schemas as S
 from shoprec.privacy import PSEUDONYM, pseudonym
 
 
@@ -27,10 +28,33 @@ def pseudonym_column(secret: bytes):
     return user_pseudonym
 
 
-def pseudonymize(df: DataFrame, user_col: str, secret: bytes) -> DataFrame:
-    """``df`` with ``user_col`` replaced by its pseudonym."""
-    to_pseudonym = pseudonym_column(secret)
-    return df.withColumn(user_col, to_pseudonym(F.col(user_col)))
+def pseudonymize(df: DataFrame, user_col: str, users: DataFrame, *keys: str, broadcast: bool = True) -> DataFrame:
+    """``df`` with ``user_col`` replaced by its pseudonym, looked up in ``users``.
+
+    Hashing each distinct user once (in :func:`id_map`) and joining costs far less than hashing
+    every event.
+
+    Args:
+        df: rows with ``user_col`` and ``keys``.
+        users: the output of :func:`id_map` over the same ``keys`` (``user_pseudonym``,
+            ``user_col``, ``*keys``), built from ``df`` or a superset of its users.
+        keys: further columns the map is keyed by (e.g. the ingest batch).
+        broadcast: ship ``users`` whole to every task (no shuffle of ``df``); for maps too large
+            for that, False lets Spark plan a shuffle join.
+
+    Returns:
+        ``df``'s columns in order, ``user_col`` holding the pseudonym (string); null where the
+        user id is null or missing from ``users``.
+    """
+    S.require_columns(df, [user_col, *keys], "pseudonymize")
+    lookup = users.select(F.col(PSEUDONYM).alias("_pseudonym"), F.col(user_col).alias("_user"),
+                          *[F.col(k).alias(f"_key_{k}") for k in keys])
+    lookup = F.broadcast(lookup) if broadcast else lookup
+    condition = F.col(user_col) == F.col("_user")
+    for k in keys:
+        condition = condition & (F.col(k) == F.col(f"_key_{k}"))
+    joined = df.join(lookup, condition, "left")
+    return joined.select(*[F.col("_pseudonym").alias(user_col) if c == user_col else F.col(c) for c in df.columns])
 
 
 def id_map(df: DataFrame, user_col: str, secret: bytes, *keys: str | Column) -> DataFrame:

@@ -42,11 +42,15 @@ def test_load_secret_reads_the_named_variable():
 
 def test_pseudonymize_and_id_map_on_spark(spark):
     events = spark.createDataFrame([("7", "a"), ("7", "b"), ("8", "a"), (None, "c")], "user_id string, item_id string")
-    pseudonymous = pseudonyms.pseudonymize(events, "user_id", SECRET)
-    assert [r.user_id for r in pseudonymous.collect()] == [
-        privacy.pseudonym(SECRET, "7"), privacy.pseudonym(SECRET, "7"), privacy.pseudonym(SECRET, "8"), None]
-    assert sorted(map(tuple, pseudonyms.id_map(events, "user_id", SECRET).collect())) == sorted([
+    users = pseudonyms.id_map(events, "user_id", SECRET)
+    assert sorted(map(tuple, users.collect())) == sorted([
         (privacy.pseudonym(SECRET, "7"), "7"), (privacy.pseudonym(SECRET, "8"), "8")])
+    for broadcast in (True, False):
+        pseudonymous = pseudonyms.pseudonymize(events, "user_id", users, broadcast=broadcast)
+        assert pseudonymous.columns == ["user_id", "item_id"]
+        assert sorted(map(tuple, pseudonymous.collect()), key=lambda r: (r[1], r[0] or "")) == sorted([
+            (privacy.pseudonym(SECRET, "7"), "a"), (privacy.pseudonym(SECRET, "7"), "b"),
+            (privacy.pseudonym(SECRET, "8"), "a"), (None, "c")], key=lambda r: (r[1], r[0] or ""))
     # The secret travels in the UDF's pickled function, not as a literal the UI or a log could show.
     plan = pseudonymous._jdf.queryExecution().toString()
     assert "user_pseudonym" in plan and SECRET.decode() not in plan
@@ -68,3 +72,13 @@ def test_a_restricted_root_inside_or_around_the_warehouse_is_refused(tmp_path, m
     with pytest.raises(ConfigError, match="privacy.restricted_root: .* must lie outside warehouse.root"):
         load_config(PROJECT / "conf/local.yaml", environ={
             "SHOPREC__WAREHOUSE__ROOT": str(tmp_path / "wh"), "SHOPREC__PRIVACY__RESTRICTED_ROOT": restricted})
+
+
+def test_pseudonymize_looks_users_up_by_every_key(spark):
+    events = spark.createDataFrame([("7", "2026-01-01"), ("7", "2026-01-02")], "user_id string, ingest_batch string")
+    users = spark.createDataFrame([("p1", "7", "2026-01-01"), ("p2", "7", "2026-01-02"), ("p3", "8", "2026-01-01")],
+                                  "user_pseudonym string, user_id string, ingest_batch string")
+    looked_up = pseudonyms.pseudonymize(events, "user_id", users, "ingest_batch")
+    assert sorted(map(tuple, looked_up.collect())) == [("p1", "2026-01-01"), ("p2", "2026-01-02")]
+    with pytest.raises(ValueError, match="missing required column.*ingest_batch"):
+        pseudonyms.pseudonymize(events.drop("ingest_batch"), "user_id", users, "ingest_batch")

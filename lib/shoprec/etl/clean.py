@@ -80,9 +80,11 @@ def parse_records(raw: DataFrame, source: SourceConfig, raw_record_col: str = S.
         names = sorted(mapped_fields(source))
         ddl = ", ".join(f"`{name}` string" for name in names) + ", `_corrupt` string"
         parsed = F.from_json(record, ddl, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"})
+        # Read from the parsed column, not the expression: JSON parsing is the costliest step, once a row.
+        fields = F.col(FIELDS)
         error = (F.when(blank, F.lit(S.Reason.UNPARSEABLE))
                  .when(not_utf8, F.lit(S.Reason.BAD_ENCODING))
-                 .when(parsed.isNull() | parsed["_corrupt"].isNotNull(), F.lit(S.Reason.UNPARSEABLE)))
+                 .when(fields.isNull() | fields["_corrupt"].isNotNull(), F.lit(S.Reason.UNPARSEABLE)))
     return raw.withColumn(FIELDS, parsed).withColumn(PARSE_ERROR, error)
 
 
@@ -222,7 +224,7 @@ def to_canonical(
          F.when(col(PARSE_ERROR) == S.Reason.BAD_ENCODING,
                 # Spark may break base64 into MIME lines: one line keeps the detail copyable.
                 F.concat(F.lit("base64:"), F.translate(F.base64(col(S.RAW_RECORD).cast("binary")), "\r\n", "")))),
-        (too_long.isNotNull(), F.lit(S.Reason.FIELD_TOO_LONG), too_long),
+        (col("_too_long").isNotNull(), F.lit(S.Reason.FIELD_TOO_LONG), col("_too_long")),
         (col(S.USER_ID).isNull() & ~col("_bad_user"), F.lit(S.Reason.MISSING_USER_ID), F.lit(None)),
         (col(S.ITEM_ID).isNull() & ~col("_bad_item") & (col(S.EVENT_TYPE) != "search"),
          F.lit(S.Reason.MISSING_ITEM_ID), F.lit(None)),
@@ -245,11 +247,17 @@ def to_canonical(
          | ((col(S.EVENT_TYPE) == "rating") & rating.isNull()), F.lit(S.Reason.BAD_RATING), col(raw[S.RATING])),
         ((col(S.EVENT_TYPE) == "search") & col(S.QUERY).isNull(), F.lit(S.Reason.MISSING_QUERY), F.lit(None)),
     ]
-    reason = F.when(checks[0][0], checks[0][1])
-    detail = F.when(checks[0][0], checks[0][2])
-    for condition, code, value in checks[1:]:
-        reason = reason.when(condition, code)
-        detail = detail.when(condition, value)
+    # The number of the first failing check, then its code and detail: each condition is
+    # evaluated once a row (a CASE chain per output column would evaluate them twice).
+    failed = F.when(checks[0][0], F.lit(0))
+    for number, (condition, _, _) in enumerate(checks[1:], start=1):
+        failed = failed.when(condition, F.lit(number))
+    reason = F.element_at(F.array(*[code for _, code, _ in checks]), F.col("_failed") + 1)
+    detail = F.when(F.col("_failed") == 0, checks[0][2])
+    for number, (_, _, value) in enumerate(checks[1:], start=1):
+        detail = detail.when(F.col("_failed") == number, value)
+    # Each step its own projection: Spark keeps them apart because the next one reads a column twice.
+    typed = typed.select("*", too_long.alias("_too_long")).select("*", failed.alias("_failed"))
 
     content = content_hash(*[col(c) for c in CONTENT_COLUMNS])
     checked = typed.select(
@@ -259,7 +267,7 @@ def to_canonical(
         content.alias(CONTENT_HASH),
     )
     return checked.select(
-        *[c for c in checked.columns if not c.startswith(("_raw_", "_bad_", "_ceiling"))
+        *[c for c in checked.columns if not c.startswith(("_raw_", "_bad_", "_ceiling", "_too_long", "_failed"))
           or c == raw[S.EVENT_ID]],
         F.lit(source_name).alias(S.SOURCE),
         F.to_date(S.EVENT_TIME).alias(S.EVENT_DATE),

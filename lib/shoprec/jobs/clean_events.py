@@ -36,6 +36,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -59,6 +60,9 @@ QUARANTINE_PARTITIONS = [S.INGEST_BATCH]
 # Per batch, like the quarantine: a rerun or rebuild of a batch replaces exactly its users.
 USER_ID_MAP_PARTITIONS = [S.INGEST_BATCH]
 SAMPLES_PER_REASON = 3
+# Up to this many (user, batch) rows, the pseudonym map is shipped whole to every task (about 100
+# bytes a row) and the events are not shuffled for the lookup; beyond, Spark joins with a shuffle.
+BROADCAST_MAX_USERS = 500_000
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +206,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str, full_rebuild: bool = Fa
             return summary
         log.info("clean_events %s: %d file(s) into batch(es) %s", run_date, summary.files, ", ".join(sorted(plan)))
         try:
-            _clean_and_write(spark, cfg, plan, replaced, tracking, summary, run_date, secret)
+            _clean_and_write(_Run(spark, cfg, tracking, summary, run_date, replaced), plan, secret)
         except Exception as err:
             path = unreadable_file(err)
             if path is None:
@@ -218,23 +222,64 @@ def run(spark: SparkSession, cfg: Config, run_date: str, full_rebuild: bool = Fa
         return summary
 
 
-def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[FileStatus]], replaced: list[str],
-                     tracking: JobRun, summary: CleanSummary, run_date: str, secret: bytes | None) -> None:
-    """Passes over the raw input, no cache: the quarantine write counts every row on its way;
-    with a ``secret``, the restricted user_id_map gets the batch's users; the clean write re-reads,
-    pseudonymizes, deduplicates, filters bots and sessionizes. Each write is checked against the
-    counts before it is committed."""
-    source = cfg.source
-    clock = StageClock()
-    lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "source": cfg.input.source}
-    replace = {S.INGEST_BATCH: replaced}
+@dataclass
+class _Run:
+    """What the writes of one execution share: where tables go, what they replace, lineage, clocks."""
 
-    def validated() -> DataFrame:
-        raw = read_batches(spark, source, plan)
-        return clean.to_canonical(clean.parse_records(raw, source), source, cfg.input.source, cfg.clean)
+    spark: SparkSession
+    cfg: Config
+    tracking: JobRun
+    summary: CleanSummary
+    run_date: str
+    replaced: list[str]
+    clock: StageClock = field(default_factory=StageClock)
 
+    def write(self, df: DataFrame, table: str, partition_by: list[str], expected_rows=None) -> None:
+        """Write ``df`` over the rebuilt batches of ``table``, then time the stage."""
+        lineage = {"run_id": self.tracking.run_id, "job": JOB, "run_date": self.run_date,
+                   "source": self.cfg.input.source}
+        write_partitions(df, self.cfg.table_path(table), partition_by, {S.INGEST_BATCH: self.replaced},
+                         self.tracking.run_id, lineage, expected_rows=expected_rows)
+        self.clock.lap(f"write_{table.removeprefix('events_')}")
+
+
+def _clean_and_write(run: _Run, plan: dict[str, list[FileStatus]], secret: bytes | None) -> None:
+    """One parse of the raw input, kept (in memory, spilling to local disk) for three writes: the
+    quarantine write counts every row on its way; with a ``secret``, the restricted user_id_map
+    gets the batch's users; the clean write pseudonymizes, deduplicates, filters bots and
+    sessionizes. Each write is checked against the counts before it is committed."""
+    source, is_valid = run.cfg.source, F.col(S.REASON).isNull()
+    validated = clean.to_canonical(clean.parse_records(read_batches(run.spark, source, plan), source), source,
+                                   run.cfg.input.source, run.cfg.clean)
+    # Only what the outputs need is kept: the clean table's columns, and for rejected rows their
+    # reason and raw line, as valid text so every reader can open it (for a line that was not
+    # UTF-8 its exact bytes stay in the detail, base64).
+    needed = [f.name for f in S.EVENTS_CLEAN.fields if f.name != S.INGEST_RUN_ID] + [clean.CONTENT_HASH]
+    parsed = validated.select(
+        *needed, S.REASON, S.DETAIL,
+        F.when(~is_valid, F.make_valid_utf8(S.RAW_RECORD)).alias(S.RAW_RECORD),
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        rows_input, rows_valid, first_date, last_date = _write_quarantine(run, parsed)
+        valid = parsed.where(is_valid).select(*needed)
+        if secret is not None:
+            valid = _pseudonymized(run, valid, secret)
+        _write_clean(run, valid, rows_input, rows_valid, first_date, last_date)
+    finally:
+        parsed.unpersist()
+    report = quality_report(run.spark, run.cfg, run.replaced, run.summary)
+    write_report(run.tracking, report, "data_quality")
+    run.clock.lap("quality_report")
+    run.tracking.log_metrics(run.clock.seconds)
+    log.info("clean_events %s: stage seconds %s", run.run_date, run.clock.seconds)
+    log.info("clean_events %s: %s", run.run_date, run.summary.accounting)
+
+
+def _write_quarantine(run: _Run, parsed: DataFrame) -> tuple[int, int, object, object]:
+    """Write the rejected rows; returns (input rows, valid rows, first and last valid event date)."""
     is_valid = F.col(S.REASON).isNull()
-    counted, inflow = _observed(validated(), "validated", rows=F.lit(True), valid=is_valid,
+    # Counted above the kept parse: this write, which fills it, sees every row once.
+    counted, inflow = _observed(parsed, "validated", rows=F.lit(True), valid=is_valid,
                                 **{reason: F.col(S.REASON) == reason for reason in S.Reason.ALL})
     dates = Observation("dates")
     counted = counted.observe(dates, F.min(F.when(is_valid, F.col(S.EVENT_DATE))).alias("first"),
@@ -242,77 +287,72 @@ def _clean_and_write(spark: SparkSession, cfg: Config, plan: dict[str, list[File
 
     def expected_quarantine() -> int:
         counts = {k: int(v or 0) for k, v in inflow.get.items()}
-        summary.quarantine_reasons = {r: counts[r] for r in S.Reason.ALL if counts[r]}
+        run.summary.quarantine_reasons = {r: counts[r] for r in S.Reason.ALL if counts[r]}
         return counts["rows"] - counts["valid"]
 
-    # The raw line as valid text, so every reader can open the table; for a line that was not
-    # UTF-8 its exact bytes stay in the detail (base64).
-    quarantine = conform(counted.where(~is_valid).withColumn(S.RAW_RECORD, F.make_valid_utf8(S.RAW_RECORD)),
-                         S.EVENTS_QUARANTINE, tracking.run_id)
-    write_partitions(quarantine, cfg.table_path(QUARANTINE_TABLE), QUARANTINE_PARTITIONS, replace,
-                     tracking.run_id, lineage, expected_rows=expected_quarantine)
-    rows_input, rows_valid = int(inflow.get["rows"] or 0), int(inflow.get["valid"] or 0)
-    rows_quarantined = rows_input - rows_valid
-    clock.lap("write_quarantine")
+    run.write(conform(counted.where(~is_valid), S.EVENTS_QUARANTINE, run.tracking.run_id), QUARANTINE_TABLE,
+              QUARANTINE_PARTITIONS, expected_rows=expected_quarantine)
+    return int(inflow.get["rows"] or 0), int(inflow.get["valid"] or 0), dates.get["first"], dates.get["last"]
 
-    if secret is not None:
-        # Before the events, so that no pseudonym is ever stored without its way back.
-        users = pseudonyms.id_map(validated().where(is_valid), S.USER_ID, secret, S.INGEST_BATCH)
-        write_partitions(users, cfg.table_path(USER_ID_MAP_TABLE), USER_ID_MAP_PARTITIONS, replace,
-                         tracking.run_id, lineage)
-        clock.lap("write_user_id_map")
 
-    earlier = _earlier_keys(spark, cfg, replaced, dates.get["first"], dates.get["last"])
-    # Only the clean table's columns travel through the shuffle, never the raw records.
-    needed = [f.name for f in S.EVENTS_CLEAN.fields if f.name != S.INGEST_RUN_ID] + [clean.CONTENT_HASH]
-    valid = validated().where(is_valid).select(*needed)
-    if secret is not None:
-        # First of all steps: duplicate keys, bot rules and derived session ids see only pseudonyms.
-        valid = pseudonyms.pseudonymize(valid, S.USER_ID, secret)
-    valid, second_inflow = _observed(valid, "valid", rows=F.lit(True))
+def _pseudonymized(run: _Run, valid: DataFrame, secret: bytes) -> DataFrame:
+    """Write the batch's users to user_id_map; ``valid`` with the pseudonyms that map stored."""
+    # Before the events, so that no pseudonym is ever stored without its way back.
+    users, user_obs = _observed(pseudonyms.id_map(valid, S.USER_ID, secret, S.INGEST_BATCH), "users",
+                                users=F.lit(True))
+    run.write(users, USER_ID_MAP_TABLE, USER_ID_MAP_PARTITIONS)
+    stored = run.spark.read.schema(f"{privacy.PSEUDONYM} string, {S.USER_ID} string, {S.INGEST_BATCH} string") \
+        .parquet(run.cfg.table_path(USER_ID_MAP_TABLE)).where(F.col(S.INGEST_BATCH).isin(*run.summary.batches))
+    # First of all steps: duplicate keys, bot rules and derived session ids see only pseudonyms.
+    return pseudonyms.pseudonymize(valid, S.USER_ID, stored, S.INGEST_BATCH,
+                                   broadcast=int(user_obs.get["users"] or 0) <= BROADCAST_MAX_USERS)
+
+
+def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, first_date, last_date) -> None:
+    """Deduplicate, filter bots, sessionize and write ``events_clean``; account for every row."""
+    summary = run.summary
+    earlier = _earlier_keys(run.spark, run.cfg, run.replaced, first_date, last_date)
+    valid, second_inflow = _observed(valid, "valid", rows=F.lit(True), unmapped=F.col(S.USER_ID).isNull())
     deduped, dup_obs = _observed(
         clean.mark_duplicates(valid.repartition(S.USER_ID), earlier), "duplicates",
         exact=F.col(clean.DUPLICATE) == clean.DUPLICATE_EXACT,
         event_id=F.col(clean.DUPLICATE) == clean.DUPLICATE_EVENT_ID,
         earlier_batch=F.col(clean.DUPLICATE) == clean.DUPLICATE_EARLIER_BATCH)
     flagged, bot_obs = _observed(
-        clean.flag_bots(deduped.where(F.col(clean.DUPLICATE).isNull()), cfg.clean.bots), "bots",
+        clean.flag_bots(deduped.where(F.col(clean.DUPLICATE).isNull()), run.cfg.clean.bots), "bots",
         bot=F.col(clean.BOT))
-    kept = conform(clean.sessionize(flagged.where(~F.col(clean.BOT)), cfg.clean.session_gap_minutes),
-                   S.EVENTS_CLEAN, tracking.run_id)
+    kept = conform(clean.sessionize(flagged.where(~F.col(clean.BOT)), run.cfg.clean.session_gap_minutes),
+                   S.EVENTS_CLEAN, run.tracking.run_id)
 
     def expected_clean() -> int:
         seen_again = int(second_inflow.get["rows"] or 0)
+        if second_inflow.get["unmapped"]:
+            raise AccountingError(f"{second_inflow.get['unmapped']} valid rows found no pseudonym in "
+                                  f"{USER_ID_MAP_TABLE}; nothing committed to {CLEAN_TABLE}")
         if seen_again != rows_valid:
-            raise AccountingError(f"the input changed while the job ran: {rows_valid} valid rows in the first "
-                                  f"pass, {seen_again} in the second; nothing committed to {CLEAN_TABLE}")
+            # The kept parse lost a block (an executor died) and Spark read the raw files again.
+            raise AccountingError(f"the input changed while the job ran: {rows_valid} valid rows when counted, "
+                                  f"{seen_again} when cleaned; nothing committed to {CLEAN_TABLE}")
         summary.duplicates_by_kind = {k: int(v or 0) for k, v in dup_obs.get.items()}
         return rows_valid - sum(summary.duplicates_by_kind.values()) - int(bot_obs.get["bot"] or 0)
 
-    write_partitions(kept, cfg.table_path(CLEAN_TABLE), CLEAN_PARTITIONS, replace,
-                     tracking.run_id, lineage, expected_rows=expected_clean)
-    clock.lap("write_clean")
+    run.write(kept, CLEAN_TABLE, CLEAN_PARTITIONS, expected_rows=expected_clean)
     rows_duplicate = sum(summary.duplicates_by_kind.values())
     rows_filtered = int(bot_obs.get["bot"] or 0)
-    rows_clean = rows_valid - rows_duplicate - rows_filtered
-
     summary.accounting = {
-        "rows_input": rows_input, "rows_clean": rows_clean, "rows_quarantined": rows_quarantined,
-        "rows_duplicate": rows_duplicate, "rows_filtered_bot": rows_filtered,
+        "rows_input": rows_input, "rows_clean": rows_valid - rows_duplicate - rows_filtered,
+        "rows_quarantined": rows_input - rows_valid, "rows_duplicate": rows_duplicate,
+        "rows_filtered_bot": rows_filtered,
     }
-    if rows_input != rows_clean + rows_quarantined + rows_duplicate + rows_filtered:
+    counts = summary.accounting
+    if rows_input != (counts["rows_clean"] + counts["rows_quarantined"] + counts["rows_duplicate"]
+                      + counts["rows_filtered_bot"]):
         raise AccountingError(f"row accounting does not add up: {summary.accounting}")
-    tracking.log_metrics({
-        **summary.accounting, "files_processed": summary.files, "batches": len(plan),
+    run.tracking.log_metrics({
+        **summary.accounting, "files_processed": summary.files, "batches": len(summary.batches),
         **{f"quarantine_{reason}": rows for reason, rows in summary.quarantine_reasons.items()},
         **{f"duplicate_{kind}": rows for kind, rows in summary.duplicates_by_kind.items()},
     })
-    report = quality_report(spark, cfg, replaced, summary)
-    write_report(tracking, report, "data_quality")
-    clock.lap("quality_report")
-    tracking.log_metrics(clock.seconds)
-    log.info("clean_events %s: stage seconds %s", run_date, clock.seconds)
-    log.info("clean_events %s: %s", run_date, summary.accounting)
 
 
 def conform(df: DataFrame, schema, run_id: str) -> DataFrame:
