@@ -1,5 +1,5 @@
-"""Faults on the standalone cluster: an executor killed mid-job, a driver killed mid-write, a
-Horovod worker killed mid-training. Each job is one the pipeline already ran for the date
+"""Faults on the standalone cluster: an executor killed mid-job (in build_profiles, and in
+clean_events once its parse is cached), a driver killed mid-write, a Horovod worker killed mid-training. Each job is one the pipeline already ran for the date
 (``cluster_run``), so the undisturbed output is there to compare with."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pyspark.sql import types as T
 
 from shoprec.catalog import BY_NAME, schema_ddl
 from tests.cluster.conftest import master_state, spark_submit, start_submit, submit_env
-from tests.conftest import PIPELINE_RUN_DATE
+from tests.conftest import PIPELINE_RUN_DATE, comparable, read_documented
 
 pytestmark = pytest.mark.cluster
 PROFILE_TABLES = ["interactions", "user_profile", "item_profile", "popular_items", "content_similar_items"]
@@ -67,6 +67,31 @@ def test_a_killed_executor_is_replaced_and_the_output_is_unchanged(spark, standa
     executors = [d for w in range(2) for d in (standalone_cluster["root"] / f"work-{w}" / app).iterdir()]
     assert len(executors) >= 3, "the master did not launch a replacement executor"
     assert {name: rows_of(spark, warehouse, name) for name in PROFILE_TABLES} == before
+
+
+def test_an_executor_lost_with_the_cached_parse_leaves_clean_events_output_unchanged(spark, standalone_cluster,
+                                                                                      cluster_run):
+    """clean_events keeps its one parse of the raw files in the executors' cache; the blocks of an
+    executor killed after the quarantine write are parsed again from the raw files."""
+    warehouse = cluster_run["warehouse"]
+
+    def tables() -> dict[str, list]:
+        return {name: sorted(comparable(read_documented(spark, warehouse, name)).collect(), key=str)
+                for name in ("events_clean", "events_quarantine", "user_id_map")}
+
+    before = tables()
+    driver = start_submit(standalone_cluster["master"], cluster_run["dist"], "clean_events", cluster_run["root"],
+                          cluster_run["log"], app_args=("--full-rebuild",))
+    app = wait_for(lambda: running_app(standalone_cluster, "shoprec-clean_events"), 120, "the application")
+    # The user_id_map write starts once the quarantine write has filled the cache.
+    staging = warehouse.parent / f"{warehouse.name}_restricted" / "user_id_map" / "_staging"
+    wait_for(lambda: staging.exists() or driver.poll() is not None, 600, "the user_id_map write", interval=0.05)
+    assert driver.poll() is None, "the job ended before the kill"
+    os.kill(executor_pids(app)[0], signal.SIGKILL)
+    assert driver.wait(timeout=1800) == 0, cluster_run["log"].read_text()[-5000:]
+    executors = [d for w in range(2) for d in (standalone_cluster["root"] / f"work-{w}" / app).iterdir()]
+    assert len(executors) >= 3, "the master did not launch a replacement executor"
+    assert tables() == before
 
 
 def test_a_driver_killed_mid_write_leaves_the_old_partition_and_a_rerun_repairs_it(spark, standalone_cluster,

@@ -22,6 +22,9 @@ User ids are pseudonymized first of all (lib/shoprec/privacy.py): ``events_clean
 HMAC-SHA256 pseudonyms; ``user_id_map`` (the way back) and ``events_quarantine`` (raw lines) are
 written under the restricted root, outside the analysts' warehouse.
 
+The raw input is parsed once: the parsed rows are staged as Parquet under the restricted root
+(``_clean_events_parsed``, removed at the end) and the three tables are written from them.
+
 Rebuilding a batch replaces exactly that batch's partitions in every table, so running the same
 command twice gives the same tables. Row accounting is checked before anything is committed:
 input records = clean + quarantined + duplicates + bot-filtered.
@@ -36,7 +39,6 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -60,6 +62,8 @@ QUARANTINE_PARTITIONS = [S.INGEST_BATCH]
 # Per batch, like the quarantine: a rerun or rebuild of a batch replaces exactly its users.
 USER_ID_MAP_PARTITIONS = [S.INGEST_BATCH]
 SAMPLES_PER_REASON = 3
+# The one parse of a run's raw input, under the restricted root (it holds raw ids and lines).
+PARSED_STAGING = "_clean_events_parsed"
 # Up to this many (user, batch) rows, the pseudonym map is shipped whole to every task (about 100
 # bytes a row) and the events are not shuffled for the lookup; beyond, Spark joins with a shuffle.
 BROADCAST_MAX_USERS = 500_000
@@ -244,55 +248,49 @@ class _Run:
 
 
 def _clean_and_write(run: _Run, plan: dict[str, list[FileStatus]], secret: bytes | None) -> None:
-    """One parse of the raw input, kept (in memory, spilling to local disk) for three writes: the
-    quarantine write counts every row on its way; with a ``secret``, the restricted user_id_map
-    gets the batch's users; the clean write pseudonymizes, deduplicates, filters bots and
-    sessionizes. Each write is checked against the counts before it is committed."""
+    """One parse of the raw input, staged as Parquet under the restricted root and counted on its
+    way, then three writes from it: the quarantine; with a ``secret``, the restricted user_id_map
+    of the batch's users; the events, pseudonymized, deduplicated, bot-filtered and sessionized.
+    Each write is checked against the counts before it is committed."""
     source, is_valid = run.cfg.source, F.col(S.REASON).isNull()
+    fs = HadoopFS(run.spark)
+    staged = f"{run.cfg.restricted_root}/{PARSED_STAGING}"
+    # What is there belongs to a run whose driver died (one clean_events runs at a time).
+    fs.delete(staged)
     validated = clean.to_canonical(clean.parse_records(read_batches(run.spark, source, plan), source), source,
                                    run.cfg.input.source, run.cfg.clean)
-    # Only what the outputs need is kept: the clean table's columns, and for rejected rows their
+    # Only what the outputs need is staged: the clean table's columns, and for rejected rows their
     # reason and raw line, as valid text so every reader can open it (for a line that was not
     # UTF-8 its exact bytes stay in the detail, base64).
     needed = [f.name for f in S.EVENTS_CLEAN.fields if f.name != S.INGEST_RUN_ID] + [clean.CONTENT_HASH]
-    parsed = validated.select(
-        *needed, S.REASON, S.DETAIL,
-        F.when(~is_valid, F.make_valid_utf8(S.RAW_RECORD)).alias(S.RAW_RECORD),
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    counted, inflow = _observed(
+        validated.select(*needed, S.REASON, S.DETAIL,
+                         F.when(~is_valid, F.make_valid_utf8(S.RAW_RECORD)).alias(S.RAW_RECORD)),
+        "validated", rows=F.lit(True), valid=is_valid, **{reason: F.col(S.REASON) == reason for reason in S.Reason.ALL})
+    dates = Observation("dates")
+    counted = counted.observe(dates, F.min(F.when(is_valid, F.col(S.EVENT_DATE))).alias("first"),
+                              F.max(F.when(is_valid, F.col(S.EVENT_DATE))).alias("last"))
     try:
-        rows_input, rows_valid, first_date, last_date = _write_quarantine(run, parsed)
+        counted.write.parquet(staged)
+        run.clock.lap("parse")
+        counts = {k: int(v or 0) for k, v in inflow.get.items()}
+        run.summary.quarantine_reasons = {r: counts[r] for r in S.Reason.ALL if counts[r]}
+        rows_input, rows_valid = counts["rows"], counts["valid"]
+        parsed = run.spark.read.parquet(staged)
+        run.write(conform(parsed.where(~is_valid), S.EVENTS_QUARANTINE, run.tracking.run_id), QUARANTINE_TABLE,
+                  QUARANTINE_PARTITIONS, expected_rows=rows_input - rows_valid)
         valid = parsed.where(is_valid).select(*needed)
         if secret is not None:
             valid = _pseudonymized(run, valid, secret)
-        _write_clean(run, valid, rows_input, rows_valid, first_date, last_date)
+        _write_clean(run, valid, rows_input, rows_valid, dates.get["first"], dates.get["last"])
     finally:
-        parsed.unpersist()
+        fs.delete(staged)
     report = quality_report(run.spark, run.cfg, run.replaced, run.summary)
     write_report(run.tracking, report, "data_quality")
     run.clock.lap("quality_report")
     run.tracking.log_metrics(run.clock.seconds)
     log.info("clean_events %s: stage seconds %s", run.run_date, run.clock.seconds)
     log.info("clean_events %s: %s", run.run_date, run.summary.accounting)
-
-
-def _write_quarantine(run: _Run, parsed: DataFrame) -> tuple[int, int, object, object]:
-    """Write the rejected rows; returns (input rows, valid rows, first and last valid event date)."""
-    is_valid = F.col(S.REASON).isNull()
-    # Counted above the kept parse: this write, which fills it, sees every row once.
-    counted, inflow = _observed(parsed, "validated", rows=F.lit(True), valid=is_valid,
-                                **{reason: F.col(S.REASON) == reason for reason in S.Reason.ALL})
-    dates = Observation("dates")
-    counted = counted.observe(dates, F.min(F.when(is_valid, F.col(S.EVENT_DATE))).alias("first"),
-                              F.max(F.when(is_valid, F.col(S.EVENT_DATE))).alias("last"))
-
-    def expected_quarantine() -> int:
-        counts = {k: int(v or 0) for k, v in inflow.get.items()}
-        run.summary.quarantine_reasons = {r: counts[r] for r in S.Reason.ALL if counts[r]}
-        return counts["rows"] - counts["valid"]
-
-    run.write(conform(counted.where(~is_valid), S.EVENTS_QUARANTINE, run.tracking.run_id), QUARANTINE_TABLE,
-              QUARANTINE_PARTITIONS, expected_rows=expected_quarantine)
-    return int(inflow.get["rows"] or 0), int(inflow.get["valid"] or 0), dates.get["first"], dates.get["last"]
 
 
 def _pseudonymized(run: _Run, valid: DataFrame, secret: bytes) -> DataFrame:
@@ -330,9 +328,8 @@ def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, 
             raise AccountingError(f"{second_inflow.get['unmapped']} valid rows found no pseudonym in "
                                   f"{USER_ID_MAP_TABLE}; nothing committed to {CLEAN_TABLE}")
         if seen_again != rows_valid:
-            # The kept parse lost a block (an executor died) and Spark read the raw files again.
-            raise AccountingError(f"the input changed while the job ran: {rows_valid} valid rows when counted, "
-                                  f"{seen_again} when cleaned; nothing committed to {CLEAN_TABLE}")
+            raise AccountingError(f"{rows_valid} valid rows were parsed but {seen_again} reached the clean write "
+                                  f"(was {PARSED_STAGING} changed meanwhile?); nothing committed to {CLEAN_TABLE}")
         summary.duplicates_by_kind = {k: int(v or 0) for k, v in dup_obs.get.items()}
         return rows_valid - sum(summary.duplicates_by_kind.values()) - int(bot_obs.get["bot"] or 0)
 
