@@ -1,5 +1,5 @@
 """Faults on the standalone cluster: an executor killed mid-job (in build_profiles, and in
-clean_events once its parse is cached), a driver killed mid-write, a Horovod worker killed mid-training. Each job is one the pipeline already ran for the date
+clean_events once its parse is staged), a driver killed mid-write, a Horovod worker killed mid-training. Each job is one the pipeline already ran for the date
 (``cluster_run``), so the undisturbed output is there to compare with."""
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ def test_a_killed_executor_is_replaced_and_the_output_is_unchanged(spark, standa
     assert {name: rows_of(spark, warehouse, name) for name in PROFILE_TABLES} == before
 
 
-def test_an_executor_lost_with_the_cached_parse_leaves_clean_events_output_unchanged(spark, standalone_cluster,
-                                                                                      cluster_run):
-    """clean_events keeps its one parse of the raw files in the executors' cache; the blocks of an
-    executor killed after the quarantine write are parsed again from the raw files."""
+def test_an_executor_killed_after_the_parse_leaves_clean_events_output_unchanged(spark, standalone_cluster,
+                                                                                   cluster_run):
+    """An executor killed while clean_events writes from its staged parse: its tasks and shuffle
+    output are redone from the staging, and the tables come out as an undisturbed run's."""
     warehouse = cluster_run["warehouse"]
 
     def tables() -> dict[str, list]:
@@ -83,7 +83,7 @@ def test_an_executor_lost_with_the_cached_parse_leaves_clean_events_output_uncha
     driver = start_submit(standalone_cluster["master"], cluster_run["dist"], "clean_events", cluster_run["root"],
                           cluster_run["log"], app_args=("--full-rebuild",))
     app = wait_for(lambda: running_app(standalone_cluster, "shoprec-clean_events"), 120, "the application")
-    # The user_id_map write starts once the quarantine write has filled the cache.
+    # The user_id_map write starts once the parse is staged and the quarantine written.
     staging = warehouse.parent / f"{warehouse.name}_restricted" / "user_id_map" / "_staging"
     wait_for(lambda: staging.exists() or driver.poll() is not None, 600, "the user_id_map write", interval=0.05)
     assert driver.poll() is None, "the job ended before the kill"
