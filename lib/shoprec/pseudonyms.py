@@ -31,8 +31,8 @@ def pseudonym_column(secret: bytes):
 def pseudonymize(df: DataFrame, user_col: str, users: DataFrame, *keys: str, broadcast: bool = True) -> DataFrame:
     """``df`` with ``user_col`` replaced by its pseudonym, looked up in ``users``.
 
-    Hashing each distinct user once (in :func:`id_map`) and joining costs far less than hashing
-    every event.
+    Each distinct user is hashed once (in :func:`id_map`), not every event, and every row gets
+    the pseudonym the map holds.
 
     Args:
         df: rows with ``user_col`` and ``keys``.

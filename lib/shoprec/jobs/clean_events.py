@@ -66,7 +66,7 @@ SAMPLES_PER_REASON = 3
 PARSED_STAGING = "_clean_events_parsed"
 # Up to this many (user, batch) rows, the pseudonym map is shipped whole to every task (about 100
 # bytes a row) and the events are not shuffled for the lookup; beyond, Spark joins with a shuffle.
-BROADCAST_MAX_USERS = 500_000
+BROADCAST_MAX_MAP_ROWS = 500_000
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ def _pseudonymized(run: _Run, valid: DataFrame, secret: bytes) -> DataFrame:
         .parquet(run.cfg.table_path(USER_ID_MAP_TABLE)).where(F.col(S.INGEST_BATCH).isin(*run.summary.batches))
     # First of all steps: duplicate keys, bot rules and derived session ids see only pseudonyms.
     return pseudonyms.pseudonymize(valid, S.USER_ID, stored, S.INGEST_BATCH,
-                                   broadcast=int(user_obs.get["users"] or 0) <= BROADCAST_MAX_USERS)
+                                   broadcast=int(user_obs.get["users"] or 0) <= BROADCAST_MAX_MAP_ROWS)
 
 
 def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, first_date, last_date) -> None:
