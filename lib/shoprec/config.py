@@ -114,6 +114,9 @@ class CleanConfig:
     max_quantity: int = 1000
     max_field_chars: int = 1000
     session_gap_minutes: int = 30
+    # Up to this many (user, batch) rows the pseudonym map is shipped whole to every task (about
+    # 100 bytes a row) and the events are not shuffled for the lookup; beyond, Spark joins with a shuffle.
+    pseudonym_map_broadcast_rows: int = 500_000
     bots: BotRules = field(default_factory=BotRules)
 
 
@@ -504,6 +507,7 @@ def _check_models(cfg: Config) -> None:
         "ranker.label_days": cfg.ranker.label_days, "ranker.workers": cfg.ranker.workers,
         "score.top_k": cfg.score.top_k, "score.max_per_category": cfg.score.max_per_category,
         "search.top_k": cfg.search.top_k, "search.max_matches": cfg.search.max_matches, "search.days": cfg.search.days,
+        "clean.pseudonym_map_broadcast_rows": cfg.clean.pseudonym_map_broadcast_rows,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -134,3 +134,24 @@ def test_pseudonymization_can_be_turned_off(spark, make_config, dirty_log):
     stored = {r.user_id for r in spark.read.parquet(cfg.table_path("events_clean")).select("user_id").distinct().collect()}
     assert stored and stored <= raw_user_ids(dirty_log)
     assert not Path(cfg.table_path("user_id_map")).exists()
+
+
+def test_the_pseudonym_lookup_gives_the_same_events_broadcast_or_shuffled(spark, make_config, dirty_log):
+    def clean_rows(broadcast_rows: int) -> list[tuple]:
+        cfg = make_config(INPUT__PATH=dirty_log, CLEAN__PSEUDONYM_MAP_BROADCAST_ROWS=broadcast_rows)
+        # A full rebuild each time: the second run must redo the batches the first one logged.
+        summary = clean_events.run(spark, cfg, DAYS[-1], full_rebuild=True)
+        assert summary.accounting["rows_clean"] > 0
+        table = spark.read.parquet(cfg.table_path("events_clean")).drop("ingest_run_id")
+        return sorted(tuple(row) for row in table.collect())
+
+    broadcast = clean_rows(500_000)
+    # 200 users over two batches: over a limit of one row the job leaves the join to Spark, which
+    # would still broadcast a map this small unless its own size threshold is off.
+    threshold = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        shuffled = clean_rows(1)
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", threshold)
+    assert shuffled == broadcast

@@ -73,6 +73,7 @@ def test_environment_overrides_single_keys():
     ("rules:\n  basket: cart\n", "rules.basket: 'cart' is not one of order, session, user_day"),
     ("rules:\n  min_support: 0\n", "rules.min_support: must be in (0, 1]"),
     ("evaluate:\n  holdout_days: 0\n", "evaluate.holdout_days: must be positive"),
+    ("clean:\n  pseudonym_map_broadcast_rows: 0\n", "clean.pseudonym_map_broadcast_rows: must be positive"),
 ])
 def test_errors_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:

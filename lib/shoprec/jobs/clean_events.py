@@ -23,7 +23,7 @@ HMAC-SHA256 pseudonyms; ``user_id_map`` (the way back) and ``events_quarantine``
 written under the restricted root, outside the analysts' warehouse.
 
 The raw input is parsed once: the parsed rows are staged as Parquet under the restricted root
-(``_clean_events_parsed``, removed at the end) and the three tables are written from them.
+(``clean_events_parsed.staging``, removed at the end) and the three tables are written from them.
 
 Rebuilding a batch replaces exactly that batch's partitions in every table, so running the same
 command twice gives the same tables. Row accounting is checked before anything is committed:
@@ -62,11 +62,9 @@ QUARANTINE_PARTITIONS = [S.INGEST_BATCH]
 # Per batch, like the quarantine: a rerun or rebuild of a batch replaces exactly its users.
 USER_ID_MAP_PARTITIONS = [S.INGEST_BATCH]
 SAMPLES_PER_REASON = 3
-# The one parse of a run's raw input, under the restricted root (it holds raw ids and lines).
-PARSED_STAGING = "_clean_events_parsed"
-# Up to this many (user, batch) rows, the pseudonym map is shipped whole to every task (about 100
-# bytes a row) and the events are not shuffled for the lookup; beyond, Spark joins with a shuffle.
-BROADCAST_MAX_MAP_ROWS = 500_000
+# The one parse of a run's raw input, under the restricted root (it holds raw ids and lines). Not
+# named like a hidden file ("_..."): Spark warns that it ignores such a path when asked to read it.
+PARSED_STAGING = "clean_events_parsed.staging"
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +96,7 @@ class CleanSummary:
     accounting: dict[str, int] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     duplicates_by_kind: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class StageClock:
@@ -289,6 +288,7 @@ def _clean_and_write(run: _Run, plan: dict[str, list[FileStatus]], secret: bytes
     write_report(run.tracking, report, "data_quality")
     run.clock.lap("quality_report")
     run.tracking.log_metrics(run.clock.seconds)
+    run.summary.stage_seconds = dict(run.clock.seconds)
     log.info("clean_events %s: stage seconds %s", run.run_date, run.clock.seconds)
     log.info("clean_events %s: %s", run.run_date, run.summary.accounting)
 
@@ -303,7 +303,7 @@ def _pseudonymized(run: _Run, valid: DataFrame, secret: bytes) -> DataFrame:
         .parquet(run.cfg.table_path(USER_ID_MAP_TABLE)).where(F.col(S.INGEST_BATCH).isin(*run.summary.batches))
     # First of all steps: duplicate keys, bot rules and derived session ids see only pseudonyms.
     return pseudonyms.pseudonymize(valid, S.USER_ID, stored, S.INGEST_BATCH,
-                                   broadcast=int(user_obs.get["users"] or 0) <= BROADCAST_MAX_MAP_ROWS)
+                                   broadcast=int(user_obs.get["users"] or 0) <= run.cfg.clean.pseudonym_map_broadcast_rows)
 
 
 def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, first_date, last_date) -> None:
