@@ -1,0 +1,61 @@
+"""The clean_events benchmark on a small log: its report holds what the README says it holds, the
+floors copy every raw line, and its line in reports/README.md is replaced, not repeated."""
+
+import importlib.util
+
+import pytest
+
+from tests.conftest import PROJECT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+EVENTS = 20_000
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_clean", PROJECT / "benchmarks" / "bench_clean.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_times_clean_events_and_both_floors_on_the_same_log(spark, make_config, tmp_path):
+    bench = load_bench()
+    result = bench.measure(spark, make_config(), EVENTS, tmp_path / "bench")
+
+    counts = result["accounting"]
+    assert counts["rows_input"] == EVENTS
+    assert counts["rows_clean"] + counts["rows_quarantined"] + counts["rows_duplicate"] \
+        + counts["rows_filtered_bot"] == EVENTS
+    assert counts["rows_quarantined"] > 0 and counts["rows_clean"] > 0.9 * EVENTS
+    # Ratios are of the unrounded seconds, the seconds are reported to 0.01 s.
+    assert result["ratio"] == pytest.approx(result["clean_seconds"] / result["floor_seconds"], rel=0.02)
+    assert result["ratio_to_ordered_floor"] == pytest.approx(
+        result["clean_seconds"] / result["ordered_floor_seconds"], rel=0.02)
+    assert set(result["stage_seconds"]) == {"seconds_parse", "seconds_write_quarantine", "seconds_write_user_id_map",
+                                            "seconds_write_clean", "seconds_quality_report"}
+    assert all(seconds > 0 for seconds in result["stage_seconds"].values())
+    # Both floors wrote one row per raw line (malformed lines become rows of nulls), nothing dropped.
+    assert spark.read.parquet(str(tmp_path / "bench" / "floor")).count() == EVENTS
+    assert spark.read.parquet(str(tmp_path / "bench" / "ordered_floor")).count() == EVENTS
+    # The warm-up leaves nothing behind.
+    assert not (tmp_path / "bench" / "warm_up").exists()
+
+
+def test_a_rerun_replaces_its_line_in_the_reports_readme_and_keeps_the_notes(tmp_path):
+    bench = load_bench()
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmark results\n\n| benchmark | command | result | machine |\n|---|---|---|---|\n"
+                      "| bench-rules (x) | `make bench-rules` | 1 rule | m |\n\nNotes:\n- a note that stays\n")
+    first = {"events": 1000, "clean_seconds": 9.0, "floor_seconds": 3.0, "ratio": 3.0, "events_per_s": 111,
+             "ordered_floor_seconds": 4.0, "ratio_to_ordered_floor": 2.25, "machine": "m",
+             "command": "python benchmarks/bench_clean.py --events 1000"}
+    bench.record_in_readme(readme, first)
+    bench.record_in_readme(readme, {**first, "clean_seconds": 6.0, "ratio": 2.0, "ratio_to_ordered_floor": 1.5})
+
+    text = readme.read_text()
+    lines = [line for line in text.splitlines() if line.startswith("| bench-clean 1,000 events |")]
+    assert lines == ["| bench-clean 1,000 events | `python benchmarks/bench_clean.py --events 1000` | clean_events "
+                     "6.0 s vs floor 3.0 s, ratio 2.0 (111 events/s); ordered floor 4.0 s, ratio 1.5 | m |"]
+    assert "| bench-rules (x) |" in text
+    assert text.endswith("\nNotes:\n- a note that stays\n")
