@@ -62,14 +62,19 @@ def ensure_log(spark, cfg, events: int, root: Path) -> Path:
     return out
 
 
-def time_floor(spark, source, raw: Path, out: Path) -> float:
-    """Read the raw JSON lines with their fields as strings and write them as Parquet, nothing else."""
+def read_raw(spark, source, raw: Path):
+    """The raw JSON lines with every mapped field as a string: both floors' input."""
     from shoprec.etl.clean import mapped_fields
 
     schema = ", ".join(f"`{name}` string" for name in sorted(mapped_fields(source)))
+    return spark.read.schema(schema).json(str(raw))
+
+
+def time_floor(spark, source, raw: Path, out: Path) -> float:
+    """Read the raw JSON lines with their fields as strings and write them as Parquet, nothing else."""
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    spark.read.schema(schema).json(str(raw)).write.mode("overwrite").parquet(str(out))
+    read_raw(spark, source, raw).write.mode("overwrite").parquet(str(out))
     return time.perf_counter() - started
 
 
@@ -86,13 +91,10 @@ def time_ordered_floor(spark, source, raw: Path, out: Path) -> float:
     """The floor plus one shuffle by user and a sort by user and time within each partition."""
     from pyspark.sql import functions as F
 
-    from shoprec.etl.clean import mapped_fields
-
-    schema = ", ".join(f"`{name}` string" for name in sorted(mapped_fields(source)))
     user, time_field = source.columns["user_id"], source.columns["event_time"]
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    (spark.read.schema(schema).json(str(raw)).repartition(F.col(user)).sortWithinPartitions(user, time_field)
+    (read_raw(spark, source, raw).repartition(F.col(user)).sortWithinPartitions(user, time_field)
      .write.mode("overwrite").parquet(str(out)))
     return time.perf_counter() - started
 

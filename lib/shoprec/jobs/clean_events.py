@@ -301,9 +301,10 @@ def _pseudonymized(run: _Run, valid: DataFrame, secret: bytes) -> DataFrame:
     run.write(users, USER_ID_MAP_TABLE, USER_ID_MAP_PARTITIONS)
     stored = run.spark.read.schema(f"{privacy.PSEUDONYM} string, {S.USER_ID} string, {S.INGEST_BATCH} string") \
         .parquet(run.cfg.table_path(USER_ID_MAP_TABLE)).where(F.col(S.INGEST_BATCH).isin(*run.summary.batches))
+    map_rows = int(user_obs.get["users"] or 0)   # (user, batch) rows, counted on the write
     # First of all steps: duplicate keys, bot rules and derived session ids see only pseudonyms.
     return pseudonyms.pseudonymize(valid, S.USER_ID, stored, S.INGEST_BATCH,
-                                   broadcast=int(user_obs.get["users"] or 0) <= run.cfg.clean.pseudonym_map_broadcast_rows)
+                                   broadcast=map_rows <= run.cfg.clean.pseudonym_map_broadcast_rows)
 
 
 def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, first_date, last_date) -> None:
