@@ -15,7 +15,9 @@ exit code and the end of its log, and the jobs after it at that size are skipped
 
 Writes ``reports/bench_scale.json`` (per job: ``sizes``, ``seconds``, ``exponent``,
 ``peak_rss_mb``, ``output_bytes``), ``reports/bench_scale.png`` (time against events, log-log)
-and a line in ``reports/README.md``.
+and a line in ``reports/README.md``. All three are rewritten after every job, so a run that is
+stopped part-way keeps what it measured; its report says ``"complete": false`` and names the last
+job measured.
 """
 
 from __future__ import annotations
@@ -125,8 +127,10 @@ def run_job(job: str, conf: Path, work: Path, env: dict[str, str]) -> dict:
     return result
 
 
-def bench_size(events: int, jobs: list[str], root: Path, driver_memory: str, env: dict[str, str]) -> dict:
-    """Run ``jobs`` on a fresh warehouse for a log of ``events``; per job results."""
+def bench_size(events: int, jobs: list[str], root: Path, driver_memory: str, env: dict[str, str],
+               results: dict, after_each_job) -> None:
+    """Run ``jobs`` on a fresh warehouse for a log of ``events``, putting each job's result into
+    ``results`` and calling ``after_each_job()`` once it is there."""
     from shoprec.spark import build_session
 
     cfg = load_config(PROJECT / "conf" / "local.yaml")
@@ -140,7 +144,6 @@ def bench_size(events: int, jobs: list[str], root: Path, driver_memory: str, env
     work.mkdir(parents=True)
     conf = write_conf(work, raw, driver_memory, events)
     bench_cfg = load_config(conf)
-    results = {}
     for job in jobs:
         print(f"bench-scale: {events:,} events: {job} ...", flush=True)
         result = run_job(job, conf, work, env)
@@ -148,9 +151,9 @@ def bench_size(events: int, jobs: list[str], root: Path, driver_memory: str, env
         results[job] = result
         print(f"bench-scale: {events:,} events: {job}: {result['seconds']} s, peak {result['peak_rss_mb']} MB, "
               f"exit {result['exit_code']}", flush=True)
+        after_each_job()
         if result["exit_code"] != 0:
             break
-    return results
 
 
 def exponent(sizes: list[int], seconds: list[float]) -> float | None:
@@ -163,6 +166,7 @@ def exponent(sizes: list[int], seconds: list[float]) -> float | None:
 
 
 def summarise(runs: dict[int, dict]) -> dict:
+    """Per job, over the sizes it ran at: sizes, seconds, growth exponent, peaks, output bytes, failures."""
     jobs = {}
     for job in JOBS:
         done = [(events, r[job]) for events, r in sorted(runs.items()) if r.get(job, {}).get("exit_code") == 0]
@@ -198,43 +202,78 @@ def plot(jobs: dict, out: Path) -> None:
     figure.savefig(out, dpi=120)
 
 
+def native_lapack() -> str | None:
+    """The native LAPACK Spark's ALS would load (liblapack.so.3), or None: it falls back to the JVM's."""
+    import ctypes.util
+
+    return ctypes.util.find_library("lapack")
+
+
+class ScaleReport:
+    """The report of one bench-scale run: JSON, plot and README line, rewritten as results arrive."""
+
+    def __init__(self, path: Path, planned: dict[int, list[str]], command: str, driver_memory: str):
+        self.path, self.planned, self.command, self.driver_memory = path, planned, command, driver_memory
+
+    def save(self, runs: dict[int, dict], complete: bool) -> dict:
+        """Write what ``runs`` holds so far; ``complete`` says whether every planned job was run
+        (a failed job and the ones skipped after it count as run)."""
+        jobs = summarise(runs)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        plot(jobs, self.path.with_suffix(".png"))
+        worst = max((r["exponent"] for r in jobs.values() if r["exponent"] is not None), default=None)
+        failures = {job: list(r["failed"]) for job, r in jobs.items() if r["failed"]}
+        last = [(events, job) for events, results in runs.items() for job in results]
+        result = {
+            "jobs": jobs, "worst_exponent": worst, "failures": failures, "complete": complete,
+            "planned": {str(events): planned_jobs for events, planned_jobs in sorted(self.planned.items())},
+            "last_measured": {"events": last[-1][0], "job": last[-1][1]} if last else None,
+            "goal": "every job's exponent <= 1.1, and no job out of memory at the largest size",
+            "machine": machine(), "native_lapack": native_lapack(), "driver_memory": self.driver_memory,
+            "command": self.command,
+        }
+        self.path.write_text(json.dumps(result, indent=1) + "\n")
+        sizes = ", ".join(f"{s:,}" for s in sorted(self.planned))
+        progress = "" if complete or not last else (
+            f"partial, stopped or still running after {last[-1][1]} at {last[-1][0]:,} events; ")
+        record_in_readme(self.path.parent / "README.md", key=f"| bench-scale {sizes} events |",
+                         text=(f"{progress}worst growth exponent {worst}, failures {failures or 'none'}; per job in "
+                               f"{self.path.name}, plot {self.path.with_suffix('.png').name}"), result=result)
+        return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
     parser.add_argument("--clean-only-sizes", type=int, nargs="*", default=[50_000_000],
                         help="sizes at which only clean_events runs")
+    parser.add_argument("--jobs", nargs="+", choices=JOBS, default=JOBS,
+                        help="the jobs to time, a prefix of the DAG's order (each needs the ones before it)")
     parser.add_argument("--driver-memory", default="12g", help="the local Spark driver's heap (holds the executors)")
     parser.add_argument("--work", default=str(PROJECT / "var" / "bench"))
     parser.add_argument("--report", default=str(PROJECT / "reports" / "bench_scale.json"))
     args = parser.parse_args(argv)
+    if args.jobs != JOBS[:len(args.jobs)]:
+        parser.error(f"--jobs must be the first jobs of {' '.join(JOBS)}, in that order")
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPREC__", "PYSPARK_GATEWAY"))}
     env.setdefault(load_config(PROJECT / "conf" / "local.yaml").privacy.secret_env, BENCH_SECRET)
     env["SPARK_LOG_LEVEL"] = "WARN"
+    # In local mode the driver JVM runs the tasks: one BLAS thread each, as on executors (README "train_als").
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
     root = Path(args.work)
+    planned = {events: (args.jobs if events in args.sizes else ["clean_events"])
+               for events in sorted(set(args.sizes) | set(args.clean_only_sizes))}
+    command = " ".join(["python benchmarks/bench_scale.py", *(sys.argv[1:] if argv is None else argv)])
+    report = ScaleReport(Path(args.report), planned, command, args.driver_memory)
     runs: dict[int, dict] = {}
-    for events in sorted(set(args.sizes) | set(args.clean_only_sizes)):
-        jobs = JOBS if events in args.sizes else ["clean_events"]
-        runs[events] = bench_size(events, jobs, root, args.driver_memory, env)
-
-    jobs = summarise(runs)
-    report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    plot(jobs, report.with_suffix(".png"))
-    worst = max((r["exponent"] for r in jobs.values() if r["exponent"] is not None), default=None)
-    failures = {job: list(r["failed"]) for job, r in jobs.items() if r["failed"]}
-    result = {
-        "jobs": jobs, "worst_exponent": worst, "failures": failures,
-        "goal": "every job's exponent <= 1.1, and no job out of memory at the largest size",
-        "machine": machine(), "driver_memory": args.driver_memory,
-        "command": " ".join(["python benchmarks/bench_scale.py", *(sys.argv[1:] if argv is None else argv)]),
-    }
-    report.write_text(json.dumps(result, indent=1) + "\n")
-    sizes = ", ".join(f"{s:,}" for s in sorted(runs))
-    record_in_readme(report.parent / "README.md", key=f"| bench-scale {sizes} events |",
-                     text=(f"worst growth exponent {worst}, failures {failures or 'none'}; per job in "
-                           f"bench_scale.json, plot bench_scale.png"), result=result)
-    print(json.dumps({job: {k: r[k] for k in ("sizes", "seconds", "exponent")} for job, r in jobs.items()}, indent=1))
+    for events, jobs in planned.items():
+        runs[events] = {}
+        bench_size(events, jobs, root, args.driver_memory, env, runs[events],
+                   after_each_job=lambda: report.save(runs, complete=False))
+    result = report.save(runs, complete=True)
+    print(json.dumps({job: {k: r[k] for k in ("sizes", "seconds", "exponent")} for job, r in result["jobs"].items()},
+                     indent=1))
     return 0
 
 

@@ -22,6 +22,19 @@ log = logging.getLogger(__name__)
 MLFLOW_PARAM_LIMIT = 6000
 
 
+class StageClock:
+    """Wall-clock seconds per stage of a run, logged as ``seconds_<stage>`` metrics."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[f"seconds_{stage}"] = round(now - self._last, 3)
+        self._last = now
+
+
 class TrackingError(RuntimeError):
     """The MLflow tracking store could not be reached or written."""
 

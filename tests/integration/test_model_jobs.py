@@ -177,6 +177,10 @@ def test_evaluate_compares_every_recommender(spark, cfg, profiles):
     client, run = run_of(cfg, "evaluate")
     assert run.data.metrics["held_out_users"] > 0 and run.data.metrics["new_users_in_window"] >= 0
     assert run.data.metrics["held_out_searches"] > 0
+    stages = {"holdout", "als_tuning", "baselines", "pipeline_training_set", "pipeline_ranker", "pipeline_features",
+              "pipeline_recommend", "compare", "search", "report"}
+    assert {f"seconds_{stage}" for stage in stages} <= set(run.data.metrics)
+    assert all(run.data.metrics[f"seconds_{stage}"] > 0 for stage in stages)
     # The pipeline's ranker was trained on labels before the held-out window only.
     spec = json.loads((Path(cfg.ranker.models_root) / "backtest" / "2026-04-07" / "training_set"
                        / "_feature_spec.json").read_text())

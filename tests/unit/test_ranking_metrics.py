@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from shoprec.evaluation.ranking import beyond_accuracy_metrics, rank_by_score, ranking_metrics
+from shoprec.evaluation.ranking import beyond_accuracy_metrics, rank_by_score, ranking_metrics, ranking_metrics_at
 
 TOLERANCE = 1e-9
 LOG3 = math.log2(3)
@@ -47,6 +47,22 @@ def test_cut_off_ignores_items_past_k(recs_and_truth):
     assert metrics["precision@1"] == pytest.approx(0.5)
     assert metrics["map@1"] == pytest.approx(0.5)
     assert metrics["hit_rate@1"] == pytest.approx(0.5)
+
+
+def test_one_pass_over_several_cut_offs_gives_each_cut_off_s_own_metrics(recs_and_truth):
+    # a's list is 1,2,3,4 against {2,4,5}; b's is 9,8 against {9}; c has no list (scores zero).
+    ndcg_a_at_4 = (1 / LOG3 + 1 / math.log2(5)) / (1 + 1 / LOG3 + 0.5)
+    at = ranking_metrics_at(*recs_and_truth, ks=[4, 1, 3, 1], require_recommendations=False)
+    assert sorted(at) == [1, 3, 4]
+    assert at[4]["precision@4"] == pytest.approx((2 / 4 + 1 / 4) / 3, abs=TOLERANCE)
+    assert at[4]["recall@4"] == pytest.approx((2 / 3 + 1) / 3, abs=TOLERANCE)
+    assert at[4]["ndcg@4"] == pytest.approx((ndcg_a_at_4 + 1) / 3, abs=TOLERANCE)
+    assert at[4]["map@4"] == pytest.approx(((1 / 2 + 2 / 4) / 3 + 1) / 3, abs=TOLERANCE)
+    assert at[1]["hit_rate@1"] == pytest.approx(1 / 3, abs=TOLERANCE)
+    assert all(metrics["users"] == 3 for metrics in at.values())
+    for k in (1, 3, 4):
+        alone = ranking_metrics(*recs_and_truth, k=k, require_recommendations=False)
+        assert at[k] == pytest.approx(alone, abs=TOLERANCE)
 
 
 def test_beyond_accuracy(spark):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 
-from shoprec.evaluation.ranking import beyond_accuracy_metrics, ranking_metrics
+from shoprec import schemas as S
+from shoprec.evaluation.ranking import beyond_accuracy_metrics, ranking_metrics_at
 
 METRIC_ROW = ("model", "metric", "k", "value")
 
@@ -29,13 +30,13 @@ def compare_recommenders(recommendations: dict[str, DataFrame], truth: DataFrame
     rows: list[dict] = []
     for model, recs in recommendations.items():
         recs = recs.cache()
-        for cut in sorted(set(ks) | {k}):
-            for name, value in ranking_metrics(recs, truth, cut, require_recommendations=False).items():
-                if name != "users":
-                    rows.append({"model": model, "metric": name.split("@")[0], "k": cut, "value": float(value)})
+        for cut, metrics in ranking_metrics_at(recs, truth, [*ks, k], require_recommendations=False).items():
+            rows += [{"model": model, "metric": name.split("@")[0], "k": cut, "value": float(value)}
+                     for name, value in metrics.items() if name != "users"]
         for name, value in beyond_accuracy_metrics(recs, k, catalogue, training).items():
             rows.append({"model": model, "metric": name.split("@")[0], "k": k, "value": float(value)})
-        served = ranking_metrics(recs, truth, k, require_recommendations=True)["users"]
+        # A held-out user is served when the model recommended anything to them at all.
+        served = truth.select(S.USER_ID).distinct().join(recs.select(S.USER_ID).distinct(), S.USER_ID).count()
         rows.append({"model": model, "metric": "users_served", "k": k, "value": float(served)})
         recs.unpersist()
     return rows

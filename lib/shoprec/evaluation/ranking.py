@@ -83,10 +83,31 @@ def ranking_metrics(
     Returns:
         ``{"precision@k": …, "recall@k": …, "ndcg@k": …, "map@k": …, "hit_rate@k": …, "users": n}``.
     """
+    return ranking_metrics_at(recommendations, truth, [k], user_col, item_col, rank_col, require_recommendations)[k]
+
+
+def ranking_metrics_at(
+    recommendations: DataFrame,
+    truth: DataFrame,
+    ks: list[int],
+    user_col: str = S.USER_ID,
+    item_col: str = S.ITEM_ID,
+    rank_col: str = RANK,
+    require_recommendations: bool = True,
+) -> dict[int, dict[str, float]]:
+    """:func:`ranking_metrics` at every cut-off in ``ks``, from one pass over the inputs.
+
+    Each user's ranked list is gathered once, up to the largest cut-off; every metric at K looks
+    only at the first K of it, so the lists serve every cut-off.
+
+    Returns:
+        cut-off -> the dict :func:`ranking_metrics` returns for it.
+    """
     S.require_columns(recommendations, [user_col, item_col, rank_col], "ranking_metrics: recommendations")
     S.require_columns(truth, [user_col, item_col], "ranking_metrics: truth")
+    ks = sorted(set(ks))
     spark = recommendations.sparkSession
-    recs = top_k(recommendations, k, user_col, rank_col).select(user_col, item_col, rank_col)
+    recs = top_k(recommendations, ks[-1], user_col, rank_col).select(user_col, item_col, rank_col)
     relevant = truth.select(user_col, item_col).distinct()
     users = evaluation_users(recs, relevant, user_col, require_recommendations)
 
@@ -102,18 +123,22 @@ def ranking_metrics(
     per_user = (users.join(labels, user_col).join(predicted, user_col, "left")
                 .select(user_col, F.coalesce("prediction", F.array().cast("array<double>")).alias("prediction"),
                         "label")
-                .withColumn("_hits", F.size(F.array_intersect("prediction", "label")))
                 .cache())
     try:
         n_users = per_user.count()
-        if n_users == 0:
-            return {**{f"{name}@{k}": 0.0 for name in [*ACCURACY_METRICS, "hit_rate"]}, "users": 0}
         results = {}
-        for name, spark_name in ACCURACY_METRICS.items():
-            evaluator = RankingEvaluator(predictionCol="prediction", labelCol="label", metricName=spark_name, k=k)
-            results[f"{name}@{k}"] = float(evaluator.evaluate(per_user))
-        results[f"hit_rate@{k}"] = float(per_user.agg(F.avg((F.col("_hits") > 0).cast("double"))).first()[0])
-        results["users"] = n_users
+        for k in ks:
+            if n_users == 0:
+                results[k] = {**{f"{name}@{k}": 0.0 for name in [*ACCURACY_METRICS, "hit_rate"]}, "users": 0}
+                continue
+            metrics = {}
+            for name, spark_name in ACCURACY_METRICS.items():
+                evaluator = RankingEvaluator(predictionCol="prediction", labelCol="label", metricName=spark_name, k=k)
+                metrics[f"{name}@{k}"] = float(evaluator.evaluate(per_user))
+            hits = F.size(F.array_intersect(F.slice("prediction", 1, k), "label"))
+            metrics[f"hit_rate@{k}"] = float(per_user.agg(F.avg((hits > 0).cast("double"))).first()[0])
+            metrics["users"] = n_users
+            results[k] = metrics
         return results
     finally:
         per_user.unpersist()

@@ -36,7 +36,6 @@ import argparse
 import fnmatch
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, Observation, SparkSession, Window
@@ -51,7 +50,7 @@ from shoprec.io.ingest_log import IngestLog
 from shoprec.io.sources import read_raw_records
 from shoprec.io.tables import read_table, write_partitions
 from shoprec.jobs.common import iso_date, job_parser, run_main
-from shoprec.tracking import JobRun, job_run, write_report
+from shoprec.tracking import JobRun, StageClock, job_run, write_report
 
 JOB = "clean_events"
 CLEAN_TABLE = "events_clean"
@@ -97,19 +96,6 @@ class CleanSummary:
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     duplicates_by_kind: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
-
-
-class StageClock:
-    """Wall-clock seconds per stage of a run, logged as ``seconds_<stage>`` metrics."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.seconds[f"seconds_{stage}"] = round(now - self._last, 3)
-        self._last = now
 
 
 def landing_date(path: str, pattern: str) -> str | None:

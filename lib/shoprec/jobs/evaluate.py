@@ -15,7 +15,8 @@ asked for their top K for every user with history and a cart or purchase in the 
 scored on those carts and purchases. Items the user bought before the cut-off are excluded, as
 in production. Users with no history before the cut-off cannot be scored this way; they are
 counted (``new_users_in_window``). Writes ``eval_metrics`` (run_date, model, metric, k, value) and logs the
-comparison table and plots (metric bars, precision/recall against K) to MLflow.
+comparison table and plots (metric bars, precision/recall against K) to MLflow, with the
+seconds of each stage (``seconds_<stage>``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from shoprec.config import Config
 from shoprec.etl import profiles as P
 from shoprec.evaluation.compare import comparison_table, compare_recommenders, plot_metric_bars, plot_precision_recall
 from shoprec.evaluation.holdout import exclusions, time_holdout
-from shoprec.evaluation.ranking import ranking_metrics
+from shoprec.evaluation.ranking import ranking_metrics_at
 from shoprec.io.tables import write_snapshot
 from shoprec.jobs.build_profiles import events_as_of
 from shoprec.jobs.build_training_set import features_before, write_training_set
@@ -48,7 +49,7 @@ from shoprec.models import search as Q
 from shoprec.models.content import content_features, content_similar_items, recommend_by_content
 from shoprec.models.popularity import ALL, SCOPE, popular_items, popularity_score, recommend_popular
 from shoprec.models.ranker.train import local_path
-from shoprec.tracking import job_run, write_report
+from shoprec.tracking import StageClock, job_run, write_report
 
 JOB = "evaluate"
 EVAL_METRICS = "eval_metrics"
@@ -58,9 +59,10 @@ log = logging.getLogger(__name__)
 
 def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: DataFrame,
                              train_interactions: DataFrame, users: DataFrame, cutoff: str, depth: int,
-                             tracking) -> tuple[dict[str, DataFrame], dict]:
+                             tracking, clock: StageClock) -> tuple[dict[str, DataFrame], dict]:
     """Each recommender's top ``depth`` for ``users``, every one built from ``train_events`` only,
-    and the backtest ranker (see :func:`backtest_pipeline`)."""
+    and the backtest ranker (see :func:`backtest_pipeline`). Recommendations other than the
+    pipeline's are lazy: their cost shows in the clock's ``compare`` stage."""
     profiles = cfg.profiles
     as_of = dt.datetime.combine(dt.date.fromisoformat(cutoff), dt.time())
     excluded = exclusions(train_interactions, cfg.als.exclude)
@@ -71,6 +73,7 @@ def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: Dat
 
     day_before = (dt.date.fromisoformat(cutoff) - dt.timedelta(days=1)).isoformat()
     best, _ = tune_on_holdout(spark, cfg, day_before, tracking, events=train_events)
+    clock.lap("als_tuning")
     tracking.log_metrics({f"als_{k}": v for k, v in best.as_dict().items()})
     als = A.train_recommender(train_interactions, best, cfg.als.seed, cfg.als.blocks or None)
     recs["als"] = als.recommend(users, excluded, depth, cfg.als.max_excluded)
@@ -83,12 +86,13 @@ def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: Dat
 
     similar = content_similar_items(content_features(items, profiles.content_features), profiles.content_similar_k)
     recs["content"] = recommend_by_content(train_interactions.join(users, S.USER_ID), similar, excluded, depth)
-    recs["pipeline"], ranker = backtest_pipeline(spark, cfg, train_events, users, cutoff, depth, tracking)
+    clock.lap("baselines")
+    recs["pipeline"], ranker = backtest_pipeline(spark, cfg, train_events, users, cutoff, depth, tracking, clock)
     return recs, ranker
 
 
 def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame, users: DataFrame, cutoff: str,
-                      depth: int, tracking) -> tuple[DataFrame, dict]:
+                      depth: int, tracking, clock: StageClock) -> tuple[DataFrame, dict]:
     """The production pipeline (every candidate source, the ranker, the business rules) rebuilt
     from ``train_events`` only: the ranker learns from labels in the last ``ranker.label_days``
     before ``cutoff`` and features before those, then ranks candidates built from all of
@@ -104,18 +108,32 @@ def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame,
     counts, spec = write_training_set(spark, cfg, train_events, last_day, training_set, tracking.run_id,
                                       {"run_id": tracking.run_id, "job": JOB, "purpose": "backtest"})
     tracking.log_metrics({f"pipeline_{k}": v for k, v in counts.items()})
+    clock.lap("pipeline_training_set")
     shutil.rmtree(local_path(f"{root}/ranker"), ignore_errors=True)  # a rerun trains afresh, never from old checkpoints
     result = train_on_spark(cfg, settings_for(cfg, last_day, None, False, training_set, f"{root}/ranker"))
     tracking.log_metrics({"pipeline_best_val_auc": result["best_val_auc"], "pipeline_epochs": len(result["history"])})
+    clock.lap("pipeline_ranker")
 
     inputs = features_before(spark, cfg, train_events, cutoff)
-    excluded = exclusions(inputs["interactions"], cfg.als.exclude)
-    inputs["als_recs"] = inputs["als"].recommend(users, excluded, max(cfg.ranker.candidates.get("als", 0), 1),
-                                                 cfg.als.max_excluded)
+    # Built once, as production reads them from tables: the pipeline's ranking and the search
+    # backtest both use them, and each use of a lazy one would build it again.
+    for name in ("affinity", "popular", "bought_together", "similar_items", "content_similar"):
+        if inputs[name] is not None:
+            inputs[name] = inputs[name].localCheckpoint(eager=True)
+    inputs["als_recs"] = als_candidates(cfg, inputs, users)
+    clock.lap("pipeline_features")
     recs = recommend_with_ranker(cfg, inputs, users, result["model_path"], spec, depth)
     # Materialised: the plan behind it is deep enough to overflow the driver's stack when planned again.
     recs = recs.select(S.USER_ID, "rank", S.ITEM_ID, "score").localCheckpoint(eager=True)
+    clock.lap("pipeline_recommend")
     return recs, {"inputs": inputs, "model_path": result["model_path"], "spec": spec}
+
+
+def als_candidates(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame) -> DataFrame:
+    """The ALS candidates of ``users`` (as ``train_als`` writes them to ``als_recs``), built once."""
+    excluded = exclusions(inputs["interactions"], cfg.als.exclude)
+    return inputs["als"].recommend(users, excluded, max(cfg.ranker.candidates.get("als", 0), 1),
+                                   cfg.als.max_excluded).localCheckpoint(eager=True)
 
 
 def held_out_searches(events: DataFrame, cutoff: str, followup_types: list[str]) -> tuple[DataFrame, DataFrame]:
@@ -151,7 +169,8 @@ def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, t
     if n_searches == 0:
         log.info("evaluate: no search in the held-out window was followed by an item event; search not evaluated")
         return []
-    inputs = ranker["inputs"]
+    # Searchers need not be among the held-out users the pipeline's ALS candidates were built for.
+    inputs = {**ranker["inputs"], "als_recs": als_candidates(cfg, ranker["inputs"], searches.select(S.USER_ID).distinct())}
     popularity = inputs["item_profile"].select(S.ITEM_ID, popularity_score(cfg.profiles.interaction_weights).alias("score"))
     matches = Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
                             cfg.search.max_matches, popularity).cache()
@@ -160,11 +179,13 @@ def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, t
               "search_ranker": rerank(cfg, inputs, matches, ranker["model_path"], ranker["spec"], depth)}
     rows = []
     for model, ranked in orders.items():
-        for k in sorted({settings.k, *settings.ks}):
-            metrics = ranking_metrics(ranked.select(Q.SEARCH_ID, S.ITEM_ID, "rank"), followups, k,
-                                      user_col=Q.SEARCH_ID, require_recommendations=False)
-            rows += [{"model": model, "metric": m.split("@")[0], "k": k, "value": float(v)}
-                     for m, v in metrics.items() if "@" in m]
+        # Cached: the metrics read it more than once, and the ranker's order costs a model pass.
+        ranked = ranked.select(Q.SEARCH_ID, S.ITEM_ID, "rank").cache()
+        at = ranking_metrics_at(ranked, followups, [settings.k, *settings.ks], user_col=Q.SEARCH_ID,
+                                require_recommendations=False)
+        ranked.unpersist()
+        rows += [{"model": model, "metric": m.split("@")[0], "k": k, "value": float(v)}
+                 for k, metrics in at.items() for m, v in metrics.items() if "@" in m]
     for df in (searches, followups, matches):
         df.unpersist()
     return rows
@@ -175,6 +196,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
     settings = cfg.evaluate
     depth = max([settings.k, *settings.ks])
     with job_run(cfg, JOB, run_date, extra_params={"run_date": run_date}) as tracking:
+        clock = StageClock()
         lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date}
         # One read of the events serves the hold-out, the new-user count and the search backtest.
         events = events_as_of(spark, cfg, run_date)
@@ -195,16 +217,19 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
                         .select(S.USER_ID).distinct())
         new_users = window_users.join(train_interactions.select(S.USER_ID).distinct(), S.USER_ID, "left_anti").count()
         tracking.log_metrics({"held_out_users": n_users, "new_users_in_window": new_users})
+        clock.lap("holdout")
         if n_users == 0:
             raise ValueError(f"evaluate {run_date}: no user with history before {holdout.cutoff} has a "
                              f"{'/'.join(settings.relevant_event_types)} event in the held-out window")
         recs, ranker = backtest_recommendations(spark, cfg, train_events, train_interactions, users,
-                                                holdout.cutoff, depth, tracking)
+                                                holdout.cutoff, depth, tracking, clock)
         catalogue = train_events.where(F.col(S.ITEM_ID).isNotNull()).groupBy(S.ITEM_ID).agg(
             F.max_by(S.CATEGORY, F.when(F.col(S.CATEGORY).isNotNull(), F.col(S.EVENT_TIME))).alias(S.CATEGORY))
         rows = compare_recommenders(recs, truth, train_interactions.select(S.USER_ID, S.ITEM_ID), catalogue,
                                     settings.k, settings.ks)
+        clock.lap("compare")
         search_rows = backtest_search(cfg, events, holdout.cutoff, ranker, tracking)
+        clock.lap("search")
         table = spark.createDataFrame([(r["model"], r["metric"], r["k"], r["value"]) for r in rows + search_rows],
                                       "model string, metric string, k int, value double")
         write_snapshot(table, cfg.table_path(EVAL_METRICS), run_date, tracking.run_id, lineage)
@@ -218,6 +243,9 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
         tracking.log_figure(plot_precision_recall(rows), "precision_recall_at_k.png")
         for df in (train_events, train_interactions, truth, users):
             df.unpersist()
+        clock.lap("report")
+        tracking.log_metrics(clock.seconds)
+        log.info("evaluate %s: stage seconds %s", run_date, clock.seconds)
         log.info("evaluate %s: cut-off %s, %d held-out users; %s", run_date, holdout.cutoff, n_users, summary)
         return rows + search_rows
 

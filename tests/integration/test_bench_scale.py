@@ -1,0 +1,78 @@
+"""The scale benchmark: a real run on two small logs writes the report the README describes, and a
+report saved part-way says what it holds and what is missing."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PROJECT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def load_bench():
+    sys.path.insert(0, str(PROJECT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_scale", PROJECT / "benchmarks" / "bench_scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_run_on_two_sizes_reports_seconds_growth_memory_and_output_per_job(tmp_path):
+    report = tmp_path / "reports" / "bench_scale.json"
+    # Its own process: the benchmark starts and stops Spark sessions of its own.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_")}
+    done = subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "bench_scale.py"), "--sizes", "10000", "30000",
+                           "--clean-only-sizes", "--jobs", "clean_events", "--driver-memory", "2g",
+                           "--work", str(tmp_path / "work"), "--report", str(report)],
+                          cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    result = json.loads(report.read_text())
+    assert result["complete"] is True and result["failures"] == {}
+    assert result["last_measured"] == {"events": 30000, "job": "clean_events"}
+    clean = result["jobs"]["clean_events"]
+    assert clean["sizes"] == [10000, 30000]
+    assert all(seconds > 0 for seconds in clean["seconds"])
+    assert result["worst_exponent"] == clean["exponent"] == load_bench().exponent(clean["sizes"], clean["seconds"])
+    # The JVM alone takes more than 100 MB; a bigger log writes more Parquet.
+    assert all(peak > 100 for peak in clean["peak_rss_mb"])
+    assert 0 < clean["output_bytes"][0] < clean["output_bytes"][1]
+    assert set(result["jobs"]) == {"clean_events"}
+    assert "native_lapack" in result and result["planned"] == {"10000": ["clean_events"], "30000": ["clean_events"]}
+    assert (report.parent / "bench_scale.png").stat().st_size > 0
+    lines = [line for line in (report.parent / "README.md").read_text().splitlines()
+             if line.startswith("| bench-scale 10,000, 30,000 events |")]
+    assert len(lines) == 1 and "partial" not in lines[0] and f"worst growth exponent {clean['exponent']}" in lines[0]
+
+
+def test_a_report_saved_part_way_keeps_what_was_measured_and_says_it_is_partial(tmp_path):
+    bench = load_bench()
+    path = tmp_path / "bench_scale.json"
+    planned = {1000: ["clean_events", "build_profiles"], 2000: ["clean_events", "build_profiles"]}
+    scale = bench.ScaleReport(path, planned, "python benchmarks/bench_scale.py --sizes 1000 2000", "1g")
+    measured = {"seconds": 4.0, "peak_rss_mb": 500, "exit_code": 0, "output_bytes": 10}
+    runs = {1000: {"clean_events": measured, "build_profiles": {**measured, "seconds": 2.0}},
+            2000: {"clean_events": {**measured, "seconds": 8.0}}}
+    scale.save(runs, complete=False)
+
+    result = json.loads(path.read_text())
+    assert result["complete"] is False
+    assert result["last_measured"] == {"events": 2000, "job": "clean_events"}
+    assert result["planned"] == {"1000": ["clean_events", "build_profiles"], "2000": ["clean_events", "build_profiles"]}
+    assert result["jobs"]["clean_events"]["sizes"] == [1000, 2000]
+    assert result["jobs"]["clean_events"]["exponent"] == pytest.approx(1.0)
+    assert result["jobs"]["build_profiles"]["sizes"] == [1000] and result["jobs"]["build_profiles"]["exponent"] is None
+    line = next(line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| bench-scale"))
+    assert "partial, stopped or still running after clean_events at 2,000 events" in line
+
+    runs[2000]["build_profiles"] = {**measured, "seconds": 1.0, "exit_code": 137, "log_tail": "Killed"}
+    scale.save(runs, complete=True)
+    result = json.loads(path.read_text())
+    assert result["complete"] is True and result["failures"] == {"build_profiles": ["2000"]}
+    lines = [line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| bench-scale")]
+    assert len(lines) == 1 and "partial" not in lines[0] and "failures {'build_profiles': ['2000']}" in lines[0]
