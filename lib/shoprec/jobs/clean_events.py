@@ -282,12 +282,12 @@ def _clean_and_write(run: _Run, plan: dict[str, list[FileStatus]], secret: bytes
 def _pseudonymized(run: _Run, valid: DataFrame, secret: bytes) -> DataFrame:
     """Write the batch's users to user_id_map; ``valid`` with the pseudonyms that map stored."""
     # Before the events, so that no pseudonym is ever stored without its way back.
-    users, user_obs = _observed(pseudonyms.id_map(valid, S.USER_ID, secret, S.INGEST_BATCH), "users",
-                                users=F.lit(True))
-    run.write(users, USER_ID_MAP_TABLE, USER_ID_MAP_PARTITIONS)
+    id_map, id_map_obs = _observed(pseudonyms.id_map(valid, S.USER_ID, secret, S.INGEST_BATCH), "user_id_map",
+                                   rows=F.lit(True))
+    run.write(id_map, USER_ID_MAP_TABLE, USER_ID_MAP_PARTITIONS)
     stored = run.spark.read.schema(f"{privacy.PSEUDONYM} string, {S.USER_ID} string, {S.INGEST_BATCH} string") \
         .parquet(run.cfg.table_path(USER_ID_MAP_TABLE)).where(F.col(S.INGEST_BATCH).isin(*run.summary.batches))
-    map_rows = int(user_obs.get["users"] or 0)   # (user, batch) rows, counted on the write
+    map_rows = int(id_map_obs.get["rows"] or 0)   # (user, batch) rows, counted on the write
     # First of all steps: duplicate keys, bot rules and derived session ids see only pseudonyms.
     return pseudonyms.pseudonymize(valid, S.USER_ID, stored, S.INGEST_BATCH,
                                    broadcast=map_rows <= run.cfg.clean.pseudonym_map_broadcast_rows)
