@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import hmac
 import json
 import os
@@ -29,6 +30,14 @@ def expected_pseudonym(user_id: str) -> str:
     hex digits of HMAC-SHA256(secret, user id)."""
     secret = os.environ[PSEUDONYM_SECRET_ENV].encode()
     return hmac.new(secret, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def load_benchmark(name: str):
+    """The module ``benchmarks/<name>.py``, loaded from its file (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_dataset(name: str) -> Path:

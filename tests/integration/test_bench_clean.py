@@ -1,26 +1,17 @@
 """The clean_events benchmark on a small log: its report holds what the README says it holds, the
 floors copy every raw line, and its line in reports/README.md is replaced, not repeated."""
 
-import importlib.util
-
 import pytest
 
-from tests.conftest import PROJECT
+from tests.conftest import load_benchmark
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EVENTS = 20_000
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_clean", PROJECT / "benchmarks" / "bench_clean.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_benchmark_times_clean_events_and_both_floors_on_the_same_log(spark, make_config, tmp_path):
-    bench = load_bench()
+    bench = load_benchmark("bench_clean")
     result = bench.measure(spark, make_config(), EVENTS, tmp_path / "bench")
 
     counts = result["accounting"]
@@ -43,7 +34,7 @@ def test_the_benchmark_times_clean_events_and_both_floors_on_the_same_log(spark,
 
 
 def test_a_rerun_replaces_its_line_in_the_reports_readme_and_keeps_the_notes(tmp_path):
-    bench = load_bench()
+    bench = load_benchmark("bench_clean")
     readme = tmp_path / "README.md"
     readme.write_text("# Benchmark results\n\n| benchmark | command | result | machine |\n|---|---|---|---|\n"
                       "| bench-rules (x) | `make bench-rules` | 1 rule | m |\n\nNotes:\n- a note that stays\n")

@@ -1,7 +1,6 @@
 """The scale benchmark: a real run on two small logs writes the report the README describes, and a
 report saved part-way says what it holds and what is missing."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,17 +8,9 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, load_benchmark
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def load_bench():
-    sys.path.insert(0, str(PROJECT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_scale", PROJECT / "benchmarks" / "bench_scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_run_on_two_sizes_reports_seconds_growth_memory_and_output_per_job(tmp_path):
@@ -38,7 +29,8 @@ def test_a_run_on_two_sizes_reports_seconds_growth_memory_and_output_per_job(tmp
     clean = result["jobs"]["clean_events"]
     assert clean["sizes"] == [10000, 30000]
     assert all(seconds > 0 for seconds in clean["seconds"])
-    assert result["worst_exponent"] == clean["exponent"] == load_bench().exponent(clean["sizes"], clean["seconds"])
+    expected = load_benchmark("bench_scale").exponent(clean["sizes"], clean["seconds"])
+    assert result["worst_exponent"] == clean["exponent"] == expected
     # The JVM alone takes more than 100 MB; a bigger log writes more Parquet.
     assert all(peak > 100 for peak in clean["peak_rss_mb"])
     assert 0 < clean["output_bytes"][0] < clean["output_bytes"][1]
@@ -51,7 +43,7 @@ def test_a_run_on_two_sizes_reports_seconds_growth_memory_and_output_per_job(tmp
 
 
 def test_a_report_saved_part_way_keeps_what_was_measured_and_says_it_is_partial(tmp_path):
-    bench = load_bench()
+    bench = load_benchmark("bench_scale")
     path = tmp_path / "bench_scale.json"
     planned = {1000: ["clean_events", "build_profiles"], 2000: ["clean_events", "build_profiles"]}
     scale = bench.ScaleReport(path, planned, "python benchmarks/bench_scale.py --sizes 1000 2000", "1g")

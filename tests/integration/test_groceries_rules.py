@@ -1,25 +1,16 @@
 """FP-Growth on the real Groceries baskets, and on the benchmark's synthetic baskets, equals an
 independent implementation (mlxtend)."""
 
-import importlib.util
-
 import pytest
 
-from tests.conftest import PROJECT, shared_dataset
+from tests.conftest import load_benchmark, shared_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_rules", PROJECT / "benchmarks" / "bench_rules.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_rule_set_equals_mlxtend(spark):
     path = shared_dataset("groceries-arules") / "groceries.csv"
-    bench = load_bench()
+    bench = load_benchmark("bench_rules")
     ours, _ = bench.spark_rules(spark, path, **bench.GROCERIES)
     theirs, _ = bench.mlxtend_rules(path, **bench.GROCERIES, algorithm=bench.GROCERIES_MLXTEND)
     assert bench.differences(ours, theirs) == []
@@ -29,7 +20,7 @@ def test_rule_set_equals_mlxtend(spark):
 
 
 def test_synthetic_baskets_give_mlxtends_rules_with_the_planted_bundles(spark, tmp_path):
-    bench = load_bench()
+    bench = load_benchmark("bench_rules")
     path = tmp_path / "baskets.csv"
     bench.synthetic_baskets(path, 5000)
     lines = path.read_text().splitlines()

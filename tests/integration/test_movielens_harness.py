@@ -1,22 +1,14 @@
 """The MovieLens benchmark harness: both file formats, the report names, the protocol's guarantees."""
 
-import importlib.util
 import json
 import random
 
 import pytest
 
 from shoprec.models.als import AlsParams
-from tests.conftest import PROJECT
+from tests.conftest import load_benchmark
 
 pytestmark = pytest.mark.integration
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_movielens", PROJECT / "benchmarks" / "bench_movielens.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def ratings(seed: int = 3):
@@ -33,7 +25,7 @@ def ratings(seed: int = 3):
 
 @pytest.mark.parametrize("layout", ["u.data", "ratings.csv"])
 def test_harness_reads_both_formats_and_writes_named_reports(spark, tmp_path, layout):
-    bench = load_bench()
+    bench = load_benchmark("bench_movielens")
     data = tmp_path / "ml-tiny"
     data.mkdir()
     rows = ratings()
@@ -63,4 +55,4 @@ def test_harness_reads_both_formats_and_writes_named_reports(spark, tmp_path, la
 
 def test_missing_ratings_file_is_a_clear_error(spark, tmp_path):
     with pytest.raises(FileNotFoundError, match="neither u.data nor ratings.csv"):
-        load_bench().read_ratings(spark, tmp_path)
+        load_benchmark("bench_movielens").read_ratings(spark, tmp_path)
