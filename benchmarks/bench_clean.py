@@ -168,9 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def record_in_readme(readme: Path, result: dict, key: str | None = None, text: str | None = None) -> None:
-    """Put this result's line into reports/README.md, replacing the line with the same ``key``
-    (default: the bench-clean line for this many events)."""
+def record_in_readme(readme: Path, result: dict, key: str | None = None, text: str | None = None,
+                     replaces: str | None = None) -> None:
+    """Put this result's line into reports/README.md, replacing the lines that start with
+    ``replaces`` (default: the same ``key``; the key defaults to the bench-clean line for this many
+    events)."""
     if key is None:
         key = f"| bench-clean {result['events']:,} events |"
         text = (f"clean_events {result['clean_seconds']} s vs floor {result['floor_seconds']} s, ratio "
@@ -183,7 +185,7 @@ def record_in_readme(readme: Path, result: dict, key: str | None = None, text: s
     if readme.exists():
         current = readme.read_text()
         rows = [r for r in current.splitlines() if r.startswith("| ") and not r.startswith("| benchmark")
-                and not r.startswith(key)]
+                and not r.startswith(replaces or key)]
         notes = current[current.index("\nNotes:"):] if "\nNotes:" in current else ""
     readme.write_text(header + "\n".join(sorted(rows + [line])) + "\n" + notes)
 

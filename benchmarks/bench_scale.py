@@ -17,7 +17,9 @@ Writes ``reports/bench_scale.json`` (per job: ``sizes``, ``seconds``, ``exponent
 ``peak_rss_mb``, ``output_bytes``), ``reports/bench_scale.png`` (time against events, log-log)
 and a line in ``reports/README.md``. All three are rewritten after every job, so a run that is
 stopped part-way keeps what it measured; its report says ``"complete": false`` and names the last
-job measured.
+job measured. ``--add-to-report`` keeps the sizes the existing report holds and adds this run's, so
+that sizes too long to run in one sitting can be measured one at a time into one report (which
+names every command its figures came from).
 """
 
 from __future__ import annotations
@@ -209,16 +211,40 @@ def native_lapack() -> str | None:
     return ctypes.util.find_library("lapack")
 
 
-class ScaleReport:
-    """The report of one bench-scale run: JSON, plot and README line, rewritten as results arrive."""
+def measured_runs(report: dict) -> dict[int, dict]:
+    """The per-size job results a saved report holds, in the shape ``ScaleReport.save`` takes."""
+    runs: dict[int, dict] = {}
+    for job, r in report["jobs"].items():
+        for events, seconds, peak, output in zip(r["sizes"], r["seconds"], r["peak_rss_mb"], r["output_bytes"]):
+            runs.setdefault(events, {})[job] = {"seconds": seconds, "peak_rss_mb": peak, "output_bytes": output,
+                                                "exit_code": 0}
+        for events, failure in r["failed"].items():
+            runs.setdefault(int(events), {})[job] = failure
+    return {events: {job: jobs[job] for job in JOBS if job in jobs} for events, jobs in sorted(runs.items())}
 
-    def __init__(self, path: Path, planned: dict[int, list[str]], command: str, driver_memory: str):
-        self.path, self.planned, self.command, self.driver_memory = path, planned, command, driver_memory
+
+class ScaleReport:
+    """The report of one bench-scale run: JSON, plot and README line, rewritten as results arrive.
+
+    With ``earlier`` (a report saved before, see ``--add-to-report``) the report holds that run's
+    sizes too: a size measured now replaces the same size measured then, and the report names
+    every command its figures came from.
+    """
+
+    def __init__(self, path: Path, planned: dict[int, list[str]], command: str, driver_memory: str,
+                 earlier: dict | None = None):
+        self.path, self.command, self.driver_memory = path, command, driver_memory
+        self.earlier_runs = measured_runs(earlier) if earlier else {}
+        self.planned = {int(events): jobs for events, jobs in (earlier or {}).get("planned", {}).items()}
+        self.planned.update(planned)
+        self.commands = [c for c in (earlier or {}).get("commands", [(earlier or {}).get("command")]) if c]
+        self.commands.append(command)
 
     def save(self, runs: dict[int, dict], complete: bool) -> dict:
-        """Write what ``runs`` holds so far; ``complete`` says whether every planned job was run
-        (a failed job and the ones skipped after it count as run)."""
-        jobs = summarise(runs)
+        """Write what ``runs`` holds so far (with the earlier report's other sizes); ``complete``
+        says whether every job planned for this run was run (a failed job and the ones skipped
+        after it count as run)."""
+        jobs = summarise({**self.earlier_runs, **runs})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         plot(jobs, self.path.with_suffix(".png"))
         worst = max((r["exponent"] for r in jobs.values() if r["exponent"] is not None), default=None)
@@ -230,13 +256,14 @@ class ScaleReport:
             "last_measured": {"events": last[-1][0], "job": last[-1][1]} if last else None,
             "goal": "every job's exponent <= 1.1, and no job out of memory at the largest size",
             "machine": machine(), "native_lapack": native_lapack(), "driver_memory": self.driver_memory,
-            "command": self.command,
+            "command": " + ".join(self.commands), "commands": self.commands,
         }
         self.path.write_text(json.dumps(result, indent=1) + "\n")
         sizes = ", ".join(f"{s:,}" for s in sorted(self.planned))
         progress = "" if complete or not last else (
             f"partial, stopped or still running after {last[-1][1]} at {last[-1][0]:,} events; ")
         record_in_readme(self.path.parent / "README.md", key=f"| bench-scale {sizes} events |",
+                         replaces="| bench-scale ",
                          text=(f"{progress}worst growth exponent {worst}, failures {failures or 'none'}; per job in "
                                f"{self.path.name}, plot {self.path.with_suffix('.png').name}"), result=result)
         return result
@@ -252,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--driver-memory", default="12g", help="the local Spark driver's heap (holds the executors)")
     parser.add_argument("--work", default=str(PROJECT / "var" / "bench"))
     parser.add_argument("--report", default=str(PROJECT / "reports" / "bench_scale.json"))
+    parser.add_argument("--add-to-report", action="store_true",
+                        help="keep the sizes the existing report holds and add (or re-measure) these ones, so that "
+                             "one report can gather runs too long for one sitting")
     args = parser.parse_args(argv)
     if args.jobs != JOBS[:len(args.jobs)]:
         parser.error(f"--jobs must be the first jobs of {' '.join(JOBS)}, in that order")
@@ -265,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     planned = {events: (args.jobs if events in args.sizes else ["clean_events"])
                for events in sorted(set(args.sizes) | set(args.clean_only_sizes))}
     command = " ".join(["python benchmarks/bench_scale.py", *(sys.argv[1:] if argv is None else argv)])
-    report = ScaleReport(Path(args.report), planned, command, args.driver_memory)
+    earlier = json.loads(Path(args.report).read_text()) if args.add_to_report and Path(args.report).exists() else None
+    report = ScaleReport(Path(args.report), planned, command, args.driver_memory, earlier)
     runs: dict[int, dict] = {}
     for events, jobs in planned.items():
         runs[events] = {}

@@ -68,3 +68,27 @@ def test_a_report_saved_part_way_keeps_what_was_measured_and_says_it_is_partial(
     assert result["complete"] is True and result["failures"] == {"build_profiles": ["2000"]}
     lines = [line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| bench-scale")]
     assert len(lines) == 1 and "partial" not in lines[0] and "failures {'build_profiles': ['2000']}" in lines[0]
+
+
+def test_a_run_added_to_a_saved_report_keeps_its_sizes_and_replaces_a_size_measured_again(tmp_path):
+    bench = load_benchmark("bench_scale")
+    path = tmp_path / "bench_scale.json"
+    measured = {"seconds": 4.0, "peak_rss_mb": 500, "exit_code": 0, "output_bytes": 10}
+    first = bench.ScaleReport(path, {1000: ["clean_events"], 2000: ["clean_events"]}, "first command", "1g")
+    first.save({1000: {"clean_events": measured}, 2000: {"clean_events": {**measured, "seconds": 99.0}}},
+               complete=True)
+
+    second = bench.ScaleReport(path, {2000: ["clean_events"], 4000: ["clean_events"]}, "second command", "1g",
+                               earlier=json.loads(path.read_text()))
+    second.save({2000: {"clean_events": {**measured, "seconds": 8.0}},
+                 4000: {"clean_events": {**measured, "seconds": 16.0, "output_bytes": 40}}}, complete=True)
+
+    result = json.loads(path.read_text())
+    clean = result["jobs"]["clean_events"]
+    assert clean["sizes"] == [1000, 2000, 4000] and clean["seconds"] == [4.0, 8.0, 16.0]
+    assert clean["output_bytes"] == [10, 10, 40] and clean["exponent"] == pytest.approx(1.0)
+    assert result["planned"] == {"1000": ["clean_events"], "2000": ["clean_events"], "4000": ["clean_events"]}
+    assert result["commands"] == ["first command", "second command"]
+    assert result["last_measured"] == {"events": 4000, "job": "clean_events"}
+    lines = [line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| bench-scale")]
+    assert len(lines) == 1 and lines[0].startswith("| bench-scale 1,000, 2,000, 4,000 events |")

@@ -57,3 +57,15 @@ def test_max_matches_keeps_the_most_popular_of_equal_text_score(spark):
     popularity = spark.createDataFrame([("1", 1.0), ("6", 5.0), ("4", 9.0), ("3", 0.5)], "item_id string, score double")
     got = Q.match_items(searches(spark, [("s1", "u", "sony")]), catalogue(spark), 1.0, 2, popularity)
     assert [(r.item_id, r.text_rank) for r in got.orderBy("text_rank").collect()] == [("4", 1), ("6", 2)]
+
+
+def test_searches_with_the_same_words_get_the_same_matches_whoever_searched(spark):
+    got = Q.match_items(searches(spark, [("s1", "u1", "Sony headphones"), ("s2", "u2", "headphones  SONY sony"),
+                                         ("s3", "u3", "a"), ("s4", "u4", "sony")]), catalogue(spark), 1.0, 10)
+    by_search = {}
+    for r in got.collect():
+        by_search.setdefault((r.search_id, r.user_id), []).append((r.item_id, r.text_score, r.text_rank))
+    assert set(by_search) == {("s1", "u1"), ("s2", "u2"), ("s4", "u4")}  # "a" has no word of two letters
+    assert sorted(by_search[("s1", "u1")]) == sorted(by_search[("s2", "u2")])
+    assert {item for item, _, _ in by_search[("s1", "u1")]} == {"1", "6"}
+    assert "_query_key" not in got.columns

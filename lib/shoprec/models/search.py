@@ -20,6 +20,7 @@ from shoprec import schemas as S
 TOKEN = "token"
 TEXT_SCORE = "text_score"
 SEARCH_ID = "search_id"
+QUERY_KEY = "_query_key"   # the sorted distinct words of a query: its matches depend on nothing else
 
 
 def words(text: Column) -> Column:
@@ -58,24 +59,29 @@ def match_items(searches: DataFrame, items: DataFrame, min_match: float, max_mat
         the columns of ``searches`` plus ``item_id string, text_score double``; a search none of
         whose query words any item has gets no rows.
     """
+    # The matches depend on the query's words only, not on who searched: each distinct set of words
+    # is matched once and its matches joined back to every search with it. Users repeat the same
+    # few queries, so the text join grows with the distinct queries, not with the searches.
+    keyed = searches.withColumn(QUERY_KEY, F.array_join(F.array_sort(words(F.col(S.QUERY))), " "))
+    queries = keyed.select(QUERY_KEY).where(F.col(QUERY_KEY) != "").distinct()
     n_items = items.select(S.ITEM_ID).distinct().count()
     idf = items.groupBy(TOKEN).agg((F.log(F.lit(float(n_items + 1)) / (F.count(F.lit(1)) + 1)) + 1).alias("_idf"))
-    query_words = searches.select(SEARCH_ID, F.explode(words(F.col(S.QUERY))).alias(TOKEN)).distinct()
+    query_words = queries.select(QUERY_KEY, F.explode(F.split(QUERY_KEY, " ")).alias(TOKEN))
     # A query word no item has still counts in the query's weight, as the rarest word would.
     weighted = (query_words.join(F.broadcast(idf), TOKEN, "left")
                 .withColumn("_idf", F.coalesce("_idf", F.lit(math.log(n_items + 1) + 1))))
-    totals = weighted.groupBy(SEARCH_ID).agg(F.sum("_idf").alias("_total"))
-    per_search = Window.partitionBy(SEARCH_ID)
-    matched = (weighted.join(items, TOKEN).groupBy(SEARCH_ID, S.ITEM_ID).agg(F.sum("_idf").alias("_matched"))
-               .join(totals, SEARCH_ID)
+    totals = weighted.groupBy(QUERY_KEY).agg(F.sum("_idf").alias("_total"))
+    per_query = Window.partitionBy(QUERY_KEY)
+    matched = (weighted.join(items, TOKEN).groupBy(QUERY_KEY, S.ITEM_ID).agg(F.sum("_idf").alias("_matched"))
+               .join(totals, QUERY_KEY)
                .withColumn(TEXT_SCORE, F.col("_matched") / F.col("_total"))
-               .withColumn("_best", F.max(TEXT_SCORE).over(per_search))
+               .withColumn("_best", F.max(TEXT_SCORE).over(per_query))
                .where(F.col(TEXT_SCORE) >= F.lit(float(min_match)) * F.col("_best") - 1e-9))
     if popularity is not None:
         matched = matched.join(popularity.select(S.ITEM_ID, F.col("score").alias("_popularity")), S.ITEM_ID, "left")
     else:
         matched = matched.withColumn("_popularity", F.lit(None).cast("double"))
-    order = per_search.orderBy(F.col(TEXT_SCORE).desc(), F.col("_popularity").desc_nulls_last(), F.col(S.ITEM_ID))
+    order = per_query.orderBy(F.col(TEXT_SCORE).desc(), F.col("_popularity").desc_nulls_last(), F.col(S.ITEM_ID))
     best = (matched.withColumn("_n", F.row_number().over(order)).where(F.col("_n") <= max_matches)
-            .select(SEARCH_ID, S.ITEM_ID, TEXT_SCORE, F.col("_n").alias("text_rank")))
-    return searches.join(best, SEARCH_ID)
+            .select(QUERY_KEY, S.ITEM_ID, TEXT_SCORE, F.col("_n").alias("text_rank")))
+    return keyed.join(best, QUERY_KEY).drop(QUERY_KEY)
