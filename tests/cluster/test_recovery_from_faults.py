@@ -1,5 +1,5 @@
-"""Faults on the standalone cluster: an executor killed mid-job (in build_profiles, and in
-clean_events once its parse is staged), a driver killed mid-write, a Horovod worker killed mid-training. Each job is one the pipeline already ran for the date
+"""Faults on the standalone cluster: an executor killed mid-job (in build_profiles, in
+clean_events once its parse is staged, in build_training_set once its examples are staged), a driver killed mid-write, a Horovod worker killed mid-training. Each job is one the pipeline already ran for the date
 (``cluster_run``), so the undisturbed output is there to compare with."""
 
 from __future__ import annotations
@@ -92,6 +92,39 @@ def test_an_executor_killed_after_the_parse_leaves_clean_events_output_unchanged
     executors = [d for w in range(2) for d in (standalone_cluster["root"] / f"work-{w}" / app).iterdir()]
     assert len(executors) >= 3, "the master did not launch a replacement executor"
     assert tables() == before
+
+
+def test_an_executor_killed_after_the_examples_are_staged_leaves_the_training_set_unchanged(spark, standalone_cluster,
+                                                                                          cluster_run):
+    """The examples build_training_set stages are read four more times after the kill; with a
+    local checkpoint they would have died with the executor that held them."""
+    warehouse = cluster_run["warehouse"]
+    training_set = warehouse / "training_set" / f"run_date={PIPELINE_RUN_DATE}"
+
+    def examples() -> list:
+        df = spark.read.parquet(str(training_set))
+        rounded = df.withColumn("dense", F.transform("dense", lambda x: F.round(x, 4)))
+        return sorted(rounded.select(*sorted(df.columns)).collect(), key=str)
+
+    def standardisation() -> dict:
+        stats = json.loads((training_set / "feature_spec.json").read_text())["standardisation"]
+        return {f"{name}.{i}": value for name, pair in stats.items() for i, value in enumerate(pair)}
+
+    before, stats_before = examples(), standardisation()
+    driver = start_submit(standalone_cluster["master"], cluster_run["dist"], "build_training_set",
+                          cluster_run["root"], cluster_run["log"])
+    app = wait_for(lambda: running_app(standalone_cluster, "shoprec-build_training_set"), 120, "the application")
+    staging = warehouse.parent / f"{warehouse.name}_restricted" / "_staging"
+    wait_for(lambda: list(staging.glob("training_examples-*/examples/_SUCCESS")) or driver.poll() is not None, 900,
+             "the staged examples", interval=0.05)
+    assert driver.poll() is None, "the job ended before the kill"
+    os.kill(executor_pids(app)[0], signal.SIGKILL)
+    assert driver.wait(timeout=1800) == 0, cluster_run["log"].read_text()[-5000:]
+    executors = [d for w in range(2) for d in (standalone_cluster["root"] / f"work-{w}" / app).iterdir()]
+    assert len(executors) >= 3, "the master did not launch a replacement executor"
+    assert examples() == before
+    assert standardisation() == pytest.approx(stats_before, rel=1e-9)
+    assert not list(staging.glob("training_examples-*")), "the staging outlived the job"
 
 
 def test_a_driver_killed_mid_write_leaves_the_old_partition_and_a_rerun_repairs_it(spark, standalone_cluster,

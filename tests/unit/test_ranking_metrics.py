@@ -65,6 +65,12 @@ def test_one_pass_over_several_cut_offs_gives_each_cut_off_s_own_metrics(recs_an
         assert at[k] == pytest.approx(alone, abs=TOLERANCE)
 
 
+@pytest.mark.parametrize("ks", [[], [3, 0]])
+def test_no_cut_off_or_a_cut_off_below_one_is_refused_with_a_message(recs_and_truth, ks):
+    with pytest.raises(ValueError, match="cut-offs must be one or more positive integers"):
+        ranking_metrics_at(*recs_and_truth, ks=ks)
+
+
 def test_beyond_accuracy(spark):
     recs = spark.createDataFrame(
         [("a", "1", 1), ("a", "2", 2), ("a", "3", 3), ("b", "1", 1), ("b", "4", 2)],

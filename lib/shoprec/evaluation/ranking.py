@@ -105,6 +105,8 @@ def ranking_metrics_at(
     """
     S.require_columns(recommendations, [user_col, item_col, rank_col], "ranking_metrics: recommendations")
     S.require_columns(truth, [user_col, item_col], "ranking_metrics: truth")
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ranking_metrics: cut-offs must be one or more positive integers, got {list(ks)!r}")
     ks = sorted(set(ks))
     spark = recommendations.sparkSession
     recs = top_k(recommendations, ks[-1], user_col, rank_col).select(user_col, item_col, rank_col)

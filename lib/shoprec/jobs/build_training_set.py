@@ -36,6 +36,7 @@ from shoprec.config import Config
 from shoprec.etl import profiles as P
 from shoprec.evaluation.holdout import cutoff_date, exclusions, time_holdout
 from shoprec.io.fs import HadoopFS
+from shoprec.io.staging import Staging, staging_root
 from shoprec.io.tables import write_partitions
 from shoprec.jobs.build_profiles import events_as_of
 from shoprec.jobs.common import job_parser, run_main
@@ -92,11 +93,17 @@ def features_before(spark: SparkSession, cfg: Config, before: DataFrame, cutoff:
     return inputs
 
 
+def als_candidate_count(cfg: Config) -> int:
+    """How many ALS recommendations to ask for per user: ``ranker.candidates.als``, but at least
+    one, since ALS refuses a count of zero (a zero limit then drops the source in ``candidates``)."""
+    return max(cfg.ranker.candidates.get("als", 0), 1)
+
+
 def examples_for(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, truth: DataFrame | None) -> DataFrame:
     """Candidates (plus sampled negatives) for ``users`` with raw features, labelled from ``truth``."""
     ranker = cfg.ranker
     excluded = exclusions(inputs["interactions"], cfg.als.exclude)
-    als_recs = inputs["als"].recommend(users, excluded, max(ranker.candidates.get("als", 0), 1), cfg.als.max_excluded)
+    als_recs = inputs["als"].recommend(users, excluded, als_candidate_count(cfg), cfg.als.max_excluded)
     seeds = X.seed_items(inputs["interactions"], ranker.seeds_per_user)
     cands = X.candidates(users, seeds, als_recs, inputs["bought_together"], inputs["similar_items"],
                          inputs["content_similar"], inputs["popular"], ranker.candidates)
@@ -139,28 +146,30 @@ def write_examples(spark: SparkSession, cfg: Config, before: DataFrame, truth: D
         raise ValueError(f"training set with cut-off {cutoff}: no user with history before it has a label "
                          f"({'/'.join(ranker.relevant_event_types)} event in the label window)")
     inputs = features_before(spark, cfg, before, cutoff)
-    # Materialised with its lineage cut: the plan behind it (five candidate sources, profiles,
-    # ALS, FP-Growth) is deep enough to overflow the driver's stack when planned again.
-    examples = X.assign_shards(examples_for(cfg, inputs, users, truth), ranker.workers,
-                               ranker.validation_percent, ranker.seed).localCheckpoint(eager=True)
-    stats = X.standardisation(examples.where(F.col("split") == "train"))
-    columns = [S.USER_ID, S.ITEM_ID, *X.CATEGORICAL, "dense", X.LABEL, "split", "shard"]
-    shards = X.standardise(examples, stats).select(*columns)
-    write_partitions(shards.repartition("split", "shard"), path, ["split", "shard"],
-                     {"split": ["train", "validation"]}, run_id, {**lineage, "cutoff": cutoff})
-    categorical = {name: buckets for name, buckets in X.CATEGORICAL.items()
-                   if ranker.id_embeddings or name not in X.ID_BUCKETS}
-    spec = {**(spec_fields or {}), "cutoff": cutoff, "categorical": categorical, "dense": X.dense_features(),
-            "standardisation": stats, "workers": ranker.workers, "run_id": run_id}
-    HadoopFS(spark).write_text(f"{path}/{FEATURE_SPEC}", json.dumps(spec, indent=1))
+    with Staging(spark, staging_root(cfg, "training_examples", path)) as staging:
+        # Staged with its lineage cut: the plan behind it (five candidate sources, profiles, ALS,
+        # FP-Growth) is deep enough to overflow the driver's stack when planned again, and it is
+        # read four times below.
+        examples = staging.keep(X.assign_shards(examples_for(cfg, inputs, users, truth), ranker.workers,
+                                                ranker.validation_percent, ranker.seed), "examples")
+        stats = X.standardisation(examples.where(F.col("split") == "train"))
+        columns = [S.USER_ID, S.ITEM_ID, *X.CATEGORICAL, "dense", X.LABEL, "split", "shard"]
+        shards = X.standardise(examples, stats).select(*columns)
+        write_partitions(shards.repartition("split", "shard"), path, ["split", "shard"],
+                         {"split": ["train", "validation"]}, run_id, {**lineage, "cutoff": cutoff})
+        categorical = {name: buckets for name, buckets in X.CATEGORICAL.items()
+                       if ranker.id_embeddings or name not in X.ID_BUCKETS}
+        spec = {**(spec_fields or {}), "cutoff": cutoff, "categorical": categorical, "dense": X.dense_features(),
+                "standardisation": stats, "workers": ranker.workers, "run_id": run_id}
+        HadoopFS(spark).write_text(f"{path}/{FEATURE_SPEC}", json.dumps(spec, indent=1))
 
-    counts = {f"{r['split']}_{'positive' if r[X.LABEL] else 'negative'}": r["count"]
-              for r in examples.groupBy("split", X.LABEL).count().collect()}
-    counts["users"] = users.count()
-    counts["candidates_with_label_1"] = examples.where((F.col(X.LABEL) == 1) & (F.col("n_sources") > 0)).count()
-    counts["positives_reachable_share"] = counts["candidates_with_label_1"] / max(truth.count(), 1)
-    for df in (truth, users):
-        df.unpersist()
+        counts = {f"{r['split']}_{'positive' if r[X.LABEL] else 'negative'}": r["count"]
+                  for r in examples.groupBy("split", X.LABEL).count().collect()}
+        counts["users"] = users.count()
+        counts["candidates_with_label_1"] = examples.where((F.col(X.LABEL) == 1) & (F.col("n_sources") > 0)).count()
+        counts["positives_reachable_share"] = counts["candidates_with_label_1"] / max(truth.count(), 1)
+        for df in (truth, users):
+            df.unpersist()
     return counts, spec
 
 

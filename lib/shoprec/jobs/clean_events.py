@@ -23,7 +23,7 @@ HMAC-SHA256 pseudonyms; ``user_id_map`` (the way back) and ``events_quarantine``
 written under the restricted root, outside the analysts' warehouse.
 
 The raw input is parsed once: the parsed rows are staged as Parquet under the restricted root
-(``clean_events_parsed.staging``, removed at the end) and the three tables are written from them.
+(``_staging/clean_events/parsed``, removed at the end) and the three tables are written from them.
 
 Rebuilding a batch replaces exactly that batch's partitions in every table, so running the same
 command twice gives the same tables. Row accounting is checked before anything is committed:
@@ -48,6 +48,7 @@ from shoprec.etl import clean
 from shoprec.io.fs import FileStatus, HadoopFS
 from shoprec.io.ingest_log import IngestLog
 from shoprec.io.sources import read_raw_records
+from shoprec.io.staging import Staging, staging_root
 from shoprec.io.tables import read_table, write_partitions
 from shoprec.jobs.common import iso_date, job_parser, run_main
 from shoprec.tracking import JobRun, StageClock, job_run, write_report
@@ -63,7 +64,7 @@ USER_ID_MAP_PARTITIONS = [S.INGEST_BATCH]
 SAMPLES_PER_REASON = 3
 # The one parse of a run's raw input, under the restricted root (it holds raw ids and lines). Not
 # named like a hidden file ("_..."): Spark warns that it ignores such a path when asked to read it.
-PARSED_STAGING = "clean_events_parsed.staging"
+PARSED_STAGING = "parsed"   # under the job's staging root (shoprec.io.staging)
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +239,6 @@ def _clean_and_write(run: _Run, plan: dict[str, list[FileStatus]], secret: bytes
     of the batch's users; the events, pseudonymized, deduplicated, bot-filtered and sessionized.
     Each write is checked against the counts before it is committed."""
     source, is_valid = run.cfg.source, F.col(S.REASON).isNull()
-    fs = HadoopFS(run.spark)
-    staged = f"{run.cfg.restricted_root}/{PARSED_STAGING}"
-    # What is there belongs to a run whose driver died (one clean_events runs at a time).
-    fs.delete(staged)
     validated = clean.to_canonical(clean.parse_records(read_batches(run.spark, source, plan), source), source,
                                    run.cfg.input.source, run.cfg.clean)
     # Only what the outputs need is staged: the clean table's columns, and for rejected rows their
@@ -255,21 +252,19 @@ def _clean_and_write(run: _Run, plan: dict[str, list[FileStatus]], secret: bytes
     dates = Observation("dates")
     counted = counted.observe(dates, F.min(F.when(is_valid, F.col(S.EVENT_DATE))).alias("first"),
                               F.max(F.when(is_valid, F.col(S.EVENT_DATE))).alias("last"))
-    try:
-        counted.write.parquet(staged)
+    # One clean_events runs at a time: what is staged there belongs to a run whose driver died.
+    with Staging(run.spark, staging_root(run.cfg, JOB)) as staging:
+        parsed = staging.keep(counted, PARSED_STAGING)
         run.clock.lap("parse")
         counts = {k: int(v or 0) for k, v in inflow.get.items()}
         run.summary.quarantine_reasons = {r: counts[r] for r in S.Reason.ALL if counts[r]}
         rows_input, rows_valid = counts["rows"], counts["valid"]
-        parsed = run.spark.read.parquet(staged)
         run.write(conform(parsed.where(~is_valid), S.EVENTS_QUARANTINE, run.tracking.run_id), QUARANTINE_TABLE,
                   QUARANTINE_PARTITIONS, expected_rows=rows_input - rows_valid)
         valid = parsed.where(is_valid).select(*needed)
         if secret is not None:
             valid = _pseudonymized(run, valid, secret)
         _write_clean(run, valid, rows_input, rows_valid, dates.get["first"], dates.get["last"])
-    finally:
-        fs.delete(staged)
     report = quality_report(run.spark, run.cfg, run.replaced, run.summary)
     write_report(run.tracking, report, "data_quality")
     run.clock.lap("quality_report")
@@ -316,7 +311,7 @@ def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, 
                                   f"{USER_ID_MAP_TABLE}; nothing committed to {CLEAN_TABLE}")
         if seen_again != rows_valid:
             raise AccountingError(f"{rows_valid} valid rows were parsed but {seen_again} reached the clean write "
-                                  f"(was {PARSED_STAGING} changed meanwhile?); nothing committed to {CLEAN_TABLE}")
+                                  f"(was the staged parse changed meanwhile?); nothing committed to {CLEAN_TABLE}")
         summary.duplicates_by_kind = {k: int(v or 0) for k, v in dup_obs.get.items()}
         return rows_valid - sum(summary.duplicates_by_kind.values()) - int(bot_obs.get["bot"] or 0)
 

@@ -35,9 +35,10 @@ from shoprec.etl import profiles as P
 from shoprec.evaluation.compare import comparison_table, compare_recommenders, plot_metric_bars, plot_precision_recall
 from shoprec.evaluation.holdout import exclusions, time_holdout
 from shoprec.evaluation.ranking import ranking_metrics_at
+from shoprec.io.staging import Staging, staging_root
 from shoprec.io.tables import write_snapshot
 from shoprec.jobs.build_profiles import events_as_of
-from shoprec.jobs.build_training_set import features_before, write_training_set
+from shoprec.jobs.build_training_set import als_candidate_count, features_before, write_training_set
 from shoprec.jobs.common import job_parser, run_main
 from shoprec.jobs.score import recommend_with_ranker
 from shoprec.jobs.search_rerank import rerank
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 
 def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: DataFrame,
                              train_interactions: DataFrame, users: DataFrame, cutoff: str, depth: int,
-                             tracking, clock: StageClock) -> tuple[dict[str, DataFrame], dict]:
+                             tracking, clock: StageClock, staging: Staging) -> tuple[dict[str, DataFrame], dict]:
     """Each recommender's top ``depth`` for ``users``, every one built from ``train_events`` only,
     and the backtest ranker (see :func:`backtest_pipeline`). Recommendations other than the
     pipeline's are lazy: their cost shows in the clock's ``compare`` stage."""
@@ -87,12 +88,13 @@ def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: Dat
     similar = content_similar_items(content_features(items, profiles.content_features), profiles.content_similar_k)
     recs["content"] = recommend_by_content(train_interactions.join(users, S.USER_ID), similar, excluded, depth)
     clock.lap("baselines")
-    recs["pipeline"], ranker = backtest_pipeline(spark, cfg, train_events, users, cutoff, depth, tracking, clock)
+    recs["pipeline"], ranker = backtest_pipeline(spark, cfg, train_events, users, cutoff, depth, tracking, clock,
+                                                 staging)
     return recs, ranker
 
 
 def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame, users: DataFrame, cutoff: str,
-                      depth: int, tracking, clock: StageClock) -> tuple[DataFrame, dict]:
+                      depth: int, tracking, clock: StageClock, staging: Staging) -> tuple[DataFrame, dict]:
     """The production pipeline (every candidate source, the ranker, the business rules) rebuilt
     from ``train_events`` only: the ranker learns from labels in the last ``ranker.label_days``
     before ``cutoff`` and features before those, then ranks candidates built from all of
@@ -119,21 +121,23 @@ def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame,
     # backtest both use them, and each use of a lazy one would build it again.
     for name in ("affinity", "popular", "bought_together", "similar_items", "content_similar"):
         if inputs[name] is not None:
-            inputs[name] = inputs[name].localCheckpoint(eager=True)
-    inputs["als_recs"] = als_candidates(cfg, inputs, users)
+            inputs[name] = staging.keep(inputs[name], name)
+    inputs["als_recs"] = als_candidates(cfg, inputs, users, staging, "als_recs")
     clock.lap("pipeline_features")
     recs = recommend_with_ranker(cfg, inputs, users, result["model_path"], spec, depth)
-    # Materialised: the plan behind it is deep enough to overflow the driver's stack when planned again.
-    recs = recs.select(S.USER_ID, "rank", S.ITEM_ID, "score").localCheckpoint(eager=True)
+    # Staged: the plan behind it is deep enough to overflow the driver's stack when planned again.
+    recs = staging.keep(recs.select(S.USER_ID, "rank", S.ITEM_ID, "score"), "pipeline_recommendations")
     clock.lap("pipeline_recommend")
     return recs, {"inputs": inputs, "model_path": result["model_path"], "spec": spec}
 
 
-def als_candidates(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame) -> DataFrame:
-    """The ALS candidates of ``users`` (as ``train_als`` writes them to ``als_recs``), built once."""
+def als_candidates(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, staging: Staging,
+                   name: str) -> DataFrame:
+    """The ALS candidates of ``users`` (as ``train_als`` writes them to ``als_recs``), built once
+    and staged as ``name``."""
     excluded = exclusions(inputs["interactions"], cfg.als.exclude)
-    return inputs["als"].recommend(users, excluded, max(cfg.ranker.candidates.get("als", 0), 1),
-                                   cfg.als.max_excluded).localCheckpoint(eager=True)
+    return staging.keep(inputs["als"].recommend(users, excluded, als_candidate_count(cfg), cfg.als.max_excluded),
+                        name)
 
 
 def held_out_searches(events: DataFrame, cutoff: str, followup_types: list[str]) -> tuple[DataFrame, DataFrame]:
@@ -157,7 +161,8 @@ def held_out_searches(events: DataFrame, cutoff: str, followup_types: list[str])
     return searches.join(followups.select(Q.SEARCH_ID).distinct(), Q.SEARCH_ID).select(Q.SEARCH_ID, S.USER_ID, S.QUERY), followups
 
 
-def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, tracking) -> list[dict]:
+def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, tracking,
+                    staging: Staging) -> list[dict]:
     """search_rerank on the held-out window's searches that were followed by an item event: the
     ranker's order (``search_ranker``) against the text order alone (``search_text``: text score,
     then popularity), each averaged over every such search (no match scores zero)."""
@@ -170,7 +175,8 @@ def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, t
         log.info("evaluate: no search in the held-out window was followed by an item event; search not evaluated")
         return []
     # Searchers need not be among the held-out users the pipeline's ALS candidates were built for.
-    inputs = {**ranker["inputs"], "als_recs": als_candidates(cfg, ranker["inputs"], searches.select(S.USER_ID).distinct())}
+    inputs = {**ranker["inputs"], "als_recs": als_candidates(cfg, ranker["inputs"], searches.select(S.USER_ID).distinct(),
+                                                             staging, "searchers_als_recs")}
     popularity = inputs["item_profile"].select(S.ITEM_ID, popularity_score(cfg.profiles.interaction_weights).alias("score"))
     matches = Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
                             cfg.search.max_matches, popularity).cache()
@@ -221,15 +227,17 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
         if n_users == 0:
             raise ValueError(f"evaluate {run_date}: no user with history before {holdout.cutoff} has a "
                              f"{'/'.join(settings.relevant_event_types)} event in the held-out window")
-        recs, ranker = backtest_recommendations(spark, cfg, train_events, train_interactions, users,
-                                                holdout.cutoff, depth, tracking, clock)
-        catalogue = train_events.where(F.col(S.ITEM_ID).isNotNull()).groupBy(S.ITEM_ID).agg(
-            F.max_by(S.CATEGORY, F.when(F.col(S.CATEGORY).isNotNull(), F.col(S.EVENT_TIME))).alias(S.CATEGORY))
-        rows = compare_recommenders(recs, truth, train_interactions.select(S.USER_ID, S.ITEM_ID), catalogue,
-                                    settings.k, settings.ks)
-        clock.lap("compare")
-        search_rows = backtest_search(cfg, events, holdout.cutoff, ranker, tracking)
-        clock.lap("search")
+        # The backtest's intermediate results, staged on shared storage (they outlive an executor).
+        with Staging(spark, staging_root(cfg, JOB, run_date)) as staging:
+            recs, ranker = backtest_recommendations(spark, cfg, train_events, train_interactions, users,
+                                                    holdout.cutoff, depth, tracking, clock, staging)
+            catalogue = train_events.where(F.col(S.ITEM_ID).isNotNull()).groupBy(S.ITEM_ID).agg(
+                F.max_by(S.CATEGORY, F.when(F.col(S.CATEGORY).isNotNull(), F.col(S.EVENT_TIME))).alias(S.CATEGORY))
+            rows = compare_recommenders(recs, truth, train_interactions.select(S.USER_ID, S.ITEM_ID), catalogue,
+                                        settings.k, settings.ks)
+            clock.lap("compare")
+            search_rows = backtest_search(cfg, events, holdout.cutoff, ranker, tracking, staging)
+            clock.lap("search")
         table = spark.createDataFrame([(r["model"], r["metric"], r["k"], r["value"]) for r in rows + search_rows],
                                       "model string, metric string, k int, value double")
         write_snapshot(table, cfg.table_path(EVAL_METRICS), run_date, tracking.run_id, lineage)
