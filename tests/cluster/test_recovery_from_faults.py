@@ -54,6 +54,13 @@ def running_app(cluster: dict, name: str) -> str | None:
     return next((a["id"] for a in master_state(cluster)["activeapps"] if a["name"] == name), None)
 
 
+def assert_finished_on_a_replacement_executor(driver, app: str, cluster: dict, cluster_run: dict) -> None:
+    """The job whose executor was killed succeeded, and the master launched another executor."""
+    assert driver.wait(timeout=1800) == 0, cluster_run["log"].read_text()[-5000:]
+    executors = [d for w in range(2) for d in (cluster["root"] / f"work-{w}" / app).iterdir()]
+    assert len(executors) >= 3, "the master did not launch a replacement executor"
+
+
 def test_a_killed_executor_is_replaced_and_the_output_is_unchanged(spark, standalone_cluster, cluster_run):
     warehouse = cluster_run["warehouse"]
     before = {name: rows_of(spark, warehouse, name) for name in PROFILE_TABLES}
@@ -63,9 +70,7 @@ def test_a_killed_executor_is_replaced_and_the_output_is_unchanged(spark, standa
     victim = wait_for(lambda: executor_pids(app)[:1], 120, "an executor")[0]
     time.sleep(8)  # into the job's first stages
     os.kill(victim, signal.SIGKILL)
-    assert driver.wait(timeout=1800) == 0, cluster_run["log"].read_text()[-5000:]
-    executors = [d for w in range(2) for d in (standalone_cluster["root"] / f"work-{w}" / app).iterdir()]
-    assert len(executors) >= 3, "the master did not launch a replacement executor"
+    assert_finished_on_a_replacement_executor(driver, app, standalone_cluster, cluster_run)
     assert {name: rows_of(spark, warehouse, name) for name in PROFILE_TABLES} == before
 
 
@@ -88,9 +93,7 @@ def test_an_executor_killed_after_the_parse_leaves_clean_events_output_unchanged
     wait_for(lambda: staging.exists() or driver.poll() is not None, 600, "the user_id_map write", interval=0.05)
     assert driver.poll() is None, "the job ended before the kill"
     os.kill(executor_pids(app)[0], signal.SIGKILL)
-    assert driver.wait(timeout=1800) == 0, cluster_run["log"].read_text()[-5000:]
-    executors = [d for w in range(2) for d in (standalone_cluster["root"] / f"work-{w}" / app).iterdir()]
-    assert len(executors) >= 3, "the master did not launch a replacement executor"
+    assert_finished_on_a_replacement_executor(driver, app, standalone_cluster, cluster_run)
     assert tables() == before
 
 
@@ -107,7 +110,7 @@ def test_an_executor_killed_after_the_examples_are_staged_leaves_the_training_se
         return sorted(rounded.select(*sorted(df.columns)).collect(), key=str)
 
     def standardisation() -> dict:
-        stats = json.loads((training_set / "feature_spec.json").read_text())["standardisation"]
+        stats = json.loads((training_set / "_feature_spec.json").read_text())["standardisation"]
         return {f"{name}.{i}": value for name, pair in stats.items() for i, value in enumerate(pair)}
 
     before, stats_before = examples(), standardisation()
@@ -119,9 +122,7 @@ def test_an_executor_killed_after_the_examples_are_staged_leaves_the_training_se
              "the staged examples", interval=0.05)
     assert driver.poll() is None, "the job ended before the kill"
     os.kill(executor_pids(app)[0], signal.SIGKILL)
-    assert driver.wait(timeout=1800) == 0, cluster_run["log"].read_text()[-5000:]
-    executors = [d for w in range(2) for d in (standalone_cluster["root"] / f"work-{w}" / app).iterdir()]
-    assert len(executors) >= 3, "the master did not launch a replacement executor"
+    assert_finished_on_a_replacement_executor(driver, app, standalone_cluster, cluster_run)
     assert examples() == before
     assert standardisation() == pytest.approx(stats_before, rel=1e-9)
     assert not list(staging.glob("training_examples-*")), "the staging outlived the job"
