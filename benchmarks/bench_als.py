@@ -13,7 +13,9 @@ both libraries' factors). Same confidence
 core of the machine. Spark's ALS is tuned: user and item blocks = cores, intermediate and final
 RDDs in memory (no serialisation), no checkpointing within these few iterations, one BLAS thread
 per task. implicit is timed twice: as its users run it (conjugate-gradient steps, its default) and
-with exact Cholesky solves, the algorithm Spark runs.
+with exact Cholesky solves, the algorithm Spark runs. shoprec's own ``als.solver: cg``
+(implicit's objective and conjugate-gradient kernel, distributed over Spark blocks) is timed on
+the same Spark session the same way.
 
 Spark's ALS solves its normal equations through netlib's BLAS/LAPACK: with a native
 ``libblas.so.3`` / ``liblapack.so.3`` on the library path (Debian: ``libopenblas0-pthread``) it
@@ -22,7 +24,8 @@ uses them, otherwise a JVM fallback several times slower at 128 factors. The rep
 
 Writes ``reports/bench_als.json`` (per factor count: ``spark_s_per_iter``,
 ``implicit_s_per_iter``, ``ratio``, ``implicit_exact_s_per_iter``, ``ratio_to_exact``,
-``spark_ndcg_at_10``, ``implicit_ndcg_at_10``).
+``spark_ndcg_at_10``, ``implicit_ndcg_at_10``, and for the CG solver ``cg_s_per_iter``,
+``cg_ratio`` (to implicit), ``cg_ndcg_at_10``).
 """
 
 from __future__ import annotations
@@ -132,6 +135,18 @@ def spark_fit(train, rank: int, iterations: int, blocks: int):
     return model, time.perf_counter() - started
 
 
+def cg_fit(train, rank: int, iterations: int, blocks: int):
+    """shoprec's blocked conjugate-gradient ALS on Spark (``als.solver: cg``): implicit's
+    objective and kernel, distributed over ``blocks`` blocks per side."""
+    from shoprec.models.als_cg import fit_als_cg
+
+    started = time.perf_counter()
+    model = fit_als_cg(train, rank, REG, ALPHA, iterations, SEED, blocks, user_col=USER, item_col=ITEM,
+                       strength_col="strength")
+    model.userFactors.count()
+    return model, time.perf_counter() - started
+
+
 def implicit_fit(matrix, rank: int, iterations: int, exact: bool = False):
     """implicit's CPU ALS: by default each least-squares step is 3 conjugate-gradient steps (its
     default, what its users run); ``exact`` solves it by Cholesky, as Spark does."""
@@ -180,12 +195,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # Warm the JVM's JIT and both libraries' thread pools, so the first timed fit is not the slowest.
     spark_fit(train, args.ranks[0], 2, cores)
+    cg_fit(train, args.ranks[0], 2, cores)
     implicit_fit(confidence, args.ranks[0], 2)
     results = {}
     for rank in args.ranks:
         _, spark_short = spark_fit(train, rank, 2, cores)
         spark_model, spark_long = spark_fit(train, rank, args.iterations, cores)
         spark_per_iter = (spark_long - spark_short) / (args.iterations - 2)
+        _, cg_short = cg_fit(train, rank, 2, cores)
+        cg_model, cg_long = cg_fit(train, rank, args.iterations, cores)
+        cg_per_iter = (cg_long - cg_short) / (args.iterations - 2)
         with threadpool_limits(limits=1, user_api="blas"):  # implicit parallelises with its own threads
             _, implicit_short = implicit_fit(confidence, rank, 2)
             implicit_model, implicit_long = implicit_fit(confidence, rank, args.iterations)
@@ -194,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         implicit_per_iter = (implicit_long - implicit_short) / (args.iterations - 2)
         exact_per_iter = (exact_long - exact_short) / (args.iterations - 2)
 
-        print(f"bench-als: rank {rank}: s/iteration Spark {spark_per_iter:.3f}, implicit {implicit_per_iter:.3f} "
-              f"(exact {exact_per_iter:.3f})", flush=True)
+        print(f"bench-als: rank {rank}: s/iteration Spark {spark_per_iter:.3f}, shoprec CG {cg_per_iter:.3f}, "
+              f"implicit {implicit_per_iter:.3f} (exact {exact_per_iter:.3f})", flush=True)
         scores = {"spark": ndcg_at_k(spark_factors(spark_model, n_users, n_items, rank), confidence, held_out),
+                  "cg": ndcg_at_k(spark_factors(cg_model, n_users, n_items, rank), confidence, held_out),
                   "implicit": ndcg_at_k((implicit_model.user_factors, implicit_model.item_factors), confidence,
                                         held_out)}
         results[str(rank)] = {
@@ -206,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_to_exact": round(spark_per_iter / exact_per_iter, 2),
             "spark_ndcg_at_10": round(scores["spark"], 4), "implicit_ndcg_at_10": round(scores["implicit"], 4),
             "spark_fit_seconds": round(spark_long, 1), "implicit_fit_seconds": round(implicit_long, 1),
+            "cg_s_per_iter": round(cg_per_iter, 3), "cg_ratio": round(cg_per_iter / implicit_per_iter, 2),
+            "cg_ndcg_at_10": round(scores["cg"], 4), "cg_fit_seconds": round(cg_long, 1),
         }
         print(f"bench-als: rank {rank}: {results[str(rank)]}", flush=True)
     blas = spark_blas(spark)

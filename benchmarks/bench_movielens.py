@@ -91,7 +91,7 @@ def popularity_recs(train: DataFrame, users: DataFrame, k: int) -> DataFrame:
 
 def als_recs(train: DataFrame, params: A.AlsParams, seed: int, users: DataFrame, k: int, blocks: int) -> DataFrame:
     max_seen = train.groupBy(S.USER_ID).count().agg(F.max("count")).first()[0]
-    recommender = A.train_recommender(train.withColumn("confidence", F.lit(1.0)), params, seed, blocks)
+    recommender = A.train_recommender(train.withColumn("confidence", F.lit(1.0)), params, seed, A.AlsSolver(blocks=blocks))
     return recommender.recommend(users, train.select(S.USER_ID, S.ITEM_ID), k, max_seen)
 
 

@@ -174,6 +174,8 @@ class AlsConfig:
     exclude: str = "purchased"
     max_excluded: int = 500
     blocks: int = 0
+    solver: str = "mllib"
+    cg_steps: int = 3
     seed: int = 42
     registered_model: str = "shoprec-als"
 
@@ -447,6 +449,7 @@ def _join(prefix: str, name: str) -> str:
 
 SOURCE_FORMATS = ("csv", "json", "parquet")
 ID_CASTS = ("long", "string")
+ALS_SOLVERS = ("mllib", "cg")
 
 
 def _check_semantics(cfg: Config) -> None:
@@ -514,6 +517,10 @@ def _check_models(cfg: Config) -> None:
             raise ConfigError(f"{key}: must be positive, got {value}")
     if not (cfg.als.ranks and cfg.als.reg_params and cfg.als.alphas):
         raise ConfigError("als.ranks, als.reg_params, als.alphas: each needs at least one value")
+    if cfg.als.solver not in ALS_SOLVERS:
+        raise ConfigError(f"als.solver: {cfg.als.solver!r} is not one of {', '.join(ALS_SOLVERS)}")
+    if cfg.als.cg_steps < 1:
+        raise ConfigError(f"als.cg_steps: must be at least 1, got {cfg.als.cg_steps}")
     if cfg.als.exclude not in ("purchased", "seen", "none"):
         raise ConfigError(f"als.exclude: {cfg.als.exclude!r} is not one of purchased, seen, none")
     if cfg.als.tuning_metric not in ("ndcg", "precision", "recall", "map", "hit_rate"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -112,16 +113,21 @@ def test_incremental_interactions_match_a_full_rebuild(spark, cfg, profiles):
     assert all(incremental[k] == pytest.approx(full[k], rel=1e-9) for k in full)
 
 
-def test_train_als_outputs_and_tracking(spark, cfg, profiles):
-    counts = train_als.run(spark, cfg, DAY8)
+def assert_als_outputs(spark, cfg, counts: dict) -> None:
+    """At most top_k recommendations per user, none of them bought before; cosine similar items."""
     recs = snapshot(spark, cfg, "als_recs")
     assert recs.count() == counts["als_recs"] > 0
     assert recs.groupBy("user_id").count().agg(F.max("count")).first()[0] <= cfg.als.top_k
     purchased = snapshot(spark, cfg, "interactions").where(F.col("n_purchase") > 0).select("user_id", "item_id")
     assert recs.join(purchased, ["user_id", "item_id"]).count() == 0
     similar = snapshot(spark, cfg, "similar_items")
-    assert similar.where(F.col("item_id") == F.col("similar_item_id")).count() == 0
+    assert similar.count() > 0 and similar.where(F.col("item_id") == F.col("similar_item_id")).count() == 0
     assert similar.where((F.col("score") < -1.0001) | (F.col("score") > 1.0001)).count() == 0
+
+
+def test_train_als_outputs_and_tracking(spark, cfg, profiles):
+    counts = train_als.run(spark, cfg, DAY8)
+    assert_als_outputs(spark, cfg, counts)
     # Every profiled user or item is either known to ALS or listed for the cold-start candidates.
     index = snapshot(spark, cfg, "als_index")
     cold = snapshot(spark, cfg, "cold_start")
@@ -188,3 +194,16 @@ def test_evaluate_compares_every_recommender(spark, cfg, profiles):
     assert 0.0 <= run.data.metrics["pipeline_best_val_auc"] <= 1.0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metric_bars.png", "precision_recall_at_k.png", "comparison.md"} <= artifacts
+    # The staged intermediate results are gone with the run.
+    assert not list(Path(cfg.restricted_root).glob("_staging/evaluate-*"))
+
+
+def test_train_als_with_the_cg_solver_writes_the_same_tables_and_registers_its_model(spark, cfg, profiles):
+    cg = dataclasses.replace(cfg, als=dataclasses.replace(cfg.als, solver="cg"))
+    assert_als_outputs(spark, cg, train_als.run(spark, cg, DAY8))
+    client, run = run_of(cg, "train_als")
+    assert run.data.params["als.solver"] == "cg"
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(children) == GRID and all(child.data.metrics["ndcg_at_10"] > 0 for child in children)
+    name, number = run.data.tags["shoprec.registered_model"].split("/")
+    assert client.get_model_version(name, number).run_id == run.info.run_id

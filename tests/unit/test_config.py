@@ -69,6 +69,8 @@ def test_environment_overrides_single_keys():
     ("als:\n  ranks: []\n", "als.ranks, als.reg_params, als.alphas: each needs at least one value"),
     ("als:\n  exclude: bought\n", "als.exclude: 'bought' is not one of purchased, seen, none"),
     ("als:\n  tuning_metric: auc\n", "als.tuning_metric: 'auc' is not one of"),
+    ("als:\n  solver: sgd\n", "als.solver: 'sgd' is not one of mllib, cg"),
+    ("als:\n  cg_steps: 0\n", "als.cg_steps: must be at least 1, got 0"),
     ("als:\n  relevant_event_types: [click]\n", "als.relevant_event_types: ['click']"),
     ("rules:\n  basket: cart\n", "rules.basket: 'cart' is not one of order, session, user_day"),
     ("rules:\n  min_support: 0\n", "rules.min_support: must be in (0, 1]"),

@@ -68,7 +68,7 @@ def features_before(spark: SparkSession, cfg: Config, before: DataFrame, cutoff:
     items = P.item_profile(window, as_of, profiles.windows_days, profiles.half_life_days).cache()
 
     als = A.train_recommender(interactions, A.AlsParams(ranker.als_rank, ranker.als_reg_param, ranker.als_alpha,
-                                                        cfg.als.max_iter), cfg.als.seed, cfg.als.blocks or None)
+                                                        cfg.als.max_iter), cfg.als.seed, A.solver_for(cfg.als))
     limits = ranker.candidates
     inputs = {
         "interactions": interactions, "user_profile": users, "item_profile": items, "als": als,

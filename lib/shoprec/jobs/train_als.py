@@ -84,7 +84,7 @@ def tune_on_holdout(spark: SparkSession, cfg: Config, run_date: str, tracking: J
         log.info("train_als %s: %s -> %s", run_date, params, metrics)
 
     results = A.tune(train, truth, exclusions(train, settings.exclude), grid, TUNING_K, settings.seed,
-                     settings.max_excluded, settings.blocks or None, on_trial=record)
+                     settings.max_excluded, A.solver_for(settings), on_trial=record)
     train.unpersist()
     truth.unpersist()
     best = A.best_params(results, f"{settings.tuning_metric}@{TUNING_K}")
@@ -119,7 +119,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> dict[str, int]:
             tracking.log_metrics({f"validation_{k.replace('@', '_at_')}": v for k, v in best_metrics.items()})
         tracking.log_metrics({f"best_{k}": v for k, v in best.as_dict().items()})
 
-        recommender = A.train_recommender(interactions, best, settings.seed, settings.blocks or None)
+        recommender = A.train_recommender(interactions, best, settings.seed, A.solver_for(settings))
         version = log_model(recommender, cfg, tracking)
         if version:
             tracking.set_tags({"shoprec.registered_model": f"{settings.registered_model}/{version}"})

@@ -39,6 +39,23 @@ class AlsParams:
         return {"rank": self.rank, "reg_param": self.reg_param, "alpha": self.alpha, "max_iter": self.max_iter}
 
 
+@dataclass(frozen=True)
+class AlsSolver:
+    """How the factors are solved: ``mllib`` (Spark MLlib's ALS, an exact solve per row, the
+    regulariser scaled by the row's number of ratings) or ``cg`` (:mod:`shoprec.models.als_cg`:
+    ``cg_steps`` conjugate-gradient steps per row, implicit's plain regulariser), each on
+    ``blocks`` blocks per side (None: the cluster's default parallelism)."""
+
+    name: str = "mllib"
+    blocks: int | None = None
+    cg_steps: int = 3
+
+
+def solver_for(settings) -> AlsSolver:
+    """The solver the ``als`` section of the config asks for."""
+    return AlsSolver(settings.solver, settings.blocks or None, settings.cg_steps)
+
+
 def param_grid(ranks: list[int], reg_params: list[float], alphas: list[float], max_iter: int) -> list[AlsParams]:
     """Every combination of the given values, in a fixed order."""
     return [AlsParams(r, g, a, max_iter) for r, g, a in itertools.product(ranks, reg_params, alphas)]
@@ -58,9 +75,16 @@ def index_ids(df: DataFrame, id_col: str, index_col: str) -> DataFrame:
 
 
 def fit_als(indexed: DataFrame, params: AlsParams, seed: int, checkpoint_interval: int = 10,
-            blocks: int | None = None) -> ALSModel:
-    """Fit implicit ALS on ``(user_index, item_index, confidence)`` rows."""
+            solver: AlsSolver = AlsSolver()) -> ALSModel:
+    """Fit implicit ALS on ``(user_index, item_index, confidence)`` rows with ``solver``."""
     S.require_columns(indexed, [USER_INDEX, ITEM_INDEX, STRENGTH], "fit_als")
+    blocks = solver.blocks
+    if solver.name == "cg":
+        from shoprec.models.als_cg import fit_als_cg
+
+        return fit_als_cg(indexed, params.rank, params.reg_param, params.alpha, params.max_iter, seed,
+                          blocks or indexed.sparkSession.sparkContext.defaultParallelism, solver.cg_steps,
+                          USER_INDEX, ITEM_INDEX, STRENGTH)
     als = ALS(
         rank=params.rank, regParam=params.reg_param, alpha=params.alpha, maxIter=params.max_iter,
         implicitPrefs=True, userCol=USER_INDEX, itemCol=ITEM_INDEX, ratingCol=STRENGTH,
@@ -144,7 +168,7 @@ class AlsRecommender:
                 .select(S.ITEM_ID, RANK, SIMILAR_ITEM_ID, SCORE))
 
 
-def train_recommender(interactions: DataFrame, params: AlsParams, seed: int, blocks: int | None = None,
+def train_recommender(interactions: DataFrame, params: AlsParams, seed: int, solver: AlsSolver = AlsSolver(),
                       strength_col: str = STRENGTH) -> AlsRecommender:
     """Index ids and fit ALS on ``(user_id, item_id, strength_col)`` rows."""
     S.require_columns(interactions, [S.USER_ID, S.ITEM_ID, strength_col], "train_recommender")
@@ -152,11 +176,11 @@ def train_recommender(interactions: DataFrame, params: AlsParams, seed: int, blo
     items = index_ids(interactions, S.ITEM_ID, ITEM_INDEX).cache()
     indexed = (interactions.join(users, S.USER_ID).join(items, S.ITEM_ID)
                .select(USER_INDEX, ITEM_INDEX, F.col(strength_col).cast("float").alias(STRENGTH)))
-    return AlsRecommender(fit_als(indexed, params, seed, blocks=blocks), users, items, params)
+    return AlsRecommender(fit_als(indexed, params, seed, solver=solver), users, items, params)
 
 
 def tune(train: DataFrame, truth: DataFrame, exclude: DataFrame | None, grid: list[AlsParams], k: int, seed: int,
-         max_excluded: int, blocks: int | None = None, strength_col: str = STRENGTH,
+         max_excluded: int, solver: AlsSolver = AlsSolver(), strength_col: str = STRENGTH,
          on_trial=None) -> list[tuple[AlsParams, dict[str, float]]]:
     """Fit every grid point on ``train`` and score its top ``k`` against ``truth``.
 
@@ -171,7 +195,7 @@ def tune(train: DataFrame, truth: DataFrame, exclude: DataFrame | None, grid: li
     users = truth.select(S.USER_ID).distinct().cache()
     results = []
     for params in grid:
-        recommender = train_recommender(train, params, seed, blocks, strength_col)
+        recommender = train_recommender(train, params, seed, solver, strength_col)
         metrics = ranking_metrics(recommender.recommend(users, exclude, k, max_excluded), truth, k)
         results.append((params, metrics))
         if on_trial is not None:
