@@ -62,9 +62,9 @@ QUARANTINE_PARTITIONS = [S.INGEST_BATCH]
 # Per batch, like the quarantine: a rerun or rebuild of a batch replaces exactly its users.
 USER_ID_MAP_PARTITIONS = [S.INGEST_BATCH]
 SAMPLES_PER_REASON = 3
-# The one parse of a run's raw input, under the restricted root (it holds raw ids and lines). Not
-# named like a hidden file ("_..."): Spark warns that it ignores such a path when asked to read it.
-PARSED_STAGING = "parsed"   # under the job's staging root (shoprec.io.staging)
+# The one parse of a run's raw input, staged under the job's staging root (shoprec.io.staging),
+# which is under the restricted root: it holds raw ids and lines.
+PARSED_STAGING = "parsed"
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from shoprec import schemas as S
+from shoprec.config import AlsConfig
 from shoprec.evaluation.ranking import RANK
 from shoprec.models.neighbours import nearest_neighbours
 
@@ -51,7 +52,7 @@ class AlsSolver:
     cg_steps: int = 3
 
 
-def solver_for(settings) -> AlsSolver:
+def solver_for(settings: AlsConfig) -> AlsSolver:
     """The solver the ``als`` section of the config asks for."""
     return AlsSolver(settings.solver, settings.blocks or None, settings.cg_steps)
 

@@ -28,6 +28,8 @@ implicit, where MLlib multiplies it by the row's number of ratings. The result i
 
 from __future__ import annotations
 
+import importlib.util
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,8 +136,6 @@ def solve(state: BlockState, received: list[tuple[int, np.ndarray]], full_gram: 
 def blocks_of(pairs: DataFrame, row: str, col: str, blocks: int, rank: int, seed: int):
     """One side's block states: an RDD of ``(block, BlockState)``, partitioned by block, cached."""
     def build(batches):
-        import pickle
-
         import pandas as pd
 
         frames = [batch for batch in batches if len(batch)]
@@ -151,14 +151,8 @@ def blocks_of(pairs: DataFrame, row: str, col: str, blocks: int, rank: int, seed
     # Each block's ratings gathered in one partition (as Arrow batches) and turned into its state
     # there; only the finished states, one row per block, pass to the RDD.
     built = keyed.repartition(blocks, "block").mapInPandas(build, "block int, state binary")
-    states = built.rdd.map(lambda r: (r["block"], _loads(r["state"])))
+    states = built.rdd.map(lambda r: (r["block"], pickle.loads(r["state"])))
     return states.partitionBy(blocks, block_key).persist()
-
-
-def _loads(data: bytes) -> BlockState:
-    import pickle
-
-    return pickle.loads(data)
 
 
 def gram(states, rank: int) -> np.ndarray:
@@ -209,8 +203,6 @@ def fit_als_cg(indexed: DataFrame, rank: int, reg_param: float, alpha: float, ma
         an ``ALSModel`` with ``user_col``/``item_col`` set, cold-start strategy ``drop``.
     """
     S.require_columns(indexed, [user_col, item_col, strength_col], "fit_als_cg")
-    import importlib.util
-
     if importlib.util.find_spec("implicit") is None:
         raise RuntimeError("als.solver: cg needs the 'implicit' package in the job environment "
                            "(pip install 'shoprec[als-cg]', or requirements/jobs.txt)")
