@@ -8,7 +8,7 @@ import pytest
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import functions as F
 
-from shoprec.models.als_cg import completing_rows, fit_als_cg, initial_factors
+from shoprec.models.als_cg import CHECKPOINT_EVERY, BlockGrams, completing_rows, fit_als_cg, initial_factors
 
 RANK, REG, ALPHA = 4, 0.5, 3.0
 
@@ -69,6 +69,35 @@ def test_the_result_is_an_mllib_model_that_recommends(spark, interactions):
     assert len(recs) == 3 and all(len(r.recommendations) == 5 for r in recs)
     scored = model.transform(interactions.limit(5)).collect()
     assert all(np.isfinite(r.prediction) for r in scored)
+
+
+def test_a_block_whose_gram_matrix_is_reported_twice_counts_once():
+    grams = BlockGrams()
+    total = grams.zero({})
+    for report in ({0: np.eye(2)}, {1: 2 * np.eye(2)}, {0: np.eye(2)}):   # block 0's task ran twice
+        total = grams.addInPlace(total, dict(report))
+    assert sorted(total) == [0, 1]
+    assert np.array_equal(np.sum(list(total.values()), axis=0), 3 * np.eye(2))
+
+
+def test_checkpointing_the_factors_leaves_the_result_unchanged(spark, interactions, tmp_path):
+    plain = fit_als_cg(interactions, RANK, REG, ALPHA, max_iter=CHECKPOINT_EVERY, seed=4, blocks=2)
+    # The shared session's checkpoint directory (an Option, usually None) is put back as it was,
+    # so that no later test checkpoints.
+    jvm_context = spark.sparkContext._jsc.sc()
+    before = jvm_context.checkpointDir()
+    spark.sparkContext.setCheckpointDir(str(tmp_path / "checkpoints"))
+    try:
+        checkpointed = fit_als_cg(interactions, RANK, REG, ALPHA, max_iter=CHECKPOINT_EVERY, seed=4, blocks=2)
+    finally:
+        getattr(jvm_context, "checkpointDir_$eq")(before)
+    assert spark.sparkContext.getCheckpointDir() == (before.get() if before.isDefined() else None)
+    assert any((tmp_path / "checkpoints").rglob("part-*")), "no factors were checkpointed"
+    for plain_factors, checkpointed_factors in ((plain.userFactors, checkpointed.userFactors),
+                                                (plain.itemFactors, checkpointed.itemFactors)):
+        expected, got = factors_of(plain_factors), factors_of(checkpointed_factors)
+        assert set(got) == set(expected)
+        assert all(np.array_equal(got[i], expected[i]) for i in expected)
 
 
 def test_completing_rows_supply_the_gram_matrix_of_the_rows_a_block_lacks():

@@ -6,14 +6,17 @@ takes a few conjugate-gradient steps from the row's previous factors, O(nnz k) p
 what makes it several times faster at the same quality. This module runs implicit's CPU
 conjugate-gradient kernel inside Spark, distributed the way MLlib distributes its own solves:
 
-* users and items are each split into ``blocks`` blocks by index. A block's state (its ids, its
-  factors, its ratings as a sparse matrix, and which of its rows each block of the other side
-  needs) is one record of a cached RDD, partitioned by block, built once;
+* users and items are each split into ``blocks`` blocks by index. A block's ratings (a sparse
+  matrix, built once) and its factors (with its ids and which of its rows each block of the other
+  side needs) are records of two cached RDDs, partitioned by block alike: an iteration rewrites
+  only the factors, and reads each block's ratings once, where they are solved;
 * each half-iteration, every block of the other side sends each block only the factor rows its
   ratings name, as one matrix per pair of blocks (the only shuffle); the block then updates its
   factors from their previous values with ``cg_steps`` conjugate-gradient steps;
 * the only thing that passes through the driver is the k x k Gram matrix ``Y^T Y`` of the other
-  side's factors.
+  side's factors: each block's share of it comes back with the result of the task that solved
+  the block, so the new factors are never read back to compute it, and each half-iteration is
+  one Spark job of two stages.
 
 implicit's kernel computes ``Y^T Y`` from the factor rows it is given; a block only receives the
 rows its ratings touch, so the rest of the Gram matrix is added as ``k`` extra rows that no rating
@@ -33,6 +36,7 @@ import pickle
 from dataclasses import dataclass
 
 import numpy as np
+from pyspark.accumulators import AccumulatorParam
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -44,22 +48,29 @@ CHECKPOINT_EVERY = 10   # iterations between reliable checkpoints of the factors
 
 
 @dataclass
-class BlockState:
-    """One block of one side: what it solves, and what it sends.
+class BlockFactors:
+    """One block of one side: its rows, their current factors, and what it sends.
 
-    ``ids`` (sorted) are the block's rows and ``factors`` their current factors. ``ratings`` is a
-    CSR matrix of the block's rows against the factor rows it receives from the other side, in
-    the order they arrive: by sending block, then by id. ``sends[d]`` are the local indices of the
-    rows block ``d`` of the other side needs from this one (sorted by id, as ``d`` expects them).
+    ``ids`` (sorted) are the block's rows and ``factors`` their current factors. ``sends[d]`` are
+    the local indices of the rows block ``d`` of the other side needs from this one (sorted by id,
+    as ``d`` expects them).
     """
 
     ids: np.ndarray
     factors: np.ndarray
-    ratings: object
     sends: dict[int, np.ndarray]
 
-    def with_factors(self, factors: np.ndarray) -> BlockState:
-        return BlockState(self.ids, factors, self.ratings, self.sends)
+    def with_factors(self, factors: np.ndarray) -> BlockFactors:
+        return BlockFactors(self.ids, factors, self.sends)
+
+
+@dataclass
+class BlockRatings:
+    """One block's ratings: a CSR matrix of its rows against the factor rows it receives from the
+    other side, in the order they arrive (by sending block, then by id), plus ``rank`` empty
+    columns for the rows that complete the Gram matrix. Built once; never rewritten."""
+
+    matrix: object
 
 
 def block_key(block: int) -> int:
@@ -69,8 +80,9 @@ def block_key(block: int) -> int:
 
 
 def build_block(block: int, rows: np.ndarray, cols: np.ndarray, confidence: np.ndarray, blocks: int, rank: int,
-                seed: int) -> tuple[int, BlockState]:
-    """The state of ``block`` from its ratings (``rows`` of this side, ``cols`` of the other)."""
+                seed: int) -> tuple[BlockFactors, BlockRatings]:
+    """``block``'s starting factors and its ratings, from its rated pairs (``rows`` of this side,
+    ``cols`` of the other)."""
     import scipy.sparse as sparse
 
     ids, local_rows = np.unique(rows, return_inverse=True)
@@ -90,7 +102,7 @@ def build_block(block: int, rows: np.ndarray, cols: np.ndarray, confidence: np.n
         needed = np.unique(local_rows[cols % blocks == target])
         if len(needed):
             sends[target] = needed.astype(np.int64)
-    return block, BlockState(ids.astype(np.int64), initial_factors(ids, rank, seed), ratings, sends)
+    return BlockFactors(ids.astype(np.int64), initial_factors(ids, rank, seed), sends), BlockRatings(ratings)
 
 
 def initial_factors(ids: np.ndarray, rank: int, seed: int) -> np.ndarray:
@@ -116,8 +128,8 @@ def completing_rows(full_gram: np.ndarray, local: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0.0, None))).T.astype(np.float32)
 
 
-def solve(state: BlockState, received: list[tuple[int, np.ndarray]], full_gram: np.ndarray, reg_param: float,
-          cg_steps: int) -> BlockState:
+def solve(state: BlockFactors, ratings: BlockRatings, received: list[tuple[int, np.ndarray]], full_gram: np.ndarray,
+          reg_param: float, cg_steps: int) -> BlockFactors:
     """The block's factors after ``cg_steps`` conjugate-gradient steps, given the other side's
     factor rows it ``received`` (``(sending block, rows)``) and their full Gram matrix."""
     from implicit.cpu._als import least_squares_cg
@@ -125,16 +137,28 @@ def solve(state: BlockState, received: list[tuple[int, np.ndarray]], full_gram: 
     rank = full_gram.shape[0]
     parts = [rows for _, rows in sorted(received, key=lambda message: message[0])]
     other = np.vstack(parts) if parts else np.zeros((0, rank), dtype=np.float32)
-    if other.shape[0] != state.ratings.shape[1] - rank:
-        raise RuntimeError(f"ALS block received {other.shape[0]} factor rows, expected {state.ratings.shape[1] - rank}")
+    if other.shape[0] != ratings.matrix.shape[1] - rank:
+        raise RuntimeError(f"ALS block received {other.shape[0]} factor rows, expected {ratings.matrix.shape[1] - rank}")
     other_with_rest = np.ascontiguousarray(np.vstack([other, completing_rows(full_gram, other)]), dtype=np.float32)
     factors = np.ascontiguousarray(state.factors.copy())
-    least_squares_cg(state.ratings, factors, other_with_rest, reg_param, num_threads=1, cg_steps=cg_steps)
+    least_squares_cg(ratings.matrix, factors, other_with_rest, reg_param, num_threads=1, cg_steps=cg_steps)
     return state.with_factors(factors)
 
 
-def blocks_of(pairs: DataFrame, row: str, col: str, blocks: int, rank: int, seed: int):
-    """One side's block states: an RDD of ``(block, BlockState)``, partitioned by block, cached."""
+@dataclass
+class Side:
+    """Users or items during a fit: RDDs of ``(block, BlockFactors)`` and ``(block, BlockRatings)``,
+    partitioned by block alike and cached, the Gram matrix ``F^T F`` (float64) of the current
+    factors, and the blocks that hold rows."""
+
+    factors: object
+    ratings: object
+    gram: np.ndarray
+    blocks: list[int]
+
+
+def blocks_of(pairs: DataFrame, row: str, col: str, blocks: int, rank: int, seed: int) -> Side:
+    """One side's blocks, built from the rated pairs, with their starting factors."""
     def build(batches):
         import pandas as pd
 
@@ -142,48 +166,79 @@ def blocks_of(pairs: DataFrame, row: str, col: str, blocks: int, rank: int, seed
         if not frames:
             return
         for block, part in pd.concat(frames).groupby("block"):
-            _, state = build_block(int(block), part["row"].to_numpy(), part["col"].to_numpy(),
-                                   part["confidence"].to_numpy(), blocks, rank, seed)
-            yield pd.DataFrame({"block": [int(block)], "state": [pickle.dumps(state, protocol=5)]})
+            built = build_block(int(block), part["row"].to_numpy(), part["col"].to_numpy(),
+                                part["confidence"].to_numpy(), blocks, rank, seed)
+            yield pd.DataFrame({"block": [int(block)], "state": [pickle.dumps(built, protocol=5)]})
 
     keyed = pairs.select(F.col(row).cast("long").alias("row"), F.col(col).cast("long").alias("col"), "confidence",
                          (F.col(row) % blocks).cast("int").alias("block"))
     # Each block's ratings gathered in one partition (as Arrow batches) and turned into its state
     # there; only the finished states, one row per block, pass to the RDD.
     built = keyed.repartition(blocks, "block").mapInPandas(build, "block int, state binary")
-    states = built.rdd.map(lambda r: (r["block"], pickle.loads(r["state"])))
-    return states.partitionBy(blocks, block_key).persist()
+    states = built.rdd.map(lambda r: (r["block"], pickle.loads(r["state"]))).partitionBy(blocks, block_key).persist()
+    factors = states.mapValues(lambda state: state[0]).persist()
+    ratings = states.mapValues(lambda state: state[1]).persist()
+    ratings._jrdd.count()
+    parts = factors.map(lambda kv: (kv[0], factor_gram(kv[1].factors))).collect()
+    states.unpersist()
+    total = np.sum([part for _, part in parts], axis=0) if parts else np.zeros((rank, rank))
+    return Side(factors, ratings, total, sorted(block for block, _ in parts))
 
 
-def gram(states, rank: int) -> np.ndarray:
-    """``F^T F`` (float64) over every block's factors; computing it also fills the states' cache."""
-    parts = states.map(lambda kv: kv[1].factors.astype(np.float64).T @ kv[1].factors.astype(np.float64)).collect()
-    return np.sum(parts, axis=0) if parts else np.zeros((rank, rank))
+class BlockGrams(AccumulatorParam):
+    """Each block's ``F^T F``, gathered by block: a block solved twice (a retried task) reports the
+    same matrix again, and merging by block, not summing, counts it once."""
+
+    def zero(self, value: dict) -> dict:
+        return {}
+
+    def addInPlace(self, value: dict, other: dict) -> dict:
+        value.update(other)
+        return value
 
 
-def half_step(solving, sending, sending_gram: np.ndarray, blocks: int, reg_param: float, cg_steps: int,
-              checkpoint: bool):
-    """``solving``'s blocks updated from ``sending``'s factors (whose Gram matrix is
-    ``sending_gram``): the new states, cached (and checkpointed to the reliable checkpoint
-    directory when ``checkpoint``), and their Gram matrix."""
-    messages = sending.flatMap(
+def factor_gram(factors: np.ndarray) -> np.ndarray:
+    """``F^T F`` in float64."""
+    wide = factors.astype(np.float64)
+    return wide.T @ wide
+
+
+def half_step(solving: Side, sending: Side, blocks: int, reg_param: float, cg_steps: int, checkpoint: bool) -> Side:
+    """``solving`` with its factors updated from ``sending``'s: the new factors cached (and
+    checkpointed to the reliable checkpoint directory when ``checkpoint``), the old ones released."""
+    messages = sending.factors.flatMap(
         lambda kv: [(target, (kv[0], kv[1].factors[local])) for target, local in kv[1].sends.items()]
     ).partitionBy(blocks, block_key)
+    # Each block's share of the new Gram matrix is computed where the block is solved and comes
+    # back with the task's result, so the new factors are not read again to compute it.
+    grams = solving.factors.context.accumulator({}, BlockGrams())
+    sending_gram = sending.gram
 
-    def update(values):
-        state, received = None, []
+    def update(keyed):
+        block, values = keyed
+        state, block_ratings, received = None, None, []
         for value in values:
-            if isinstance(value, BlockState):
+            if isinstance(value, BlockFactors):
                 state = value
+            elif isinstance(value, BlockRatings):
+                block_ratings = value
             else:
                 received.append(value)
-        return solve(state, received, sending_gram, reg_param, cg_steps)
+        solved = solve(state, block_ratings, received, sending_gram, reg_param, cg_steps)
+        grams.add({block: factor_gram(solved.factors)})
+        return block, solved
 
-    # Both partitioned by block alike: the union and the grouping move only the messages.
-    updated = solving.union(messages).groupByKey(blocks, block_key).mapValues(update).persist()
+    # All three partitioned by block alike: the union and the grouping move only the messages.
+    updated = (solving.factors.union(solving.ratings).union(messages).groupByKey(blocks, block_key)
+               .map(update, preservesPartitioning=True).persist())
     if checkpoint:
         updated.checkpoint()
-    return updated, gram(updated, sending_gram.shape[0])
+    # Counted on the JVM side: the solved blocks are cached without a second pass in Python.
+    updated._jrdd.count()
+    solving.factors.unpersist()
+    if sorted(grams.value) != solving.blocks:
+        raise RuntimeError(f"ALS half-step solved blocks {sorted(grams.value)}, expected {solving.blocks}")
+    return Side(updated, solving.ratings, np.sum(list(grams.value.values()), axis=0), solving.blocks)
 
 
 def fit_als_cg(indexed: DataFrame, rank: int, reg_param: float, alpha: float, max_iter: int, seed: int,
@@ -213,22 +268,18 @@ def fit_als_cg(indexed: DataFrame, rank: int, reg_param: float, alpha: float, ma
              .cache())
     users = blocks_of(pairs, "u", "i", blocks, rank, seed)
     items = blocks_of(pairs, "i", "u", blocks, rank, seed + 1)
-    user_gram, item_gram = gram(users, rank), gram(items, rank)
     pairs.unpersist()
     # As MLlib does: with a checkpoint directory, the factors are checkpointed every few
     # iterations, so that a lost block is not recomputed from the first iteration on.
     checkpointing = spark.sparkContext.getCheckpointDir() is not None
     for iteration in range(1, max_iter + 1):
         checkpoint = checkpointing and iteration % CHECKPOINT_EVERY == 0
-        updated, item_gram = half_step(items, users, user_gram, blocks, reg_param, cg_steps, checkpoint)
-        items.unpersist()
-        items = updated
-        updated, user_gram = half_step(users, items, item_gram, blocks, reg_param, cg_steps, checkpoint)
-        users.unpersist()
-        users = updated
-    user_factors, item_factors = factor_frame(spark, users), factor_frame(spark, items)
-    users.unpersist()
-    items.unpersist()
+        items = half_step(items, users, blocks, reg_param, cg_steps, checkpoint)
+        users = half_step(users, items, blocks, reg_param, cg_steps, checkpoint)
+    user_factors, item_factors = factor_frame(spark, users.factors), factor_frame(spark, items.factors)
+    for side in (users, items):
+        side.factors.unpersist()
+        side.ratings.unpersist()
     # MLlib's own model class, built from the factors (its constructor is Scala-package-private,
     # which the JVM does not enforce), so everything that serves an ALSModel serves this one.
     java_model = spark.sparkContext._jvm.org.apache.spark.ml.recommendation.ALSModel(
