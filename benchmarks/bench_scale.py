@@ -237,8 +237,11 @@ class ScaleReport:
         self.earlier_runs = measured_runs(earlier) if earlier else {}
         self.planned = {int(events): jobs for events, jobs in (earlier or {}).get("planned", {}).items()}
         self.planned.update(planned)
-        self.commands = [c for c in (earlier or {}).get("commands", [(earlier or {}).get("command")]) if c]
-        self.commands.append(command)
+        # Which command measured each size's jobs: a command all of whose figures were measured
+        # again later is no longer named. (A report saved before this was kept names every command.)
+        self.earlier_sources = {int(events): jobs for events, jobs in (earlier or {}).get("measured_by", {}).items()}
+        self.legacy_commands = [] if (earlier or {}).get("measured_by") is not None else [
+            c for c in (earlier or {}).get("commands", [(earlier or {}).get("command")]) if c]
 
     def save(self, runs: dict[int, dict], complete: bool) -> dict:
         """Write what ``runs`` holds so far (with the earlier report's other sizes); ``complete``
@@ -250,13 +253,19 @@ class ScaleReport:
         worst = max((r["exponent"] for r in jobs.values() if r["exponent"] is not None), default=None)
         failures = {job: list(r["failed"]) for job, r in jobs.items() if r["failed"]}
         last = [(events, job) for events, results in runs.items() for job in results]
+        measured_by = {events: dict(jobs) for events, jobs in self.earlier_sources.items()}
+        for events, results in runs.items():
+            measured_by.setdefault(events, {}).update({job: self.command for job in results})
+        named = [c for _, jobs in sorted(measured_by.items()) for c in jobs.values()]
+        commands = list(dict.fromkeys(self.legacy_commands + named))
         result = {
             "jobs": jobs, "worst_exponent": worst, "failures": failures, "complete": complete,
             "planned": {str(events): planned_jobs for events, planned_jobs in sorted(self.planned.items())},
             "last_measured": {"events": last[-1][0], "job": last[-1][1]} if last else None,
             "goal": "every job's exponent <= 1.1, and no job out of memory at the largest size",
             "machine": machine(), "native_lapack": native_lapack(), "driver_memory": self.driver_memory,
-            "command": " + ".join(self.commands), "commands": self.commands,
+            "command": " + ".join(commands), "commands": commands,
+            "measured_by": {str(events): jobs for events, jobs in sorted(measured_by.items())},
         }
         self.path.write_text(json.dumps(result, indent=1) + "\n")
         sizes = ", ".join(f"{s:,}" for s in sorted(self.planned))

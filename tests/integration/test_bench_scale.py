@@ -90,5 +90,15 @@ def test_a_run_added_to_a_saved_report_keeps_its_sizes_and_replaces_a_size_measu
     assert result["planned"] == {"1000": ["clean_events"], "2000": ["clean_events"], "4000": ["clean_events"]}
     assert result["commands"] == ["first command", "second command"]
     assert result["last_measured"] == {"events": 4000, "job": "clean_events"}
+    assert result["measured_by"] == {"1000": {"clean_events": "first command"},
+                                     "2000": {"clean_events": "second command"},
+                                     "4000": {"clean_events": "second command"}}
     lines = [line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| bench-scale")]
     assert len(lines) == 1 and lines[0].startswith("| bench-scale 1,000, 2,000, 4,000 events |")
+
+    third = bench.ScaleReport(path, {1000: ["clean_events"]}, "third command", "1g", earlier=json.loads(path.read_text()))
+    third.save({1000: {"clean_events": {**measured, "seconds": 2.0}}}, complete=True)
+    result = json.loads(path.read_text())
+    # Nothing the first command measured is left in the report: it is no longer named.
+    assert result["commands"] == ["third command", "second command"]
+    assert result["command"] == "third command + second command"
