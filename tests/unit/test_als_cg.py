@@ -80,6 +80,14 @@ def test_a_block_whose_gram_matrix_is_reported_twice_counts_once():
     assert np.array_equal(np.sum(list(total.values()), axis=0), 3 * np.eye(2))
 
 
+def test_a_fit_leaves_no_gram_matrices_held_by_the_driver(spark, interactions):
+    from pyspark.accumulators import _accumulatorRegistry
+
+    fit_als_cg(interactions, RANK, REG, ALPHA, max_iter=2, seed=6, blocks=2)
+    block_grams = [a for a in _accumulatorRegistry.values() if isinstance(a.accum_param, BlockGrams)]
+    assert len(block_grams) >= 4 and all(a.value == {} for a in block_grams)
+
+
 def test_checkpointing_the_factors_leaves_the_result_unchanged(spark, interactions, tmp_path):
     plain = fit_als_cg(interactions, RANK, REG, ALPHA, max_iter=CHECKPOINT_EVERY, seed=4, blocks=2)
     # The shared session's checkpoint directory (an Option, usually None) is put back as it was,

@@ -236,9 +236,12 @@ def half_step(solving: Side, sending: Side, blocks: int, reg_param: float, cg_st
     # Counted on the JVM side: the solved blocks are cached without a second pass in Python.
     updated._jrdd.count()
     solving.factors.unpersist()
-    if sorted(grams.value) != solving.blocks:
-        raise RuntimeError(f"ALS half-step solved blocks {sorted(grams.value)}, expected {solving.blocks}")
-    return Side(updated, solving.ratings, np.sum(list(grams.value.values()), axis=0), solving.blocks)
+    reported = grams.value
+    # PySpark's driver keeps every accumulator it ever made: leave this one empty.
+    grams.value = {}
+    if sorted(reported) != solving.blocks:
+        raise RuntimeError(f"ALS half-step solved blocks {sorted(reported)}, expected {solving.blocks}")
+    return Side(updated, solving.ratings, np.sum(list(reported.values()), axis=0), solving.blocks)
 
 
 def fit_als_cg(indexed: DataFrame, rank: int, reg_param: float, alpha: float, max_iter: int, seed: int,
