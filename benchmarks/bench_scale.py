@@ -19,7 +19,13 @@ and a line in ``reports/README.md``. All three are rewritten after every job, so
 stopped part-way keeps what it measured; its report says ``"complete": false`` and names the last
 job measured. ``--add-to-report`` keeps the sizes the existing report holds and adds this run's, so
 that sizes too long to run in one sitting can be measured one at a time into one report (which
-names every command its figures came from).
+names every command its figures came from). A size's run can also be split: ``--jobs`` naming jobs
+after clean_events (with ``--add-to-report``) continues in the warehouse an earlier run of that
+size left under ``--work``, once the report holds that run's jobs before them:
+
+    python benchmarks/bench_scale.py --sizes 20000000 --clean-only-sizes --jobs clean_events build_profiles train_als mine_rules
+    python benchmarks/bench_scale.py --sizes 20000000 --clean-only-sizes --add-to-report \
+        --jobs build_training_set train_ranker score search_rerank evaluate
 """
 
 from __future__ import annotations
@@ -130,9 +136,10 @@ def run_job(job: str, conf: Path, work: Path, env: dict[str, str]) -> dict:
 
 
 def bench_size(events: int, jobs: list[str], root: Path, driver_memory: str, env: dict[str, str],
-               results: dict, after_each_job) -> None:
-    """Run ``jobs`` on a fresh warehouse for a log of ``events``, putting each job's result into
-    ``results`` and calling ``after_each_job()`` once it is there."""
+               results: dict, after_each_job, continuing: bool = False) -> None:
+    """Run ``jobs`` for a log of ``events``, on a fresh warehouse or, ``continuing``, on the one an
+    earlier run of the jobs before them left, putting each job's result into ``results`` and
+    calling ``after_each_job()`` once it is there."""
     from shoprec.spark import build_session
 
     cfg = load_config(PROJECT / "conf" / "local.yaml")
@@ -141,9 +148,10 @@ def bench_size(events: int, jobs: list[str], root: Path, driver_memory: str, env
         raw = ensure_log(spark, cfg, events, root)
     finally:
         spark.stop()
-    work = root / f"scale-{events}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = size_work(root, events)
+    if not continuing:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
     conf = write_conf(work, raw, driver_memory, events)
     bench_cfg = load_config(conf)
     for job in jobs:
@@ -156,6 +164,24 @@ def bench_size(events: int, jobs: list[str], root: Path, driver_memory: str, env
         after_each_job()
         if result["exit_code"] != 0:
             break
+
+
+def size_work(root: Path, events: int) -> Path:
+    """Where one size's run keeps its warehouse, MLflow store, config and job logs."""
+    return root / f"scale-{events}"
+
+
+def cannot_continue(earlier: dict | None, events: int, before: list[str], root: Path) -> str | None:
+    """Why a run of the jobs after ``before`` cannot continue the size ``events`` (None if it can)."""
+    if earlier is None:
+        return "no saved report to add to (continuing needs --add-to-report and the report of the earlier run)"
+    measured = measured_runs(earlier).get(events, {})
+    missing = [job for job in before if measured.get(job, {}).get("exit_code") != 0]
+    if missing:
+        return f"the report holds no successful {', '.join(missing)} at {events:,} events"
+    if not (size_work(root, events) / "warehouse").is_dir():
+        return f"no warehouse of an earlier run under {size_work(root, events)}"
+    return None
 
 
 def exponent(sizes: list[int], seconds: list[float]) -> float | None:
@@ -227,8 +253,8 @@ class ScaleReport:
     """The report of one bench-scale run: JSON, plot and README line, rewritten as results arrive.
 
     With ``earlier`` (a report saved before, see ``--add-to-report``) the report holds that run's
-    sizes too: a size measured now replaces the same size measured then, and the report names
-    every command its figures came from.
+    figures too: a job measured now at a size replaces the same job's figure at that size, and the
+    report names every command its figures came from.
     """
 
     def __init__(self, path: Path, planned: dict[int, list[str]], command: str, driver_memory: str,
@@ -247,7 +273,12 @@ class ScaleReport:
         """Write what ``runs`` holds so far (with the earlier report's other sizes); ``complete``
         says whether every job planned for this run was run (a failed job and the ones skipped
         after it count as run)."""
-        jobs = summarise({**self.earlier_runs, **runs})
+        # Job by job: a job measured again at a size replaces its earlier figure, the size's other
+        # jobs keep theirs (a continued run adds the jobs after the ones measured before).
+        merged = {events: dict(results) for events, results in self.earlier_runs.items()}
+        for events, results in runs.items():
+            merged.setdefault(events, {}).update(results)
+        jobs = summarise(merged)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         plot(jobs, self.path.with_suffix(".png"))
         worst = max((r["exponent"] for r in jobs.values() if r["exponent"] is not None), default=None)
@@ -284,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clean-only-sizes", type=int, nargs="*", default=[50_000_000],
                         help="sizes at which only clean_events runs")
     parser.add_argument("--jobs", nargs="+", choices=JOBS, default=JOBS,
-                        help="the jobs to time, a prefix of the DAG's order (each needs the ones before it)")
+                        help="the jobs to time, consecutive in the DAG's order (each needs the ones before it: "
+                             "starting after clean_events continues the warehouse an earlier run left)")
     parser.add_argument("--driver-memory", default="12g", help="the local Spark driver's heap (holds the executors)")
     parser.add_argument("--work", default=str(PROJECT / "var" / "bench"))
     parser.add_argument("--report", default=str(PROJECT / "reports" / "bench_scale.json"))
@@ -292,25 +324,34 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the sizes the existing report holds and add (or re-measure) these ones, so that "
                              "one report can gather runs too long for one sitting")
     args = parser.parse_args(argv)
-    if args.jobs != JOBS[:len(args.jobs)]:
-        parser.error(f"--jobs must be the first jobs of {' '.join(JOBS)}, in that order")
+    first = JOBS.index(args.jobs[0])
+    if args.jobs != JOBS[first:first + len(args.jobs)]:
+        parser.error(f"--jobs must be consecutive jobs of {' '.join(JOBS)}, in that order")
+    if first and args.clean_only_sizes:
+        parser.error("--jobs starting after clean_events continues earlier runs: give --clean-only-sizes no size")
+    root = Path(args.work)
+    earlier = json.loads(Path(args.report).read_text()) if args.add_to_report and Path(args.report).exists() else None
+    for events in args.sizes if first else []:
+        reason = cannot_continue(earlier, events, JOBS[:first], root)
+        if reason:
+            parser.error(f"cannot continue {events:,} events from {args.jobs[0]}: {reason}")
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPREC__", "PYSPARK_GATEWAY"))}
     env.setdefault(load_config(PROJECT / "conf" / "local.yaml").privacy.secret_env, BENCH_SECRET)
     env["SPARK_LOG_LEVEL"] = "WARN"
     # In local mode the driver JVM runs the tasks: one BLAS thread each, as on executors (README "train_als").
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    root = Path(args.work)
-    planned = {events: (args.jobs if events in args.sizes else ["clean_events"])
-               for events in sorted(set(args.sizes) | set(args.clean_only_sizes))}
+    to_run = {events: (args.jobs if events in args.sizes else ["clean_events"])
+              for events in sorted(set(args.sizes) | set(args.clean_only_sizes))}
+    # A continued size's run is the earlier run's jobs and these.
+    planned = {events: JOBS[:first] + jobs for events, jobs in to_run.items()}
     command = " ".join(["python benchmarks/bench_scale.py", *(sys.argv[1:] if argv is None else argv)])
-    earlier = json.loads(Path(args.report).read_text()) if args.add_to_report and Path(args.report).exists() else None
     report = ScaleReport(Path(args.report), planned, command, args.driver_memory, earlier)
     runs: dict[int, dict] = {}
-    for events, jobs in planned.items():
+    for events, jobs in to_run.items():
         runs[events] = {}
         bench_size(events, jobs, root, args.driver_memory, env, runs[events],
-                   after_each_job=lambda: report.save(runs, complete=False))
+                   after_each_job=lambda: report.save(runs, complete=False), continuing=first > 0)
     result = report.save(runs, complete=True)
     print(json.dumps({job: {k: r[k] for k in ("sizes", "seconds", "exponent")} for job, r in result["jobs"].items()},
                      indent=1))

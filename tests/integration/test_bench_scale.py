@@ -41,6 +41,26 @@ def test_a_run_on_two_sizes_reports_seconds_growth_memory_and_output_per_job(tmp
              if line.startswith("| bench-scale 10,000, 30,000 events |")]
     assert len(lines) == 1 and "partial" not in lines[0] and f"worst growth exponent {clean['exponent']}" in lines[0]
 
+    # A size's run split in two: the next job continues in the warehouse the first part left.
+    def continue_with(*args):
+        return subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "bench_scale.py"), "--clean-only-sizes",
+                               "--jobs", "build_profiles", "--driver-memory", "2g", "--work", str(tmp_path / "work"),
+                               "--report", str(report), *args],
+                              cwd=PROJECT, env=env, capture_output=True, text=True, timeout=900)
+
+    refused = continue_with("--sizes", "10000")
+    assert refused.returncode == 2 and "continuing needs --add-to-report" in refused.stderr
+    refused = continue_with("--sizes", "20000", "--add-to-report")
+    assert refused.returncode == 2 and "no successful clean_events at 20,000 events" in refused.stderr
+    continued = continue_with("--sizes", "10000", "--add-to-report")
+    assert continued.returncode == 0, continued.stdout[-3000:] + continued.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result["jobs"]["clean_events"]["seconds"] == clean["seconds"]
+    assert result["jobs"]["build_profiles"]["sizes"] == [10000]
+    assert result["jobs"]["build_profiles"]["output_bytes"][0] > 0
+    assert result["planned"]["10000"] == ["clean_events", "build_profiles"]
+    assert result["measured_by"]["10000"]["clean_events"] != result["measured_by"]["10000"]["build_profiles"]
+
 
 def test_a_report_saved_part_way_keeps_what_was_measured_and_says_it_is_partial(tmp_path):
     bench = load_benchmark("bench_scale")
