@@ -36,6 +36,7 @@ import pickle
 from dataclasses import dataclass
 
 import numpy as np
+from pyspark import RDD
 from pyspark.accumulators import AccumulatorParam
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
@@ -151,10 +152,10 @@ class Side:
     partitioned by block alike and cached, the Gram matrix ``F^T F`` (float64) of the current
     factors, and the blocks that hold rows."""
 
-    factors: object
-    ratings: object
+    factors: RDD
+    ratings: RDD
     gram: np.ndarray
-    blocks: list[int]
+    blocks_with_rows: list[int]
 
 
 def blocks_of(pairs: DataFrame, row: str, col: str, blocks: int, rank: int, seed: int) -> Side:
@@ -239,9 +240,9 @@ def half_step(solving: Side, sending: Side, blocks: int, reg_param: float, cg_st
     reported = grams.value
     # PySpark's driver keeps every accumulator it ever made: leave this one empty.
     grams.value = {}
-    if sorted(reported) != solving.blocks:
-        raise RuntimeError(f"ALS half-step solved blocks {sorted(reported)}, expected {solving.blocks}")
-    return Side(updated, solving.ratings, np.sum(list(reported.values()), axis=0), solving.blocks)
+    if sorted(reported) != solving.blocks_with_rows:
+        raise RuntimeError(f"ALS half-step solved blocks {sorted(reported)}, expected {solving.blocks_with_rows}")
+    return Side(updated, solving.ratings, np.sum(list(reported.values()), axis=0), solving.blocks_with_rows)
 
 
 def fit_als_cg(indexed: DataFrame, rank: int, reg_param: float, alpha: float, max_iter: int, seed: int,
