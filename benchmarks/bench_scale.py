@@ -17,13 +17,15 @@ Writes ``reports/bench_scale.json`` (per job: ``sizes``, ``seconds``, ``exponent
 ``peak_rss_mb``, ``output_bytes``), ``reports/bench_scale.png`` (time against events, log-log)
 and a line in ``reports/README.md``. All three are rewritten after every job, so a run that is
 stopped part-way keeps what it measured; its report says ``"complete": false`` and names the last
-job measured. ``--add-to-report`` keeps the sizes the existing report holds and adds this run's, so
+job measured. ``--add-to-report`` keeps the figures the existing report holds and adds this run's, so
 that sizes too long to run in one sitting can be measured one at a time into one report (which
 names every command its figures came from). A size's run can also be split: ``--jobs`` naming jobs
 after clean_events (with ``--add-to-report``) continues in the warehouse an earlier run of that
-size left under ``--work``, once the report holds that run's jobs before them:
+size left under ``--work``, once the report holds that run's jobs before them (here both parts are
+added to the report of the smaller sizes):
 
-    python benchmarks/bench_scale.py --sizes 20000000 --clean-only-sizes --jobs clean_events build_profiles train_als mine_rules
+    python benchmarks/bench_scale.py --sizes 20000000 --clean-only-sizes --add-to-report \
+        --jobs clean_events build_profiles train_als mine_rules
     python benchmarks/bench_scale.py --sizes 20000000 --clean-only-sizes --add-to-report \
         --jobs build_training_set train_ranker score search_rerank evaluate
 """
