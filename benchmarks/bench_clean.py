@@ -28,12 +28,14 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "lib"))
 
-from shoprec.config import load_config  # noqa: E402
+from shoprec.config import GenerateConfig, load_config  # noqa: E402
 from shoprec.spark import build_session  # noqa: E402
 
 # clean_events pseudonymizes user ids (privacy.pseudonymize is on by default), so a benchmark
 # without a secret of its own in the environment uses this one: benchmark tables are throwaway.
 BENCH_SECRET = "shoprec-benchmark-secret-not-for-production-0123456789"
+# Written into a raw log's directory once the log is complete; a log without it is generated again.
+GENERATED_MARKER = "_GENERATED.json"
 
 
 def machine() -> str:
@@ -41,24 +43,35 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
 
 
-def ensure_log(spark, cfg, events: int, root: Path) -> Path:
-    """Generate the benchmark's raw log unless this size and seed already exist."""
-    from shoprec.synthetic import generate_events, write_events
-
+def log_settings(cfg, events: int, root: Path) -> GenerateConfig:
+    """The generator settings of the benchmark's raw log of ``events`` (``out`` is its directory
+    under ``root``, named by the settings' digest so that another shape gets another log)."""
     # The shop grows with the log: about 100 events per user and 1000 per item over two weeks,
     # so heavy human users stay under the bot limits as they would in a real shop.
     gen = dataclasses.replace(cfg.generate, events=events, days=14, partitions=max(4, events // 1_000_000),
                               users=max(5_000, events // 100), items=max(2_000, events // 1_000),
                               bot_users=max(3, events // 1_000_000))
     digest = hashlib.sha256(repr(dataclasses.replace(gen, out="")).encode()).hexdigest()[:10]
-    out = root / f"raw-{events}-{digest}"
-    gen = dataclasses.replace(gen, out=str(out))
-    marker = out / "_GENERATED.json"
-    if marker.exists():
+    return dataclasses.replace(gen, out=str(root / f"raw-{events}-{digest}"))
+
+
+def is_generated(raw: Path) -> bool:
+    """Whether a raw log directory was written to the end (its marker is written last)."""
+    return (raw / GENERATED_MARKER).exists()
+
+
+def ensure_log(spark, cfg, events: int, root: Path) -> Path:
+    """Generate the benchmark's raw log unless this size and seed already exist."""
+    from shoprec.synthetic import generate_events, write_events
+
+    gen = log_settings(cfg, events, root)
+    out = Path(gen.out)
+    if is_generated(out):
         return out
     started = time.perf_counter()
     write_events(generate_events(spark, gen), str(out))
-    marker.write_text(json.dumps({"events": events, "seed": gen.seed, "seconds": time.perf_counter() - started}))
+    (out / GENERATED_MARKER).write_text(
+        json.dumps({"events": events, "seed": gen.seed, "seconds": time.perf_counter() - started}))
     return out
 
 

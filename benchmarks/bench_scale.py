@@ -49,7 +49,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_clean import BENCH_SECRET, ensure_log, machine, record_in_readme  # noqa: E402
+from bench_clean import BENCH_SECRET, ensure_log, is_generated, log_settings, machine, record_in_readme  # noqa: E402
 from shoprec.catalog import TABLES  # noqa: E402
 from shoprec.config import load_config  # noqa: E402
 
@@ -145,11 +145,13 @@ def bench_size(events: int, jobs: list[str], root: Path, driver_memory: str, env
     from shoprec.spark import build_session
 
     cfg = load_config(PROJECT / "conf" / "local.yaml")
-    spark = build_session(cfg.spark, "shoprec-bench-scale-generate")
-    try:
-        raw = ensure_log(spark, cfg, events, root)
-    finally:
-        spark.stop()
+    raw = Path(log_settings(cfg, events, root).out)
+    if not is_generated(raw):  # Spark only to generate: a log of this size and seed is reused as it is
+        spark = build_session(cfg.spark, "shoprec-bench-scale-generate")
+        try:
+            raw = ensure_log(spark, cfg, events, root)
+        finally:
+            spark.stop()
     work = size_work(root, events)
     if not continuing:
         shutil.rmtree(work, ignore_errors=True)
