@@ -47,44 +47,6 @@ def test_als_recommends_unseen_items_of_similar_users(spark):
     assert similar[("a", 1)] in {"b", "c", "d"}
 
 
-def test_exclusion_depths_grow_fourfold_up_to_the_cap():
-    assert A.exclusion_depths(500) == [0, 16, 64, 256, 500]
-    assert A.exclusion_depths(64) == [0, 16, 64]
-    assert A.exclusion_depths(10) == [0, 10]
-    assert A.exclusion_depths(0) == [0]
-
-
-def test_unseen_recommendations_are_the_best_unexcluded_items_at_every_exclusion_depth(spark):
-    import numpy as np
-
-    rng = np.random.default_rng(7)
-    n_users, n_items, k, max_excluded = 8, 240, 5, 100
-    rows = [(int(u), int(i), float(rng.uniform(1, 4))) for u in range(n_users)
-            for i in rng.choice(n_items, 30, replace=False)]
-    indexed = spark.createDataFrame(rows, "user_index int, item_index int, confidence float")
-    model = A.fit_als(indexed, A.AlsParams(rank=6, reg_param=0.1, alpha=5.0, max_iter=3), seed=3)
-    users = {r.id: np.array(r.features) for r in model.userFactors.collect()}
-    items = {r.id: np.array(r.features) for r in model.itemFactors.collect()}
-    ranked = {user: sorted(items, key=lambda item: -float(users[user] @ items[item])) for user in users}
-    # Each user's own best items are excluded, so a depth rounded down would leave fewer than k:
-    # one user per depth bucket (0, 16, 64, 100) and its edges, and one beyond the cap, for whom
-    # ALS looks only k + max_excluded deep and so only 2 are left.
-    excluded_counts = [0, 3, 16, 17, 64, 90, 100, max_excluded + 3]
-    excluded = {user: ranked[user][:count] for user, count in enumerate(excluded_counts)}
-    exclude = spark.createDataFrame([(u, i) for u, best in excluded.items() for i in best],
-                                    "user_index int, item_index int")
-
-    recs = A.recommend_unseen(model, indexed.select("user_index"), exclude, k, max_excluded).collect()
-
-    got = {}
-    for r in recs:
-        got.setdefault(r.user_index, []).append((r.rank, r.item_index))
-    for user, count in enumerate(excluded_counts):
-        expected = ranked[user][count:count + k] if count <= max_excluded else ranked[user][count:k + max_excluded]
-        assert sorted(got.get(user, [])) == list(enumerate(expected, start=1)), f"user {user} with {count} excluded"
-    assert len(got[n_users - 1]) == 2
-
-
 def test_best_params_picks_the_highest_metric():
     grid = A.param_grid([8, 16], [0.1], [1.0], 5)
     assert A.best_params([(grid[0], {"ndcg@10": 0.2}), (grid[1], {"ndcg@10": 0.3})], "ndcg@10") == grid[1]

@@ -7,7 +7,6 @@ Volinsky (2008): ``c_ui = 1 + alpha * r_ui`` with ``r_ui`` the interaction's str
 
 from __future__ import annotations
 
-import functools
 import itertools
 from dataclasses import dataclass
 
@@ -97,64 +96,29 @@ def fit_als(indexed: DataFrame, params: AlsParams, seed: int, checkpoint_interva
     return als.fit(indexed)
 
 
-#: The first extra depth above ``k`` for users with exclusions; each next bucket is four times deeper.
-FIRST_EXCLUSION_DEPTH = 16
-
-
-def exclusion_depths(max_excluded: int) -> list[int]:
-    """The extra depths (beyond ``k``) :func:`recommend_unseen` asks ALS for, one per bucket of
-    users: 0 for users with nothing to exclude, then 16, 64, 256, ... below ``max_excluded``, then
-    ``max_excluded`` itself."""
-    depths = [0]
-    depth = FIRST_EXCLUSION_DEPTH
-    while depth < max_excluded:
-        depths.append(depth)
-        depth *= 4
-    if max_excluded > 0:
-        depths.append(max_excluded)
-    return depths
-
-
 def recommend_unseen(model: ALSModel, users: DataFrame, exclude: DataFrame | None, k: int,
                      max_excluded: int) -> DataFrame:
     """Each user's top ``k`` items by ALS score, leaving out the items in ``exclude``.
 
-    A user with ``n`` excluded items needs ALS's best ``k + n`` to be sure of ``k`` left; ``n``
-    is rounded up to the next of :func:`exclusion_depths` and capped at ``max_excluded``, and ALS
-    ranks each bucket of users only that deep. Ranking every user ``k + max_excluded`` deep
-    would cost the same for a user who bought one item as for one who bought hundreds, and that
-    cost grows with the catalogue. A user with more than ``max_excluded`` excluded items among
-    the candidates may get fewer than ``k``.
+    ALS scores the ``k + max_excluded`` best items per user, then the excluded ones are removed;
+    a user with more than ``max_excluded`` excluded items among those may get fewer than ``k``.
 
     Args:
         model: a fitted model.
         users: ``(user_index)`` rows of the users to recommend for.
         exclude: ``(user_index, item_index)`` pairs not to recommend (already bought or seen).
         k: recommendations per user.
-        max_excluded: at most how many extra candidates to score per user to make room for exclusions.
+        max_excluded: how many extra candidates to score per user to make room for exclusions.
 
     Returns:
         ``(user_index int, rank int, item_index int, score double)``, rank 1 = best.
     """
-    wanted = users.select(USER_INDEX).distinct()
-    if exclude is None:
-        raw = model.recommendForUserSubset(wanted, k)
-    else:
-        exclude = exclude.select(USER_INDEX, ITEM_INDEX).distinct()
-        counts = exclude.groupBy(USER_INDEX).agg(F.count(F.lit(1)).alias("_excluded"))
-        excluded = F.coalesce(F.col("_excluded"), F.lit(0))
-        depths = exclusion_depths(max_excluded)
-        bucket = F.lit(depths[-1])
-        for depth in reversed(depths[:-1]):
-            bucket = F.when(excluded <= depth, depth).otherwise(bucket)
-        with_depth = wanted.join(counts, USER_INDEX, "left").select(USER_INDEX, bucket.alias("_depth"))
-        raw = functools.reduce(DataFrame.unionByName, [
-            model.recommendForUserSubset(with_depth.where(F.col("_depth") == depth).select(USER_INDEX), k + depth)
-            for depth in depths])
+    depth = k + (max_excluded if exclude is not None else 0)
+    raw = model.recommendForUserSubset(users.select(USER_INDEX).distinct(), depth)
     candidates = raw.select(USER_INDEX, F.posexplode("recommendations").alias("_pos", "_rec")).select(
         USER_INDEX, "_pos", F.col("_rec." + ITEM_INDEX).alias(ITEM_INDEX), F.col("_rec.rating").cast("double").alias(SCORE))
     if exclude is not None:
-        candidates = candidates.join(exclude, [USER_INDEX, ITEM_INDEX], "left_anti")
+        candidates = candidates.join(exclude.select(USER_INDEX, ITEM_INDEX).distinct(), [USER_INDEX, ITEM_INDEX], "left_anti")
     order = Window.partitionBy(USER_INDEX).orderBy("_pos")
     return (candidates.withColumn(RANK, F.row_number().over(order)).where(F.col(RANK) <= k)
             .select(USER_INDEX, RANK, ITEM_INDEX, SCORE))
