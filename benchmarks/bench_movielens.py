@@ -90,9 +90,8 @@ def popularity_recs(train: DataFrame, users: DataFrame, k: int) -> DataFrame:
 
 
 def als_recs(train: DataFrame, params: A.AlsParams, seed: int, users: DataFrame, k: int, blocks: int) -> DataFrame:
-    max_seen = train.groupBy(S.USER_ID).count().agg(F.max("count")).first()[0]
     recommender = A.train_recommender(train.withColumn("confidence", F.lit(1.0)), params, seed, A.AlsSolver(blocks=blocks))
-    return recommender.recommend(users, train.select(S.USER_ID, S.ITEM_ID), k, max_seen)
+    return recommender.recommend(users, train.select(S.USER_ID, S.ITEM_ID), k)
 
 
 def as_events(ratings: DataFrame) -> DataFrame:
@@ -108,7 +107,7 @@ def as_events(ratings: DataFrame) -> DataFrame:
                             for f in fields])
 
 
-def pipeline_config(cfg, best: A.AlsParams, max_seen: int, models_root: Path):
+def pipeline_config(cfg, best: A.AlsParams, models_root: Path):
     """The production config bent to a ratings dataset: no time decay (the split is random), ALS
     candidates with the tuned parameters, no basket or catalogue sources (MovieLens has neither),
     training items excluded, top 10."""
@@ -118,7 +117,7 @@ def pipeline_config(cfg, best: A.AlsParams, max_seen: int, models_root: Path):
         cfg,
         profiles=replace(cfg.profiles, history_days=365_000, half_life_days=1e9, interaction_half_life_days=1e9,
                          min_confidence=0.0, interaction_weights={"rating": 1.0}),
-        als=replace(cfg.als, max_excluded=max_seen, blocks=2, exclude="seen"),
+        als=replace(cfg.als, blocks=2, exclude="seen"),
         ranker=replace(cfg.ranker, als_rank=best.rank, als_reg_param=best.reg_param, als_alpha=best.alpha,
                        candidates=PIPELINE_CANDIDATES, relevant_event_types=["rating"], models_root=str(models_root),
                        id_embeddings=PIPELINE_ID_EMBEDDINGS),
@@ -126,7 +125,7 @@ def pipeline_config(cfg, best: A.AlsParams, max_seen: int, models_root: Path):
 
 
 def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFrame, train: DataFrame,
-                  users: DataFrame, best: A.AlsParams, max_seen: int, work: Path) -> tuple[DataFrame, dict]:
+                  users: DataFrame, best: A.AlsParams, work: Path) -> tuple[DataFrame, dict]:
     """Top ``K`` for ``users`` from the whole pipeline: the ranker learns on ``fit`` (features) and
     ``validation`` (labels), then ranks candidates built from ``train``."""
     from shoprec.evaluation.holdout import exclusions
@@ -134,7 +133,7 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
     from shoprec.jobs.score import recommend_with_ranker
     from shoprec.jobs.train_ranker import settings_for, train_on_spark
 
-    pcfg = pipeline_config(cfg, best, max_seen, work)
+    pcfg = pipeline_config(cfg, best, work)
     last = train.agg(F.max("ts")).first()[0]
     import datetime as dt
 
@@ -145,7 +144,7 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
     result = train_on_spark(pcfg, settings_for(pcfg, cutoff, None, False, training_set, str(work / "ranker")))
     inputs = features_before(spark, pcfg, as_events(train), cutoff)
     inputs["als_recs"] = inputs["als"].recommend(users, exclusions(inputs["interactions"], "seen"),
-                                                 PIPELINE_CANDIDATES["als"], max_seen)
+                                                 PIPELINE_CANDIDATES["als"])
     recs = recommend_with_ranker(pcfg, inputs, users, result["model_path"], spec, K, exclude="seen")
     history = result["history"]
     return recs.select(S.USER_ID, "rank", S.ITEM_ID).localCheckpoint(eager=True), {
@@ -185,8 +184,7 @@ def run_benchmark(spark: SparkSession, data: Path, grid: list[A.AlsParams], seed
     pipeline = {}
     if cfg is not None:
         def run_pipeline():
-            max_seen = train.groupBy(S.USER_ID).count().agg(F.max("count")).first()[0]
-            recs, details = pipeline_recs(spark, cfg, fit, validation, train, test_users, best, max_seen, work)
+            recs, details = pipeline_recs(spark, cfg, fit, validation, train, test_users, best, work)
             pipeline.update(details)
             return recs
         candidates.append(("pipeline", run_pipeline))

@@ -126,7 +126,7 @@ def test_the_cg_solver_serves_shop_ids_like_the_mllib_one(spark):
     interactions = spark.createDataFrame(rows, "user_id string, item_id string, confidence double")
     params = A.AlsParams(rank=4, reg_param=0.1, alpha=5.0, max_iter=4)
     recommender = A.train_recommender(interactions, params, seed=2, solver=A.AlsSolver("cg", blocks=2))
-    recs = recommender.recommend(interactions.select("user_id").distinct(), interactions, 3, 10).collect()
+    recs = recommender.recommend(interactions.select("user_id").distinct(), interactions, 3).collect()
     assert {r.user_id for r in recs} == {f"u{u}" for u in range(20)}
     seen = {(r[0], r[1]) for r in rows}
     assert all((r.user_id, r.item_id) not in seen for r in recs)

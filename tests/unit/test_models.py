@@ -10,7 +10,7 @@ from shoprec.evaluation.splits import stratified_split
 from shoprec.models import als as A
 from shoprec.models import rules as R
 from shoprec.models.content import content_features, content_similar_items, recommend_by_content
-from shoprec.models.neighbours import nearest_neighbours
+from shoprec.models.neighbours import nearest_neighbours, top_unexcluded
 from shoprec.models.popularity import popular_items, recommend_popular
 from shoprec.models.segments import assign_segments, describe_segments, fit_segments
 
@@ -31,6 +31,53 @@ def test_nearest_neighbours_are_exact_cosine(spark):
     assert len(result) == 8
 
 
+def test_top_unexcluded_masks_each_querys_own_list_and_breaks_ties_by_id(spark):
+    targets = spark.createDataFrame(
+        [(5, [3.0, 0.0]), (2, [2.0, 1.0]), (9, [1.0, 2.0]), (7, [0.0, 3.0]), (4, [3.0, 0.0])], "id int, features array<float>")
+    queries = spark.createDataFrame(
+        [(1, [1.0, 0.0], None), (2, [0.0, 1.0], [7, 8]), (3, [1.0, 1.0], [5, 2, 9, 7]), (4, [1.0, 0.0], [5, 4, 2, 9, 7])],
+        "id int, features array<float>, excluded array<int>")
+
+    result = top_unexcluded(queries, targets, 3, "excluded").orderBy("id", "rank").collect()
+
+    assert [tuple(r) for r in result] == [
+        (1, 1, 4, 3.0), (1, 2, 5, 3.0), (1, 3, 2, 2.0),  # 4 and 5 tie: the smaller id first
+        (2, 1, 9, 2.0), (2, 2, 2, 1.0), (2, 3, 4, 0.0),  # 8 is unknown and ignored
+        (3, 1, 4, 3.0),                                   # only one target left
+    ]
+    assert result[0].__fields__ == ["id", "rank", "target", "score"]
+
+
+def test_unseen_recommendations_are_exact_however_many_items_a_user_excludes(spark):
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n_users, n_items, k = 6, 240, 5
+    rows = [(int(u), int(i), float(rng.uniform(1, 4))) for u in range(n_users)
+            for i in rng.choice(n_items, 30, replace=False)]
+    indexed = spark.createDataFrame(rows, "user_index int, item_index int, confidence float")
+    model = A.fit_als(indexed, A.AlsParams(rank=6, reg_param=0.1, alpha=5.0, max_iter=3), seed=3)
+    users = {r.id: np.array(r.features, dtype=np.float32) for r in model.userFactors.collect()}
+    items = {r.id: np.array(r.features, dtype=np.float32) for r in model.itemFactors.collect()}
+    ranked = {user: sorted(items, key=lambda item: (-float(users[user] @ items[item]), item)) for user in users}
+    # Each user leaves out their own best items: none, a few, a hundred, all of them, all but two.
+    excluded_counts = [0, 3, 17, 100, len(items), len(items) - 2]
+    excluded = {user: ranked[user][:count] for user, count in enumerate(excluded_counts)}
+    exclude = spark.createDataFrame([(u, i) for u, best in excluded.items() for i in best],
+                                    "user_index int, item_index int")
+    wanted = spark.createDataFrame([(u,) for u in range(n_users)] + [(n_users + 5,)], "user_index int")
+
+    recs = A.recommend_unseen(model, wanted, exclude, k).collect()
+
+    got = {}
+    for r in recs:
+        got.setdefault(r.user_index, []).append((r.rank, r.item_index))
+    assert set(got) == set(range(n_users)) - {4}  # nothing left for user 4 or the unknown user
+    for user, count in enumerate(excluded_counts):
+        assert sorted(got.get(user, [])) == list(enumerate(ranked[user][count:count + k], start=1)), f"user {user}"
+    assert len(got[n_users - 1]) == 2
+
+
 def test_als_recommends_unseen_items_of_similar_users(spark):
     # Two taste groups; u4 has seen only part of group one's items.
     rows = [(u, i, 1.0) for u in ("u1", "u2", "u3") for i in ("a", "b", "c", "d")]
@@ -39,7 +86,7 @@ def test_als_recommends_unseen_items_of_similar_users(spark):
     interactions = spark.createDataFrame(rows, "user_id string, item_id string, confidence double")
     recommender = A.train_recommender(interactions, A.AlsParams(rank=4, reg_param=0.01, alpha=10.0, max_iter=10), seed=1)
     seen = interactions.select("user_id", "item_id")
-    recs = recommender.recommend(spark.createDataFrame([("u4",), ("nobody",)], "user_id string"), seen, 2, 10).collect()
+    recs = recommender.recommend(spark.createDataFrame([("u4",), ("nobody",)], "user_id string"), seen, 2).collect()
     assert [(r.user_id, r.rank) for r in recs] == [("u4", 1), ("u4", 2)]
     assert {r.item_id for r in recs} == {"c", "d"}
     similar = {(r.item_id, r.rank): r.similar_item_id for r in recommender.similar_items(1).collect()}

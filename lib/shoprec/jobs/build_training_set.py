@@ -103,7 +103,7 @@ def examples_for(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, tr
     """Candidates (plus sampled negatives) for ``users`` with raw features, labelled from ``truth``."""
     ranker = cfg.ranker
     excluded = exclusions(inputs["interactions"], cfg.als.exclude)
-    als_recs = inputs["als"].recommend(users, excluded, als_candidate_count(cfg), cfg.als.max_excluded)
+    als_recs = inputs["als"].recommend(users, excluded, als_candidate_count(cfg))
     seeds = X.seed_items(inputs["interactions"], ranker.seeds_per_user)
     cands = X.candidates(users, seeds, als_recs, inputs["bought_together"], inputs["similar_items"],
                          inputs["content_similar"], inputs["popular"], ranker.candidates)

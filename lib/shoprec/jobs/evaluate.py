@@ -77,7 +77,7 @@ def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: Dat
     clock.lap("als_tuning")
     tracking.log_metrics({f"als_{k}": v for k, v in best.as_dict().items()})
     als = A.train_recommender(train_interactions, best, cfg.als.seed, A.solver_for(cfg.als))
-    recs["als"] = als.recommend(users, excluded, depth, cfg.als.max_excluded)
+    recs["als"] = als.recommend(users, excluded, depth)
 
     baskets = R.purchase_baskets(train_events, cfg.rules.basket).cache()
     support = R.effective_min_support(baskets.count(), cfg.rules.min_support, cfg.rules.min_basket_count)
@@ -136,7 +136,7 @@ def als_candidates(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, 
     """The ALS candidates of ``users`` (as ``train_als`` writes them to ``als_recs``), built once
     and staged as ``name``."""
     excluded = exclusions(inputs["interactions"], cfg.als.exclude)
-    return staging.keep(inputs["als"].recommend(users, excluded, als_candidate_count(cfg), cfg.als.max_excluded),
+    return staging.keep(inputs["als"].recommend(users, excluded, als_candidate_count(cfg)),
                         name)
 
 

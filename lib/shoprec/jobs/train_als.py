@@ -84,7 +84,7 @@ def tune_on_holdout(spark: SparkSession, cfg: Config, run_date: str, tracking: J
         log.info("train_als %s: %s -> %s", run_date, params, metrics)
 
     results = A.tune(train, truth, exclusions(train, settings.exclude), grid, TUNING_K, settings.seed,
-                     settings.max_excluded, A.solver_for(settings), on_trial=record)
+                     A.solver_for(settings), on_trial=record)
     train.unpersist()
     truth.unpersist()
     best = A.best_params(results, f"{settings.tuning_metric}@{TUNING_K}")
@@ -136,7 +136,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> dict[str, int]:
                                      F.col(A.ITEM_INDEX).alias("factor_index")))
         write(index, ALS_INDEX)
         recs = recommender.recommend(interactions.select(S.USER_ID), exclusions(interactions, settings.exclude),
-                                     settings.top_k, settings.max_excluded)
+                                     settings.top_k)
         write(recs, ALS_RECS)
         write(recommender.similar_items(settings.similar_k), SIMILAR_ITEMS)
 

@@ -11,14 +11,14 @@ import itertools
 from dataclasses import dataclass
 
 from pyspark.ml.recommendation import ALS, ALSModel
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from shoprec import schemas as S
 from shoprec.config import AlsConfig
 from shoprec.evaluation.ranking import RANK
-from shoprec.models.neighbours import nearest_neighbours
+from shoprec.models.neighbours import nearest_neighbours, top_unexcluded
 
 USER_INDEX = "user_index"
 ITEM_INDEX = "item_index"
@@ -96,32 +96,34 @@ def fit_als(indexed: DataFrame, params: AlsParams, seed: int, checkpoint_interva
     return als.fit(indexed)
 
 
-def recommend_unseen(model: ALSModel, users: DataFrame, exclude: DataFrame | None, k: int,
-                     max_excluded: int) -> DataFrame:
-    """Each user's top ``k`` items by ALS score, leaving out the items in ``exclude``.
+def recommend_unseen(model: ALSModel, users: DataFrame, exclude: DataFrame | None, k: int) -> DataFrame:
+    """Each user's top ``k`` items by ALS score, leaving out the items in ``exclude``: exact,
+    however many items a user has to leave out.
 
-    ALS scores the ``k + max_excluded`` best items per user, then the excluded ones are removed;
-    a user with more than ``max_excluded`` excluded items among those may get fewer than ``k``.
+    The item factors are broadcast once; each user's factors meet the list of their excluded
+    items, every item is scored, the excluded ones are masked and the best ``k`` kept
+    (:func:`~shoprec.models.neighbours.top_unexcluded`). Asking MLlib for each user's best
+    ``k + n`` instead would cost the same for a user who bought one item as for one who bought
+    hundreds, and would still come up short for a user with more than ``n`` exclusions.
+    Users the model does not know get nothing.
 
     Args:
         model: a fitted model.
         users: ``(user_index)`` rows of the users to recommend for.
         exclude: ``(user_index, item_index)`` pairs not to recommend (already bought or seen).
         k: recommendations per user.
-        max_excluded: how many extra candidates to score per user to make room for exclusions.
 
     Returns:
         ``(user_index int, rank int, item_index int, score double)``, rank 1 = best.
     """
-    depth = k + (max_excluded if exclude is not None else 0)
-    raw = model.recommendForUserSubset(users.select(USER_INDEX).distinct(), depth)
-    candidates = raw.select(USER_INDEX, F.posexplode("recommendations").alias("_pos", "_rec")).select(
-        USER_INDEX, "_pos", F.col("_rec." + ITEM_INDEX).alias(ITEM_INDEX), F.col("_rec.rating").cast("double").alias(SCORE))
+    wanted = users.select(USER_INDEX).distinct()
+    factors = model.userFactors.select(F.col("id").alias(USER_INDEX), "features").join(wanted, USER_INDEX)
+    excluded_col = None
     if exclude is not None:
-        candidates = candidates.join(exclude.select(USER_INDEX, ITEM_INDEX).distinct(), [USER_INDEX, ITEM_INDEX], "left_anti")
-    order = Window.partitionBy(USER_INDEX).orderBy("_pos")
-    return (candidates.withColumn(RANK, F.row_number().over(order)).where(F.col(RANK) <= k)
-            .select(USER_INDEX, RANK, ITEM_INDEX, SCORE))
+        excluded_col = "_excluded"
+        lists = exclude.groupBy(USER_INDEX).agg(F.collect_list(ITEM_INDEX).alias(excluded_col))
+        factors = factors.join(lists, USER_INDEX, "left")
+    return top_unexcluded(factors, model.itemFactors, k, excluded_col, id_col=USER_INDEX, target_col=ITEM_INDEX)
 
 
 def similar_items(model: ALSModel, k: int) -> DataFrame:
@@ -142,7 +144,7 @@ class AlsRecommender:
     items: DataFrame
     params: AlsParams
 
-    def recommend(self, users: DataFrame, exclude: DataFrame | None, k: int, max_excluded: int) -> DataFrame:
+    def recommend(self, users: DataFrame, exclude: DataFrame | None, k: int) -> DataFrame:
         """Top ``k`` per user of ``users`` (``user_id`` rows) the model knows, minus ``exclude``
         ``(user_id, item_id)`` pairs.
 
@@ -154,7 +156,7 @@ class AlsRecommender:
         if exclude is not None:
             excluded = (exclude.select(S.USER_ID, S.ITEM_ID).join(self.users, S.USER_ID)
                         .join(self.items, S.ITEM_ID).select(USER_INDEX, ITEM_INDEX))
-        ranked = recommend_unseen(self.model, known, excluded, k, max_excluded)
+        ranked = recommend_unseen(self.model, known, excluded, k)
         return (ranked.join(self.users, USER_INDEX).join(self.items, ITEM_INDEX)
                 .select(S.USER_ID, RANK, S.ITEM_ID, SCORE))
 
@@ -181,7 +183,7 @@ def train_recommender(interactions: DataFrame, params: AlsParams, seed: int, sol
 
 
 def tune(train: DataFrame, truth: DataFrame, exclude: DataFrame | None, grid: list[AlsParams], k: int, seed: int,
-         max_excluded: int, solver: AlsSolver = AlsSolver(), strength_col: str = STRENGTH,
+         solver: AlsSolver = AlsSolver(), strength_col: str = STRENGTH,
          on_trial=None) -> list[tuple[AlsParams, dict[str, float]]]:
     """Fit every grid point on ``train`` and score its top ``k`` against ``truth``.
 
@@ -197,7 +199,7 @@ def tune(train: DataFrame, truth: DataFrame, exclude: DataFrame | None, grid: li
     results = []
     for params in grid:
         recommender = train_recommender(train, params, seed, solver, strength_col)
-        metrics = ranking_metrics(recommender.recommend(users, exclude, k, max_excluded), truth, k)
+        metrics = ranking_metrics(recommender.recommend(users, exclude, k), truth, k)
         results.append((params, metrics))
         if on_trial is not None:
             on_trial(params, metrics)
