@@ -14,8 +14,9 @@ DATA ?= ../shared/data/movielens-100k
 TRAINING_SET ?=
 ALS_ARGS ?=
 SCALE_ARGS ?=
+TOPK_ARGS ?=
 
-.PHONY: setup airflow-env demo test test-unit bench-clean bench-rules bench-movielens bench-ranker bench-als bench-scale mlflow-ui mlflow-server mlflow-server-stop package package-env docs clean help
+.PHONY: setup airflow-env demo test test-unit bench-clean bench-rules bench-movielens bench-ranker bench-als bench-topk bench-scale mlflow-ui mlflow-server mlflow-server-stop package package-env docs clean help
 
 help:
 	@echo "make demo         generate a synthetic shop log and run every job on it (local Spark, MLflow on SQLite)"
@@ -26,6 +27,7 @@ help:
 	@echo "make bench-movielens  ALS and popularity on MovieLens (DATA=$(DATA)) -> reports/"
 	@echo "make bench-ranker ranker training examples/s: Horovod np1, np2 and plain TF -> reports/bench_ranker.json"
 	@echo "make bench-als    Spark ALS vs the implicit library, s/iteration and nDCG@10 -> reports/bench_als.json"
+	@echo "make bench-topk   ALS top-K with exclusions: shoprec's exact scoring vs MLlib K+500 deep -> reports/bench_topk.json"
 	@echo "make bench-scale  every job at 1M/5M/20M events (clean_events 50M): time, memory, growth -> reports/bench_scale.json"
 	@echo "make package      build dist/shoprec.zip (--py-files), dist/jobs/ and dist/conf/ for spark-submit"
 	@echo "make package-env  pack the job environment into dist/shoprec-env.tar.gz (spark-submit --archives)"
@@ -63,6 +65,9 @@ bench-ranker: setup
 
 bench-als: setup
 	$(PY) benchmarks/bench_als.py $(ALS_ARGS)
+
+bench-topk: setup
+	$(PY) benchmarks/bench_topk.py $(TOPK_ARGS)
 
 bench-scale: setup
 	$(PY) benchmarks/bench_scale.py $(SCALE_ARGS)

@@ -1,21 +1,36 @@
-"""Exact scoring of dense vectors against a broadcast matrix, computed on the executors: cosine
-nearest neighbours, and each user's top items by dot product with some items left out."""
+"""Exact scoring of dense vectors against a broadcast matrix, computed on the executors: each
+query's top targets by dot product with some targets left out, and cosine nearest neighbours."""
 
 from __future__ import annotations
 
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from shoprec.evaluation.ranking import RANK
 
 SIMILAR_INDEX = "similar_index"
 SCORE = "score"
-#: Scores held at once per block of rows (float32): bounds a Python worker's memory whatever the catalogue.
-BLOCK_SCORES = 1 << 23
+#: Scores held at once per block of rows (float64): bounds a Python worker's memory whatever the catalogue.
+BLOCK_SCORES = 1 << 22
+#: The list of ids :func:`nearest_neighbours` leaves out of each row's own result: the row itself.
+SELF = "excluded_self"
+
+
+def unit_rows(matrix):
+    """``matrix`` with each row scaled to length 1 (rows of zeros stay zeros)."""
+    import numpy as np
+
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0, 1, norms)
 
 
 def broadcast_matrix(vectors: DataFrame, normalise: bool = False):
-    """``(id int, features array<float>)`` rows as one ``(ids int64, matrix float32)`` pair sorted
+    """``(id int, features array<float>)`` rows as one ``(ids int64, matrix float64)`` pair sorted
     by id, broadcast to the executors (it passes through the driver once), or None when empty.
+
+    The matrix is float64 so that a score does not depend on how rows were batched: BLAS takes
+    other code paths for one row than for a block, and in float32 the difference reaches the
+    seventh digit, enough to reorder near-ties between a local run and a cluster run.
 
     Returns:
         ``(broadcast, row count)``.
@@ -28,10 +43,9 @@ def broadcast_matrix(vectors: DataFrame, normalise: bool = False):
         rows.append(row["features"])
     if not ids:
         return None, 0
-    matrix = np.asarray(rows, dtype=np.float32)
+    matrix = np.asarray(rows, dtype=np.float64)
     if normalise:
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        matrix = matrix / np.where(norms == 0, 1, norms)
+        matrix = unit_rows(matrix)
     return vectors.sparkSession.sparkContext.broadcast((np.asarray(ids, dtype=np.int64), matrix)), len(ids)
 
 
@@ -76,69 +90,31 @@ def top_columns(scores, column_ids, k: int):
     return rows[finite], ranks[finite], top[finite], top_scores[finite]
 
 
-def nearest_neighbours(vectors: DataFrame, k: int) -> DataFrame:
-    """Each vector's ``k`` most cosine-similar other vectors.
-
-    The normalised matrix is broadcast once; each partition multiplies its rows against it in
-    blocks (:func:`block_rows_for`) and keeps the top ``k`` (never the row itself; ties broken by
-    the smaller id). Executor memory is about ``n x dims x 4`` bytes for the matrix plus
-    ``4 x`` :data:`BLOCK_SCORES` bytes for one block of scores, so this suits catalogues up to a
-    few million items; the matrix passes through the driver once.
-
-    Args:
-        vectors: ``(id int, features array<float>)``, ids unique (``ALSModel.itemFactors`` has this shape).
-        k: neighbours per vector.
-
-    Returns:
-        ``(id int, rank int, similar_index int, score double)``, rank 1 = most similar.
-    """
-    spark = vectors.sparkSession
-    schema = f"id int, {RANK} int, {SIMILAR_INDEX} int, {SCORE} double"
-    shared, n = broadcast_matrix(vectors, normalise=True)
-    if min(k, n - 1) <= 0:
-        return spark.createDataFrame([], schema)
-    block_rows = block_rows_for(n)
-
-    def nearest(batches):
-        import numpy as np
-        import pandas as pd
-
-        all_ids, all_vectors = shared.value
-        for batch in batches:
-            wanted = np.searchsorted(all_ids, batch["id"].to_numpy())
-            for start in range(0, len(wanted), block_rows):
-                block = wanted[start:start + block_rows]
-                scores = all_vectors[block] @ all_vectors.T
-                scores[np.arange(len(block)), block] = -np.inf
-                rows, ranks, columns, top_scores = top_columns(scores, all_ids, k)
-                yield pd.DataFrame({
-                    "id": all_ids[block][rows].astype("int32"),
-                    RANK: ranks.astype("int32"),
-                    SIMILAR_INDEX: all_ids[columns].astype("int32"),
-                    SCORE: top_scores.astype("float64"),
-                })
-
-    return vectors.select("id").mapInPandas(nearest, schema)
-
-
 def top_unexcluded(queries: DataFrame, targets: DataFrame, k: int, excluded_col: str | None = None,
-                   id_col: str = "id", target_col: str = "target", score_col: str = SCORE) -> DataFrame:
-    """Each query vector's ``k`` targets with the highest dot product, leaving out the target ids
-    listed in the query's ``excluded_col`` (exact, however many are left out).
+                   id_col: str = "id", target_col: str = "target", score_col: str = SCORE,
+                   cosine: bool = False) -> DataFrame:
+    """Each query vector's ``k`` targets with the highest dot product (or cosine similarity),
+    leaving out the target ids listed in the query's ``excluded_col`` (exact, however many are
+    left out).
 
-    ``targets`` are broadcast once and scored in blocks as in :func:`nearest_neighbours`; ties go
-    to the smaller target id. A query with fewer than ``k`` targets left gets them all.
+    The targets are broadcast once (:func:`broadcast_matrix`); each partition multiplies its
+    queries against them in blocks (:func:`block_rows_for`) and keeps the best ``k``, ties to
+    the smaller target id. A query with fewer than ``k`` targets left gets them all. Executor
+    memory is about ``targets x dims x 8`` bytes for the matrix plus ``8 x``
+    :data:`BLOCK_SCORES` bytes for one block of scores, so this suits catalogues up to a few
+    million items.
 
     Args:
         queries: ``(id_col int, features array<float>[, excluded_col array<int>])``.
         targets: ``(id int, features array<float>)``, ids unique, vectors as long as the queries'.
+        cosine: score by cosine similarity: queries and targets scaled to length 1 first.
 
     Returns:
         ``(id_col int, rank int, target_col int, score_col double)``, rank 1 = best.
     """
     spark = queries.sparkSession
     schema = f"{id_col} int, {RANK} int, {target_col} int, {score_col} double"
-    shared, n = broadcast_matrix(targets)
+    shared, n = broadcast_matrix(targets, normalise=cosine)
     if k <= 0 or n == 0:
         return spark.createDataFrame([], schema)
     block_rows = block_rows_for(n)
@@ -151,7 +127,10 @@ def top_unexcluded(queries: DataFrame, targets: DataFrame, k: int, excluded_col:
         for batch in batches:
             for start in range(0, len(batch), block_rows):
                 block = batch.iloc[start:start + block_rows]
-                scores = np.stack(block["features"].to_numpy()).astype(np.float32) @ target_vectors.T
+                query_vectors = np.stack(block["features"].to_numpy()).astype(np.float64)
+                if cosine:
+                    query_vectors = unit_rows(query_vectors)
+                scores = query_vectors @ target_vectors.T
                 if excluded_col is not None:
                     lists = [np.asarray(ids if ids is not None else [], dtype=np.int64) for ids in block[excluded_col]]
                     left_out = np.concatenate(lists)
@@ -164,7 +143,22 @@ def top_unexcluded(queries: DataFrame, targets: DataFrame, k: int, excluded_col:
                     id_col: block[id_col].to_numpy()[rows].astype("int32"),
                     RANK: ranks.astype("int32"),
                     target_col: target_ids[columns].astype("int32"),
-                    score_col: top_scores.astype("float64"),
+                    score_col: top_scores,
                 })
 
     return queries.mapInPandas(score, schema)
+
+
+def nearest_neighbours(vectors: DataFrame, k: int) -> DataFrame:
+    """Each vector's ``k`` most cosine-similar other vectors (exact; never the vector itself;
+    ties to the smaller id): :func:`top_unexcluded` with each row's own id as its excluded list.
+
+    Args:
+        vectors: ``(id int, features array<float>)``, ids unique (``ALSModel.itemFactors`` has this shape).
+        k: neighbours per vector.
+
+    Returns:
+        ``(id int, rank int, similar_index int, score double)``, rank 1 = most similar.
+    """
+    queries = vectors.select("id", "features", F.array("id").alias(SELF))
+    return top_unexcluded(queries, vectors, k, SELF, target_col=SIMILAR_INDEX, cosine=True)
