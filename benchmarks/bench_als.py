@@ -6,7 +6,9 @@ same interactions, in the same run.
 
 For each factor count (64 and 128): seconds per iteration of both, measured as the difference
 between a fit of ``--iterations`` and a fit of 2 iterations, divided by the difference (so start-up,
-indexing and the final factor collection cancel out), and nDCG@10 of each on a held-out split
+indexing and the final factor collection cancel out); each library's pair of fits is run
+``--repeats`` times (3) and the median counts, every figure kept in ``s_per_iter_runs``, because
+one pair of fits on a shared 2-core machine varies by a fifth or more. And nDCG@10 of each on a held-out split
 (per user, 80/20, seed 42; training items left out of the recommendations; one numpy scorer for
 both libraries' factors). Same confidence
 (``c = 1 + alpha`` per interaction), same regularisation value, same iterations, both on every
@@ -25,8 +27,8 @@ uses them, otherwise a JVM fallback several times slower at 128 factors. The rep
 Writes ``reports/bench_als.json`` (per factor count: ``spark_s_per_iter``,
 ``implicit_s_per_iter``, ``ratio``, ``implicit_exact_s_per_iter``, ``ratio_to_exact``,
 ``spark_ndcg_at_10``, ``implicit_ndcg_at_10``, and for the CG solver ``cg_s_per_iter``,
-``cg_ratio`` (to implicit), ``cg_ndcg_at_10``; and ``implicit_items_first_ndcg_at_10``: implicit's
-kernel with the half-iterations in MLlib's order, items first).
+``cg_ratio`` (to implicit), ``cg_ndcg_at_10``; ``implicit_items_first_ndcg_at_10``: implicit's
+kernel with the half-iterations in MLlib's order, items first; and ``s_per_iter_runs``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -148,6 +151,18 @@ def cg_fit(train, rank: int, iterations: int, blocks: int):
     return model, time.perf_counter() - started
 
 
+def per_iteration(fit, iterations: int, repeats: int) -> tuple[float, list[float], object, float]:
+    """Seconds per iteration of ``fit(n)`` (returning ``(model, seconds)``): the median over
+    ``repeats`` of (a fit of ``iterations`` - a fit of 2) / (``iterations`` - 2), every figure, and
+    the last long fit's model and seconds."""
+    figures, model, seconds = [], None, 0.0
+    for _ in range(repeats):
+        _, short = fit(2)
+        model, seconds = fit(iterations)
+        figures.append((seconds - short) / (iterations - 2))
+    return statistics.median(figures), figures, model, seconds
+
+
 def implicit_fit(matrix, rank: int, iterations: int, exact: bool = False):
     """implicit's CPU ALS: by default each least-squares step is 3 conjugate-gradient steps (its
     default, what its users run); ``exact`` solves it by Cholesky, as Spark does."""
@@ -176,26 +191,14 @@ def implicit_items_first(matrix, rank: int, iterations: int):
     return users, items
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--movielens", type=Path, help="a MovieLens directory with u.data instead of synthetic data")
-    parser.add_argument("--users", type=int, default=60_000)
-    parser.add_argument("--items", type=int, default=12_000)
-    parser.add_argument("--pairs", type=int, default=2_000_000)
-    parser.add_argument("--ranks", type=int, nargs="+", default=[64, 128])
-    parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=PROJECT / "reports" / "bench_als.json")
-    given = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(given)
-
+def measure(spark, pairs: np.ndarray, ranks: list[int], iterations: int, repeats: int, cores: int
+            ) -> tuple[dict, dict]:
+    """Every library's seconds per iteration and nDCG@10 on ``pairs`` (distinct ``(user, item)``
+    rows) at each of ``ranks``, with ``cores`` blocks for Spark: the report's ``factors`` and
+    ``spark_blas``."""
     import scipy.sparse as sparse
     from threadpoolctl import threadpool_limits
 
-    pairs = movielens_pairs(args.movielens) if args.movielens else synthetic_pairs(args.users, args.items, args.pairs, SEED)
-    cores = os.cpu_count() or 1
-    spark = build_session(SparkConfig(master=f"local[{cores}]", app_name="bench-als", shuffle_partitions=cores,
-                                      conf={"spark.driver.memory": "12g", "spark.ui.enabled": "false",
-                                            "spark.ui.showConsoleProgress": "false"}))
     spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     frame = spark.createDataFrame(pd.DataFrame(pairs.astype(np.int32), columns=[USER, ITEM]))
     train, test = stratified_split(frame, 0.8, SEED, user_col=USER, item_col=ITEM)
@@ -211,30 +214,26 @@ def main(argv: list[str] | None = None) -> int:
           f"{train.count()} train / {test.count()} test", flush=True)
 
     # Warm the JVM's JIT and both libraries' thread pools, so the first timed fit is not the slowest.
-    spark_fit(train, args.ranks[0], 2, cores)
-    cg_fit(train, args.ranks[0], 2, cores)
-    implicit_fit(confidence, args.ranks[0], 2)
+    spark_fit(train, ranks[0], 2, cores)
+    cg_fit(train, ranks[0], 2, cores)
+    implicit_fit(confidence, ranks[0], 2)
     results = {}
-    for rank in args.ranks:
-        _, spark_short = spark_fit(train, rank, 2, cores)
-        spark_model, spark_long = spark_fit(train, rank, args.iterations, cores)
-        spark_per_iter = (spark_long - spark_short) / (args.iterations - 2)
-        _, cg_short = cg_fit(train, rank, 2, cores)
-        cg_model, cg_long = cg_fit(train, rank, args.iterations, cores)
-        cg_per_iter = (cg_long - cg_short) / (args.iterations - 2)
+    for rank in ranks:
+        spark_per_iter, spark_runs, spark_model, spark_long = per_iteration(
+            lambda n: spark_fit(train, rank, n, cores), iterations, repeats)
+        cg_per_iter, cg_runs, cg_model, cg_long = per_iteration(
+            lambda n: cg_fit(train, rank, n, cores), iterations, repeats)
         with threadpool_limits(limits=1, user_api="blas"):  # implicit parallelises with its own threads
-            _, implicit_short = implicit_fit(confidence, rank, 2)
-            implicit_model, implicit_long = implicit_fit(confidence, rank, args.iterations)
-            _, exact_short = implicit_fit(confidence, rank, 2, exact=True)
-            _, exact_long = implicit_fit(confidence, rank, args.iterations, exact=True)
-        implicit_per_iter = (implicit_long - implicit_short) / (args.iterations - 2)
-        exact_per_iter = (exact_long - exact_short) / (args.iterations - 2)
+            implicit_per_iter, implicit_runs, implicit_model, implicit_long = per_iteration(
+                lambda n: implicit_fit(confidence, rank, n), iterations, repeats)
+            exact_per_iter, _, _, _ = per_iteration(
+                lambda n: implicit_fit(confidence, rank, n, exact=True), iterations, repeats)
 
         print(f"bench-als: rank {rank}: s/iteration Spark {spark_per_iter:.3f}, shoprec CG {cg_per_iter:.3f}, "
               f"implicit {implicit_per_iter:.3f} (exact {exact_per_iter:.3f})", flush=True)
         scores = {"spark": ndcg_at_k(spark_factors(spark_model, n_users, n_items, rank), confidence, held_out),
                   "cg": ndcg_at_k(spark_factors(cg_model, n_users, n_items, rank), confidence, held_out),
-                  "implicit_items_first": ndcg_at_k(implicit_items_first(confidence, rank, args.iterations),
+                  "implicit_items_first": ndcg_at_k(implicit_items_first(confidence, rank, iterations),
                                                     confidence, held_out),
                   "implicit": ndcg_at_k((implicit_model.user_factors, implicit_model.item_factors), confidence,
                                         held_out)}
@@ -248,15 +247,41 @@ def main(argv: list[str] | None = None) -> int:
             "cg_s_per_iter": round(cg_per_iter, 3), "cg_ratio": round(cg_per_iter / implicit_per_iter, 2),
             "cg_ndcg_at_10": round(scores["cg"], 4), "cg_fit_seconds": round(cg_long, 1),
             "implicit_items_first_ndcg_at_10": round(scores["implicit_items_first"], 4),
+            "s_per_iter_runs": {"spark": [round(x, 3) for x in spark_runs], "cg": [round(x, 3) for x in cg_runs],
+                                "implicit": [round(x, 3) for x in implicit_runs]},
         }
         print(f"bench-als: rank {rank}: {results[str(rank)]}", flush=True)
-    blas = spark_blas(spark)
+    train.unpersist()
+    test.unpersist()
+    return results, spark_blas(spark)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--movielens", type=Path, help="a MovieLens directory with u.data instead of synthetic data")
+    parser.add_argument("--users", type=int, default=60_000)
+    parser.add_argument("--items", type=int, default=12_000)
+    parser.add_argument("--pairs", type=int, default=2_000_000)
+    parser.add_argument("--ranks", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3, help="timed pairs of fits per library; the median counts")
+    parser.add_argument("--out", type=Path, default=PROJECT / "reports" / "bench_als.json")
+    given = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(given)
+
+    pairs = movielens_pairs(args.movielens) if args.movielens else synthetic_pairs(args.users, args.items, args.pairs, SEED)
+    cores = os.cpu_count() or 1
+    spark = build_session(SparkConfig(master=f"local[{cores}]", app_name="bench-als", shuffle_partitions=cores,
+                                      conf={"spark.driver.memory": "12g", "spark.ui.enabled": "false",
+                                            "spark.ui.showConsoleProgress": "false"}))
+    results, blas = measure(spark, pairs, args.ranks, args.iterations, args.repeats, cores)
     spark.stop()
 
     report = {
         "data": str(args.movielens) if args.movielens else
         f"synthetic power-law: {args.users} users, {args.items} items, {args.pairs} pairs, seed {SEED}",
-        "interactions": int(len(pairs)), "iterations": args.iterations, "reg_param": REG, "alpha": ALPHA,
+        "interactions": int(len(pairs)), "iterations": args.iterations, "repeats": args.repeats,
+        "reg_param": REG, "alpha": ALPHA,
         "machine": machine(), "spark_blas": blas, "goal": "ratio <= 4", "factors": results,
         "command": "make bench-als" + (f" ALS_ARGS='{' '.join(given)}'" if given else ""),
     }

@@ -1,5 +1,7 @@
 """Faults on the standalone cluster: an executor killed mid-job (in build_profiles, in
-clean_events once its parse is staged, in build_training_set once its examples are staged), a driver killed mid-write, a Horovod worker killed mid-training. Each job is one the pipeline already ran for the date
+clean_events once its parse is staged, in build_training_set once its examples are staged, in
+train_als's conjugate-gradient fit), a driver killed mid-write, a Horovod worker killed
+mid-training. Each job is one the pipeline already ran for the date
 (``cluster_run``), so the undisturbed output is there to compare with."""
 
 from __future__ import annotations
@@ -181,3 +183,29 @@ def test_a_killed_horovod_worker_fails_training_in_bounded_time_and_resume_finis
     assert code == 0, cluster_run["log"].read_text()[-5000:]
     # Every epoch once: the finished ones restored from the checkpoint, the rest trained.
     assert len(json.loads((models / "history.json").read_text())) == 40 and finished_epochs >= 2
+
+
+def test_an_executor_killed_mid_fit_leaves_the_cg_solvers_recommendations_unchanged(spark, standalone_cluster,
+                                                                                      cluster_run, tmp_path):
+    """train_als with ``als.solver: cg`` on a copy of the warehouse, undisturbed and then with an
+    executor killed once its blocks are built: the blocks, messages and factors the dead executor
+    held are recomputed, and the recommendations come out the same."""
+    warehouse = tmp_path / "warehouse"
+    shutil.copytree(cluster_run["warehouse"], warehouse)
+    env = submit_env(SHOPREC__WAREHOUSE__ROOT=str(warehouse), SHOPREC__ALS__SOLVER="cg", SHOPREC__ALS__MAX_ITER="30")
+    log = tmp_path / "train_als.log"
+    assert spark_submit(standalone_cluster["master"], cluster_run["dist"], "train_als", cluster_run["root"], log,
+                        env=env) == 0, log.read_text()[-5000:]
+    undisturbed = {name: rows_of(spark, warehouse, name) for name in ("als_recs", "similar_items")}
+    assert "fit_als_cg:" in log.read_text(), "the job did not fit with the cg solver"
+
+    started = log.stat().st_size
+    driver = start_submit(standalone_cluster["master"], cluster_run["dist"], "train_als", cluster_run["root"], log,
+                          env=env)
+    app = wait_for(lambda: running_app(standalone_cluster, "shoprec-train_als"), 120, "the application")
+    wait_for(lambda: "fit_als_cg:" in log.read_text()[started:] or driver.poll() is not None, 600,
+             "the ALS blocks", interval=0.05)
+    assert driver.poll() is None, "the job ended before the kill"
+    os.kill(executor_pids(app)[0], signal.SIGKILL)
+    assert_finished_on_a_replacement_executor(driver, app, standalone_cluster, cluster_run)
+    assert {name: rows_of(spark, warehouse, name) for name in ("als_recs", "similar_items")} == undisturbed

@@ -8,7 +8,8 @@ import pytest
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import functions as F
 
-from shoprec.models.als_cg import CHECKPOINT_EVERY, BlockGrams, completing_rows, fit_als_cg, initial_factors
+from shoprec.models.als_cg import (CHECKPOINT_EVERY, Message, completing_rows, fit_als_cg, initial_factors,
+                                   message_to, received_rows_and_missing_gram)
 
 RANK, REG, ALPHA = 4, 0.5, 3.0
 
@@ -71,23 +72,6 @@ def test_the_result_is_an_mllib_model_that_recommends(spark, interactions):
     assert all(np.isfinite(r.prediction) for r in scored)
 
 
-def test_a_block_whose_gram_matrix_is_reported_twice_counts_once():
-    grams = BlockGrams()
-    total = grams.zero({})
-    for report in ({0: np.eye(2)}, {1: 2 * np.eye(2)}, {0: np.eye(2)}):   # block 0's task ran twice
-        total = grams.addInPlace(total, dict(report))
-    assert sorted(total) == [0, 1]
-    assert np.array_equal(np.sum(list(total.values()), axis=0), 3 * np.eye(2))
-
-
-def test_a_fit_leaves_no_gram_matrices_held_by_the_driver(spark, interactions):
-    from pyspark.accumulators import _accumulatorRegistry
-
-    fit_als_cg(interactions, RANK, REG, ALPHA, max_iter=2, seed=6, blocks=2)
-    block_grams = [a for a in _accumulatorRegistry.values() if isinstance(a.accum_param, BlockGrams)]
-    assert len(block_grams) >= 4 and all(a.value == {} for a in block_grams)
-
-
 def test_checkpointing_the_factors_leaves_the_result_unchanged(spark, interactions, tmp_path):
     plain = fit_als_cg(interactions, RANK, REG, ALPHA, max_iter=CHECKPOINT_EVERY, seed=4, blocks=2)
     # The shared session's checkpoint directory (an Option, usually None) is put back as it was,
@@ -111,12 +95,34 @@ def test_checkpointing_the_factors_leaves_the_result_unchanged(spark, interactio
 def test_completing_rows_supply_the_gram_matrix_of_the_rows_a_block_lacks():
     rng = np.random.default_rng(0)
     everything = rng.random((30, 5)).astype(np.float32)
-    local = everything[:9]
+    lacking = everything[9:].astype(np.float64)
+    rows = completing_rows(lacking.T @ lacking)
+    together = np.vstack([everything[:9], rows]).astype(np.float64)
     full = everything.astype(np.float64).T @ everything.astype(np.float64)
-    rows = completing_rows(full, local)
-    together = np.vstack([local, rows]).astype(np.float64)
     assert rows.shape == (5, 5)
     assert np.allclose(together.T @ together, full, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("sent", [[], [2], [0, 3, 4, 5, 6, 7, 8, 9, 10], list(range(11))])
+def test_a_message_carries_the_rows_sent_and_the_gram_matrix_of_the_others(sent):
+    rng = np.random.default_rng(1)
+    factors = rng.random((11, 3)).astype(np.float32)
+    sent = np.array(sent, dtype=np.int64)
+    full = factors.astype(np.float64).T @ factors.astype(np.float64)
+    got = message_to(7, factors, sent if len(sent) else None, lambda: full)
+    others = np.delete(factors, sent, axis=0).astype(np.float64)
+    assert got.sender == 7 and np.array_equal(got.rows, factors[sent])
+    assert np.allclose(got.unsent_gram, others.T @ others, atol=1e-9)
+
+
+def test_a_block_refuses_to_solve_unless_each_sending_block_sent_one_message():
+    gram = np.eye(2)
+    messages = [Message(2, np.ones((1, 2), np.float32), gram), Message(0, np.zeros((2, 2), np.float32), 2 * gram)]
+    rows, missing = received_rows_and_missing_gram(messages, [0, 2], block=1)
+    assert [len(r) for r in rows] == [2, 1] and np.array_equal(missing, 3 * gram)
+    for wrong in (messages[:1], messages + messages[:1]):
+        with pytest.raises(RuntimeError, match="ALS block 1 heard from blocks"):
+            received_rows_and_missing_gram(wrong, [0, 2], block=1)
 
 
 def test_the_cg_solver_serves_shop_ids_like_the_mllib_one(spark):

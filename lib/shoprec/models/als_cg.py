@@ -8,19 +8,23 @@ conjugate-gradient kernel inside Spark, distributed the way MLlib distributes it
 
 * users and items are each split into ``blocks`` blocks by index. A block's ratings (a sparse
   matrix, built once) and its factors (with its ids and which of its rows each block of the other
-  side needs) are records of two cached RDDs, partitioned by block alike: an iteration rewrites
-  only the factors, and reads each block's ratings once, where they are solved;
-* each half-iteration, every block of the other side sends each block only the factor rows its
-  ratings name, as one matrix per pair of blocks (the only shuffle); the block then updates its
-  factors from their previous values with ``cg_steps`` conjugate-gradient steps;
-* the only thing that passes through the driver is the k x k Gram matrix ``Y^T Y`` of the other
-  side's factors: each block's share of it comes back with the result of the task that solved
-  the block, so the new factors are never read back to compute it, and each half-iteration is
-  one Spark job of two stages.
+  side needs) are records of two cached RDDs, partitioned by block number alike: an iteration
+  rewrites only the factors, and reads each block's ratings once, where they are solved;
+* each half-iteration, every block of the other side sends each block one message (the only
+  shuffle): the factor rows its ratings name, and the Gram matrix ``F^T F`` of the sender's other
+  rows. The block then updates its factors from their previous values with ``cg_steps``
+  conjugate-gradient steps;
+* nothing passes through the driver between half-iterations: each is one Spark job, whose
+  first stage reads the other side's cached factors and writes the messages, and whose second
+  solves the blocks and caches their new factors. (Solving a block and writing its messages for
+  the next half-iteration in one stage, through Spark's ``submitMapStage``, measured no faster,
+  and that is not public API.)
 
 implicit's kernel computes ``Y^T Y`` from the factor rows it is given; a block only receives the
 rows its ratings touch, so the rest of the Gram matrix is added as ``k`` extra rows that no rating
-refers to (an exact square root of the missing part, by eigendecomposition).
+refers to (an exact square root of the part its messages report, by eigendecomposition). Each
+sender sums that part over the fewer of the rows it sends and the rows it does not (a block
+usually needs nearly all of a sender's rows, or few of them).
 
 The model is Hu, Koren & Volinsky's, as MLlib's with ``implicitPrefs``: confidence ``1 + alpha r``
 and preference 1 for every rated pair, 0 (confidence 1) for the rest. One difference in the
@@ -32,12 +36,12 @@ implicit, where MLlib multiplies it by the row's number of ratings. The result i
 from __future__ import annotations
 
 import importlib.util
+import logging
 import pickle
 from dataclasses import dataclass
 
 import numpy as np
 from pyspark import RDD
-from pyspark.accumulators import AccumulatorParam
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -46,6 +50,8 @@ from shoprec import schemas as S
 
 FACTOR_SCHEMA = "id int, features array<float>"
 CHECKPOINT_EVERY = 10   # iterations between reliable checkpoints of the factors, when Spark has a checkpoint dir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -121,81 +127,84 @@ def initial_factors(ids: np.ndarray, rank: int, seed: int) -> np.ndarray:
     return ((state >> np.uint64(11)).astype(np.float64) / float(1 << 53) * 0.01).astype(np.float32)
 
 
-def completing_rows(full_gram: np.ndarray, local: np.ndarray) -> np.ndarray:
-    """``rank`` rows ``G`` with ``G^T G = full_gram - local^T local`` (the Gram matrix of the factor
-    rows a block does not hold; positive semi-definite, negative rounding clipped)."""
-    missing = full_gram - local.astype(np.float64).T @ local.astype(np.float64)
-    values, vectors = np.linalg.eigh((missing + missing.T) / 2)
+def completing_rows(missing_gram: np.ndarray) -> np.ndarray:
+    """``rank`` rows ``G`` with ``G^T G = missing_gram`` (the Gram matrix of the factor rows a
+    block does not receive; positive semi-definite, negative rounding clipped)."""
+    values, vectors = np.linalg.eigh((missing_gram + missing_gram.T) / 2)
     return (vectors * np.sqrt(np.clip(values, 0.0, None))).T.astype(np.float32)
 
 
-def solve(state: BlockFactors, ratings: BlockRatings, received: list[tuple[int, np.ndarray]], full_gram: np.ndarray,
+def solve(state: BlockFactors, ratings: BlockRatings, received: list[np.ndarray], missing_gram: np.ndarray,
           reg_param: float, cg_steps: int) -> BlockFactors:
     """The block's factors after ``cg_steps`` conjugate-gradient steps, given the other side's
-    factor rows it ``received`` (``(sending block, rows)``) and their full Gram matrix."""
+    factor rows it ``received`` (in sending block order) and the Gram matrix of the rest of them."""
     from implicit.cpu._als import least_squares_cg
 
-    rank = full_gram.shape[0]
-    parts = [rows for _, rows in sorted(received, key=lambda message: message[0])]
-    other = np.vstack(parts) if parts else np.zeros((0, rank), dtype=np.float32)
+    rank = missing_gram.shape[0]
+    other = np.vstack(received) if received else np.zeros((0, rank), dtype=np.float32)
     if other.shape[0] != ratings.matrix.shape[1] - rank:
         raise RuntimeError(f"ALS block received {other.shape[0]} factor rows, expected {ratings.matrix.shape[1] - rank}")
-    other_with_rest = np.ascontiguousarray(np.vstack([other, completing_rows(full_gram, other)]), dtype=np.float32)
+    other_with_rest = np.ascontiguousarray(np.vstack([other, completing_rows(missing_gram)]), dtype=np.float32)
     factors = np.ascontiguousarray(state.factors.copy())
     least_squares_cg(ratings.matrix, factors, other_with_rest, reg_param, num_threads=1, cg_steps=cg_steps)
     return state.with_factors(factors)
 
 
 @dataclass
+class Message:
+    """What block ``sender`` of one side sends a block of the other each half-iteration: the factor
+    rows that block's ratings name (``rows``, in id order) and the Gram matrix ``F^T F`` (float64)
+    of the sender's other factor rows (``unsent_gram``). The receiver's messages together give it
+    every row its ratings name and the Gram matrix of all the others."""
+
+    sender: int
+    rows: np.ndarray
+    unsent_gram: np.ndarray
+
+
+@dataclass
 class Side:
     """Users or items during a fit: RDDs of ``(block, BlockFactors)`` and ``(block, BlockRatings)``,
-    partitioned by block alike and cached, the Gram matrix ``F^T F`` (float64) of the current
-    factors, and the blocks that hold rows."""
+    partitioned by block alike and cached, and the blocks that hold rows."""
 
     factors: RDD
     ratings: RDD
-    gram: np.ndarray
     blocks_with_rows: list[int]
 
 
 def blocks_of(pairs: DataFrame, row: str, col: str, blocks: int, rank: int, seed: int) -> Side:
     """One side's blocks, built from the rated pairs, with their starting factors."""
-    def build(batches):
+    def split(batches):
         import pandas as pd
 
         frames = [batch for batch in batches if len(batch)]
         if not frames:
             return
         for block, part in pd.concat(frames).groupby("block"):
-            built = build_block(int(block), part["row"].to_numpy(), part["col"].to_numpy(),
-                                part["confidence"].to_numpy(), blocks, rank, seed)
-            yield pd.DataFrame({"block": [int(block)], "state": [pickle.dumps(built, protocol=5)]})
+            arrays = (part["row"].to_numpy(), part["col"].to_numpy(), part["confidence"].to_numpy())
+            yield pd.DataFrame({"block": [int(block)], "chunk": [pickle.dumps(arrays, protocol=5)]})
+
+    def build(partition):
+        chunks = {}
+        for block, chunk in partition:
+            chunks.setdefault(block, []).append(pickle.loads(chunk))
+        for block, parts in chunks.items():
+            rows, cols, confidence = (np.concatenate(arrays) for arrays in zip(*parts))
+            yield block, build_block(block, rows, cols, confidence, blocks, rank, seed)
 
     keyed = pairs.select(F.col(row).cast("long").alias("row"), F.col(col).cast("long").alias("col"), "confidence",
                          (F.col(row) % blocks).cast("int").alias("block"))
-    # Each block's ratings gathered in one partition (as Arrow batches) and turned into its state
-    # there; only the finished states, one row per block, pass to the RDD.
-    built = keyed.repartition(blocks, "block").mapInPandas(build, "block int, state binary")
-    states = built.rdd.map(lambda r: (r["block"], pickle.loads(r["state"]))).partitionBy(blocks, block_key).persist()
+    # Each partition of pairs sends each block its share as one chunk of arrays; partitioned by
+    # block number itself (not a hash of it, under which two blocks can share a partition and
+    # be built one after the other), each block is built where it will be solved.
+    chunks = keyed.mapInPandas(split, "block int, chunk binary").rdd.map(lambda r: (r["block"], r["chunk"]))
+    states = chunks.partitionBy(blocks, block_key).mapPartitions(build, preservesPartitioning=True).persist()
     factors = states.mapValues(lambda state: state[0]).persist()
     ratings = states.mapValues(lambda state: state[1]).persist()
     ratings._jrdd.count()
-    parts = factors.map(lambda kv: (kv[0], factor_gram(kv[1].factors))).collect()
+    with_rows = sorted(factors.keys().collect())
     states.unpersist()
-    total = np.sum([part for _, part in parts], axis=0) if parts else np.zeros((rank, rank))
-    return Side(factors, ratings, total, sorted(block for block, _ in parts))
-
-
-class BlockGrams(AccumulatorParam):
-    """Each block's ``F^T F``, gathered by block: a block solved twice (a retried task) reports the
-    same matrix again, and merging by block, not summing, counts it once."""
-
-    def zero(self, value: dict) -> dict:
-        return {}
-
-    def addInPlace(self, value: dict, other: dict) -> dict:
-        value.update(other)
-        return value
+    return Side(factors, ratings, with_rows)
 
 
 def factor_gram(factors: np.ndarray) -> np.ndarray:
@@ -204,45 +213,77 @@ def factor_gram(factors: np.ndarray) -> np.ndarray:
     return wide.T @ wide
 
 
-def half_step(solving: Side, sending: Side, blocks: int, reg_param: float, cg_steps: int, checkpoint: bool) -> Side:
-    """``solving`` with its factors updated from ``sending``'s: the new factors cached (and
-    checkpointed to the reliable checkpoint directory when ``checkpoint``), the old ones released."""
-    messages = sending.factors.flatMap(
-        lambda kv: [(target, (kv[0], kv[1].factors[local])) for target, local in kv[1].sends.items()]
-    ).partitionBy(blocks, block_key)
-    # Each block's share of the new Gram matrix is computed where the block is solved and comes
-    # back with the task's result, so the new factors are not read again to compute it.
-    grams = solving.factors.context.accumulator({}, BlockGrams())
-    sending_gram = sending.gram
+def message_to(block: int, factors: np.ndarray, sent: np.ndarray | None, full_gram) -> Message:
+    """``block``'s message to a block of the other side that needs its rows ``sent`` (local
+    indices; None for none). The Gram matrix of the rows not sent is summed over the fewer of the
+    two sets: usually a receiver needs nearly every row, or very few."""
+    if sent is None:
+        sent = np.zeros(0, dtype=np.int64)
+    if 2 * len(sent) <= len(factors):
+        unsent_gram = full_gram() - factor_gram(factors[sent])
+    else:
+        unsent = np.ones(len(factors), dtype=bool)
+        unsent[sent] = False
+        unsent_gram = factor_gram(factors[unsent])
+    return Message(block, factors[sent], unsent_gram)
 
-    def update(keyed):
-        block, values = keyed
-        state, block_ratings, received = None, None, []
-        for value in values:
+
+def outbox(factors: RDD, receivers: list[int], blocks: int) -> RDD:
+    """The messages one side's ``factors`` send the other side's blocks ``receivers`` (every
+    receiver gets one from every block, rows or not, for its Gram matrix), partitioned by
+    receiving block."""
+    def send(keyed):
+        block, state = keyed
+        full = []
+
+        def full_gram() -> np.ndarray:
+            if not full:
+                full.append(factor_gram(state.factors))
+            return full[0]
+
+        for target in receivers:
+            yield target, message_to(block, state.factors, state.sends.get(target), full_gram)
+
+    return factors.flatMap(send).partitionBy(blocks, block_key)
+
+
+def received_rows_and_missing_gram(messages: list[Message], senders: list[int], block: int
+                                   ) -> tuple[list[np.ndarray], np.ndarray]:
+    """The received rows in sending block order (as the block's ratings number them) and the
+    Gram matrix of all the rows not received (summed in sender order, so that it does not depend
+    on the order the messages arrived in); an error unless exactly ``senders`` sent one each."""
+    by_sender = sorted(messages, key=lambda message: message.sender)
+    if [message.sender for message in by_sender] != senders:
+        raise RuntimeError(f"ALS block {block} heard from blocks {[m.sender for m in by_sender]}, "
+                           f"expected one message from each of {senders}")
+    missing = by_sender[0].unsent_gram.copy()
+    for message in by_sender[1:]:
+        missing += message.unsent_gram
+    return [message.rows for message in by_sender], missing
+
+
+def half_step(solving: Side, inbox: RDD, senders: list[int], blocks: int, reg_param: float, cg_steps: int) -> Side:
+    """``solving`` with its factors updated from the messages in ``inbox`` (which ``senders``
+    sent): the new factors persisted, computed by the caller's next action."""
+    def update(partition):
+        block, state, block_ratings, messages = None, None, None, []
+        for block, value in partition:
             if isinstance(value, BlockFactors):
                 state = value
             elif isinstance(value, BlockRatings):
                 block_ratings = value
             else:
-                received.append(value)
-        solved = solve(state, block_ratings, received, sending_gram, reg_param, cg_steps)
-        grams.add({block: factor_gram(solved.factors)})
-        return block, solved
+                messages.append(value)
+        if state is None:
+            return
+        received, missing_gram = received_rows_and_missing_gram(messages, senders, block)
+        yield block, solve(state, block_ratings, received, missing_gram, reg_param, cg_steps)
 
-    # All three partitioned by block alike: the union and the grouping move only the messages.
-    updated = (solving.factors.union(solving.ratings).union(messages).groupByKey(blocks, block_key)
-               .map(update, preservesPartitioning=True).persist())
-    if checkpoint:
-        updated.checkpoint()
-    # Counted on the JVM side: the solved blocks are cached without a second pass in Python.
-    updated._jrdd.count()
-    solving.factors.unpersist()
-    reported = grams.value
-    # PySpark's driver keeps every accumulator it ever made: leave this one empty.
-    grams.value = {}
-    if sorted(reported) != solving.blocks_with_rows:
-        raise RuntimeError(f"ALS half-step solved blocks {sorted(reported)}, expected {solving.blocks_with_rows}")
-    return Side(updated, solving.ratings, np.sum(list(reported.values()), axis=0), solving.blocks_with_rows)
+    # All three partitioned by block alike, one block per partition: their union puts a block's
+    # factors, ratings and messages in one partition without moving anything.
+    updated = (solving.factors.union(solving.ratings).union(inbox)
+               .mapPartitions(update, preservesPartitioning=True).persist())
+    return Side(updated, solving.ratings, solving.blocks_with_rows)
 
 
 def fit_als_cg(indexed: DataFrame, rank: int, reg_param: float, alpha: float, max_iter: int, seed: int,
@@ -273,13 +314,28 @@ def fit_als_cg(indexed: DataFrame, rank: int, reg_param: float, alpha: float, ma
     users = blocks_of(pairs, "u", "i", blocks, rank, seed)
     items = blocks_of(pairs, "i", "u", blocks, rank, seed + 1)
     pairs.unpersist()
+    log.info("fit_als_cg: %d user and %d item blocks built; %d iterations of rank %d", len(users.blocks_with_rows),
+             len(items.blocks_with_rows), max_iter, rank)
     # As MLlib does: with a checkpoint directory, the factors are checkpointed every few
     # iterations, so that a lost block is not recomputed from the first iteration on.
     checkpointing = spark.sparkContext.getCheckpointDir() is not None
+    # Each half-step is one job (the messages from the cached factors, then the solves); nothing
+    # passes through the driver between them.
+    sides = {"users": users, "items": items}
+    inbox = outbox(users.factors, items.blocks_with_rows, blocks)
     for iteration in range(1, max_iter + 1):
         checkpoint = checkpointing and iteration % CHECKPOINT_EVERY == 0
-        items = half_step(items, users, blocks, reg_param, cg_steps, checkpoint)
-        users = half_step(users, items, blocks, reg_param, cg_steps, checkpoint)
+        for solving, sending in (("items", "users"), ("users", "items")):
+            previous = sides[solving]
+            solved = sides[solving] = half_step(previous, inbox, sides[sending].blocks_with_rows, blocks, reg_param,
+                                                cg_steps)
+            if checkpoint:
+                solved.factors.checkpoint()
+            # Counted on the JVM side: the solved blocks are cached without a second pass in Python.
+            solved.factors._jrdd.count()
+            previous.factors.unpersist()
+            inbox = outbox(solved.factors, sides[sending].blocks_with_rows, blocks)
+    users, items = sides["users"], sides["items"]
     user_factors, item_factors = factor_frame(spark, users.factors), factor_frame(spark, items.factors)
     for side in (users, items):
         side.factors.unpersist()
