@@ -8,8 +8,8 @@ import pytest
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import functions as F
 
-from shoprec.models.als_cg import (CHECKPOINT_EVERY, Message, completing_rows, fit_als_cg, initial_factors,
-                                   message_to, received_rows_and_missing_gram)
+from shoprec.models.als_cg import (CHECKPOINT_EVERY, Message, Side, blocks_of, completing_rows, fit_als_cg,
+                                   half_step, initial_factors, message_to, received_rows_and_missing_gram)
 
 RANK, REG, ALPHA = 4, 0.5, 3.0
 
@@ -109,7 +109,7 @@ def test_a_message_carries_the_rows_sent_and_the_gram_matrix_of_the_others(sent)
     factors = rng.random((11, 3)).astype(np.float32)
     sent = np.array(sent, dtype=np.int64)
     full = factors.astype(np.float64).T @ factors.astype(np.float64)
-    got = message_to(7, factors, sent if len(sent) else None, lambda: full)
+    got = message_to(7, factors, sent if len(sent) else None, full)
     others = np.delete(factors, sent, axis=0).astype(np.float64)
     assert got.sender == 7 and np.array_equal(got.rows, factors[sent])
     assert np.allclose(got.unsent_gram, others.T @ others, atol=1e-9)
@@ -138,3 +138,19 @@ def test_the_cg_solver_serves_shop_ids_like_the_mllib_one(spark):
     assert all((r.user_id, r.item_id) not in seen for r in recs)
     similar = recommender.similar_items(2).collect()
     assert len(similar) == 24 and all(r.item_id != r.similar_item_id for r in similar)
+
+
+def test_a_half_step_that_loses_a_blocks_factors_fails_naming_the_blocks(spark, interactions):
+    pairs = interactions.select(F.col("user_index").alias("u"), F.col("item_index").alias("i"), "confidence")
+    users = blocks_of(pairs, "u", "i", 2, RANK, 1)
+    items = blocks_of(pairs, "i", "u", 2, RANK, 2)
+    assert users.blocks_with_rows == [0, 1] and items.blocks_with_rows == [0, 1]
+    # Block 1's factors vanish (filter keeps the partitioning, so the half-step still runs).
+    without_block_1 = Side(items.factors.filter(lambda keyed: keyed[0] != 1), items.ratings, items.blocks_with_rows)
+    with pytest.raises(RuntimeError, match=r"solved 1 blocks, expected 2 \(blocks \[0, 1\]\)"):
+        half_step(without_block_1, users, 2, REG, 3)
+    solved = half_step(items, users, 2, REG, 3)
+    assert sorted(solved.factors.keys().collect()) == [0, 1]
+    for side in (users, solved):
+        side.factors.unpersist()
+        side.ratings.unpersist()

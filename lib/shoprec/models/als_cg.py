@@ -202,8 +202,10 @@ def blocks_of(pairs: DataFrame, row: str, col: str, blocks: int, rank: int, seed
     factors = states.mapValues(lambda state: state[0]).persist()
     ratings = states.mapValues(lambda state: state[1]).persist()
     ratings._jrdd.count()
-    with_rows = sorted(factors.keys().collect())
     states.unpersist()
+    # The block numbers, read in Spark SQL from the (cached) pairs rather than from the blocks
+    # themselves, which would unpickle every block in Python.
+    with_rows = sorted(r["block"] for r in keyed.select("block").distinct().collect())
     return Side(factors, ratings, with_rows)
 
 
@@ -213,19 +215,25 @@ def factor_gram(factors: np.ndarray) -> np.ndarray:
     return wide.T @ wide
 
 
-def message_to(block: int, factors: np.ndarray, sent: np.ndarray | None, full_gram) -> Message:
+def message_to(block: int, factors: np.ndarray, sent: np.ndarray | None, full_gram: np.ndarray | None) -> Message:
     """``block``'s message to a block of the other side that needs its rows ``sent`` (local
     indices; None for none). The Gram matrix of the rows not sent is summed over the fewer of the
-    two sets: usually a receiver needs nearly every row, or very few."""
+    two sets (usually a receiver needs nearly every row, or very few): when that is the rows
+    sent, it is taken from ``full_gram``, the Gram matrix of all of ``factors``."""
     if sent is None:
         sent = np.zeros(0, dtype=np.int64)
-    if 2 * len(sent) <= len(factors):
-        unsent_gram = full_gram() - factor_gram(factors[sent])
+    if sends_few(len(sent), len(factors)):
+        unsent_gram = full_gram - factor_gram(factors[sent])
     else:
         unsent = np.ones(len(factors), dtype=bool)
         unsent[sent] = False
         unsent_gram = factor_gram(factors[unsent])
     return Message(block, factors[sent], unsent_gram)
+
+
+def sends_few(sent: int, rows: int) -> bool:
+    """Whether a message sending ``sent`` of a block's ``rows`` factor rows sends at most half."""
+    return 2 * sent <= rows
 
 
 def outbox(factors: RDD, receivers: list[int], blocks: int) -> RDD:
@@ -234,15 +242,12 @@ def outbox(factors: RDD, receivers: list[int], blocks: int) -> RDD:
     receiving block."""
     def send(keyed):
         block, state = keyed
-        full = []
-
-        def full_gram() -> np.ndarray:
-            if not full:
-                full.append(factor_gram(state.factors))
-            return full[0]
-
-        for target in receivers:
-            yield target, message_to(block, state.factors, state.sends.get(target), full_gram)
+        rows = len(state.factors)
+        sent = {target: state.sends.get(target) for target in receivers}
+        needs_full_gram = any(sends_few(0 if rows_sent is None else len(rows_sent), rows) for rows_sent in sent.values())
+        full_gram = factor_gram(state.factors) if needs_full_gram else None
+        for target, rows_sent in sent.items():
+            yield target, message_to(block, state.factors, rows_sent, full_gram)
 
     return factors.flatMap(send).partitionBy(blocks, block_key)
 
@@ -262,9 +267,13 @@ def received_rows_and_missing_gram(messages: list[Message], senders: list[int], 
     return [message.rows for message in by_sender], missing
 
 
-def half_step(solving: Side, inbox: RDD, senders: list[int], blocks: int, reg_param: float, cg_steps: int) -> Side:
-    """``solving`` with its factors updated from the messages in ``inbox`` (which ``senders``
-    sent): the new factors persisted, computed by the caller's next action."""
+def half_step(solving: Side, sending: Side, blocks: int, reg_param: float, cg_steps: int,
+              checkpoint: bool = False) -> Side:
+    """``solving`` with its factors updated from the messages ``sending``'s factors send it: one
+    Spark job (the messages, then the solves), whose new factors are cached (and checkpointed
+    when asked) and replace the previous ones, which are released."""
+    senders = sending.blocks_with_rows
+
     def update(partition):
         block, state, block_ratings, messages = None, None, None, []
         for block, value in partition:
@@ -279,10 +288,20 @@ def half_step(solving: Side, inbox: RDD, senders: list[int], blocks: int, reg_pa
         received, missing_gram = received_rows_and_missing_gram(messages, senders, block)
         yield block, solve(state, block_ratings, received, missing_gram, reg_param, cg_steps)
 
+    inbox = outbox(sending.factors, solving.blocks_with_rows, blocks)
     # All three partitioned by block alike, one block per partition: their union puts a block's
     # factors, ratings and messages in one partition without moving anything.
     updated = (solving.factors.union(solving.ratings).union(inbox)
                .mapPartitions(update, preservesPartitioning=True).persist())
+    if checkpoint:
+        updated.checkpoint()
+    # Counted on the JVM side, so the solved blocks are cached without a second pass in Python;
+    # a partition yields at most its own block, so the count says whether every block was solved.
+    solved = updated._jrdd.count()
+    if solved != len(solving.blocks_with_rows):
+        raise RuntimeError(f"ALS half-iteration solved {solved} blocks, expected {len(solving.blocks_with_rows)} "
+                           f"(blocks {solving.blocks_with_rows})")
+    solving.factors.unpersist()
     return Side(updated, solving.ratings, solving.blocks_with_rows)
 
 
@@ -319,23 +338,12 @@ def fit_als_cg(indexed: DataFrame, rank: int, reg_param: float, alpha: float, ma
     # As MLlib does: with a checkpoint directory, the factors are checkpointed every few
     # iterations, so that a lost block is not recomputed from the first iteration on.
     checkpointing = spark.sparkContext.getCheckpointDir() is not None
-    # Each half-step is one job (the messages from the cached factors, then the solves); nothing
-    # passes through the driver between them.
-    sides = {"users": users, "items": items}
-    inbox = outbox(users.factors, items.blocks_with_rows, blocks)
+    # Nothing passes through the driver between half-steps: each is one job, which reads the
+    # other side's cached factors.
     for iteration in range(1, max_iter + 1):
         checkpoint = checkpointing and iteration % CHECKPOINT_EVERY == 0
-        for solving, sending in (("items", "users"), ("users", "items")):
-            previous = sides[solving]
-            solved = sides[solving] = half_step(previous, inbox, sides[sending].blocks_with_rows, blocks, reg_param,
-                                                cg_steps)
-            if checkpoint:
-                solved.factors.checkpoint()
-            # Counted on the JVM side: the solved blocks are cached without a second pass in Python.
-            solved.factors._jrdd.count()
-            previous.factors.unpersist()
-            inbox = outbox(solved.factors, sides[sending].blocks_with_rows, blocks)
-    users, items = sides["users"], sides["items"]
+        items = half_step(items, users, blocks, reg_param, cg_steps, checkpoint)
+        users = half_step(users, items, blocks, reg_param, cg_steps, checkpoint)
     user_factors, item_factors = factor_frame(spark, users.factors), factor_frame(spark, items.factors)
     for side in (users, items):
         side.factors.unpersist()
