@@ -13,7 +13,9 @@ fit and validation; the grid of conf/base.yaml (``als.ranks`` x ``als.reg_params
 part and the test part is scored once. The same grid and procedure run on any dataset given.
 
 ALS here is shoprec's implicit ALS (``shoprec.models.als``) with each rating as one interaction of
-strength 1; popularity recommends the items most users rated in training.
+strength 1, fitted by the config's ``als.solver`` unless ``--solver`` says otherwise (a solver other
+than mllib writes ``<report>_<solver>.*``; ``--reg-params`` replaces the grid's, whose values mean
+different things to the two solvers); popularity recommends the items most users rated in training.
 
 ``pipeline`` is the production path (:mod:`shoprec.jobs.build_training_set`, ``train_ranker``'s
 Horovod training on the Spark executors, ``score``'s ranking and rules) on the ratings as events:
@@ -89,8 +91,8 @@ def popularity_recs(train: DataFrame, users: DataFrame, k: int) -> DataFrame:
     return recommend_popular(popular, users, train.select(S.USER_ID, S.ITEM_ID), k)
 
 
-def als_recs(train: DataFrame, params: A.AlsParams, seed: int, users: DataFrame, k: int, blocks: int) -> DataFrame:
-    recommender = A.train_recommender(train.withColumn("confidence", F.lit(1.0)), params, seed, A.AlsSolver(blocks=blocks))
+def als_recs(train: DataFrame, params: A.AlsParams, seed: int, users: DataFrame, k: int, solver: A.AlsSolver) -> DataFrame:
+    recommender = A.train_recommender(train.withColumn("confidence", F.lit(1.0)), params, seed, solver)
     return recommender.recommend(users, train.select(S.USER_ID, S.ITEM_ID), k)
 
 
@@ -107,7 +109,7 @@ def as_events(ratings: DataFrame) -> DataFrame:
                             for f in fields])
 
 
-def pipeline_config(cfg, best: A.AlsParams, models_root: Path):
+def pipeline_config(cfg, best: A.AlsParams, models_root: Path, solver: str = "mllib"):
     """The production config bent to a ratings dataset: no time decay (the split is random), ALS
     candidates with the tuned parameters, no basket or catalogue sources (MovieLens has neither),
     training items excluded, top 10."""
@@ -117,7 +119,7 @@ def pipeline_config(cfg, best: A.AlsParams, models_root: Path):
         cfg,
         profiles=replace(cfg.profiles, history_days=365_000, half_life_days=1e9, interaction_half_life_days=1e9,
                          min_confidence=0.0, interaction_weights={"rating": 1.0}),
-        als=replace(cfg.als, blocks=2, exclude="seen"),
+        als=replace(cfg.als, blocks=2, exclude="seen", solver=solver),
         ranker=replace(cfg.ranker, als_rank=best.rank, als_reg_param=best.reg_param, als_alpha=best.alpha,
                        candidates=PIPELINE_CANDIDATES, relevant_event_types=["rating"], models_root=str(models_root),
                        id_embeddings=PIPELINE_ID_EMBEDDINGS),
@@ -125,7 +127,7 @@ def pipeline_config(cfg, best: A.AlsParams, models_root: Path):
 
 
 def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFrame, train: DataFrame,
-                  users: DataFrame, best: A.AlsParams, work: Path) -> tuple[DataFrame, dict]:
+                  users: DataFrame, best: A.AlsParams, work: Path, solver: str = "mllib") -> tuple[DataFrame, dict]:
     """Top ``K`` for ``users`` from the whole pipeline: the ranker learns on ``fit`` (features) and
     ``validation`` (labels), then ranks candidates built from ``train``."""
     from shoprec.evaluation.holdout import exclusions
@@ -133,7 +135,7 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
     from shoprec.jobs.score import recommend_with_ranker
     from shoprec.jobs.train_ranker import settings_for, train_on_spark
 
-    pcfg = pipeline_config(cfg, best, work)
+    pcfg = pipeline_config(cfg, best, work, solver)
     last = train.agg(F.max("ts")).first()[0]
     import datetime as dt
 
@@ -156,15 +158,20 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
                                         "pipeline id_embeddings=false": 0.2568}}}
 
 
-def report_name(data: Path) -> str:
-    """``movielens100k`` for the default dataset, ``movielens_<directory name>`` for any other."""
-    return "movielens100k" if data.resolve() == DEFAULT_DATA.resolve() else f"movielens_{data.name}"
+def report_name(data: Path, solver: str = "mllib") -> str:
+    """``movielens100k`` for the default dataset, ``movielens_<directory name>`` for any other;
+    ``_<solver>`` appended for a solver other than mllib."""
+    name = "movielens100k" if data.resolve() == DEFAULT_DATA.resolve() else f"movielens_{data.name}"
+    return name if solver == "mllib" else f"{name}_{solver}"
 
 
 def run_benchmark(spark: SparkSession, data: Path, grid: list[A.AlsParams], seed: int, reports: Path,
-                  blocks: int = 2, cfg=None, work: Path | None = None) -> dict:
-    """Tune on validation, score the test part once, write the reports; return the test metrics."""
+                  blocks: int = 2, cfg=None, work: Path | None = None, solver: str = "mllib", cg_steps: int = 3,
+                  command: str | None = None) -> dict:
+    """Tune on validation, score the test part once, write the reports; return the test metrics.
+    ALS is fitted by ``solver`` (``mllib`` or ``cg``) on ``blocks`` blocks."""
     started = time.perf_counter()
+    als_solver = A.AlsSolver(solver, blocks, cg_steps)
     ratings = read_ratings(spark, data).cache()
     train, test = (df.cache() for df in stratified_split(ratings, 0.75, SPLIT_SEED))
     fit, validation = (df.cache() for df in stratified_split(train, 0.75, VALIDATION_SEED))
@@ -172,7 +179,7 @@ def run_benchmark(spark: SparkSession, data: Path, grid: list[A.AlsParams], seed
 
     tuning = []
     for params in grid:
-        metrics = ranking_metrics(als_recs(fit, params, seed, validation_users, K, blocks), validation, K)
+        metrics = ranking_metrics(als_recs(fit, params, seed, validation_users, K, als_solver), validation, K)
         tuning.append({**params.as_dict(), **{m: round(v, 5) for m, v in metrics.items()}})
         print(f"validation {params}: ndcg@10 {metrics['ndcg@10']:.4f} precision@10 {metrics['precision@10']:.4f}", flush=True)
     best = A.best_params([(p, {"ndcg@10": t["ndcg@10"]}) for p, t in zip(grid, tuning)], "ndcg@10")
@@ -180,11 +187,11 @@ def run_benchmark(spark: SparkSession, data: Path, grid: list[A.AlsParams], seed
     test_users = test.select(S.USER_ID).distinct().cache()
     results = {}
     candidates = [("popularity", lambda: popularity_recs(train, test_users, K)),
-                  ("als", lambda: als_recs(train, best, seed, test_users, K, blocks))]
+                  ("als", lambda: als_recs(train, best, seed, test_users, K, als_solver))]
     pipeline = {}
     if cfg is not None:
         def run_pipeline():
-            recs, details = pipeline_recs(spark, cfg, fit, validation, train, test_users, best, work)
+            recs, details = pipeline_recs(spark, cfg, fit, validation, train, test_users, best, work, solver)
             pipeline.update(details)
             return recs
         candidates.append(("pipeline", run_pipeline))
@@ -198,16 +205,18 @@ def run_benchmark(spark: SparkSession, data: Path, grid: list[A.AlsParams], seed
         df.unpersist()
 
     seconds = round(time.perf_counter() - started, 1)
-    name = report_name(data)
+    name = report_name(data, solver)
     reports.mkdir(parents=True, exist_ok=True)
     (reports / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
     details = {"data": str(data), "protocol": {"split": "per-user stratified random 75/25", "seed": SPLIT_SEED,
                                                "validation": "training part split again 75/25, seed 43", "k": K},
-               "counts": counts, "als_selected": best.as_dict(), "tuning": tuning, "pipeline": pipeline,
+               "counts": counts, "als_solver": {"name": solver, "blocks": blocks, "cg_steps": cg_steps},
+               "als_selected": best.as_dict(), "tuning": tuning, "pipeline": pipeline,
                "seconds": seconds,
-               "command": f"make bench-movielens DATA={data}"}
+               "command": command or f"make bench-movielens DATA={data}"}
     (reports / f"{name}_details.json").write_text(json.dumps(details, indent=1) + "\n")
-    (reports / f"{name}.md").write_text(markdown(name, results, best, counts, seconds, data, pipeline))
+    (reports / f"{name}.md").write_text(markdown(name, results, best, counts, seconds, data, pipeline, solver,
+                                                       details["command"], sorted({p.reg_param for p in grid})))
     return results
 
 
@@ -217,9 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", default=str(PROJECT / "conf" / "base.yaml"), help="config holding the als grid")
     parser.add_argument("--reports", default=str(PROJECT / "reports"))
     parser.add_argument("--no-pipeline", action="store_true", help="only popularity and ALS (no ranker)")
+    parser.add_argument("--solver", choices=["mllib", "cg"], help="the ALS solver (default: the config's als.solver)")
+    parser.add_argument("--reg-params", type=float, nargs="+", help="the grid's reg_params (default: the config's)")
     args = parser.parse_args(argv)
     cfg = load_config(args.conf)
-    grid = A.param_grid(cfg.als.ranks, cfg.als.reg_params, cfg.als.alphas, cfg.als.max_iter)
+    solver = args.solver or cfg.als.solver
+    grid = A.param_grid(cfg.als.ranks, args.reg_params or cfg.als.reg_params, cfg.als.alphas, cfg.als.max_iter)
     spark = build_session(SparkConfig(master="local[2]", app_name="bench-movielens", shuffle_partitions=4, conf={
         "spark.driver.memory": "6g", "spark.ui.showConsoleProgress": "false",
         "spark.driver.extraJavaOptions": "-Xss16m"}), "bench-movielens")
@@ -228,8 +240,10 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-movielens-"))
     try:
-        results = run_benchmark(spark, Path(args.data), grid, cfg.als.seed, Path(args.reports),
-                                cfg=None if args.no_pipeline else cfg, work=work)
+        command = " ".join(["python benchmarks/bench_movielens.py", *(sys.argv[1:] if argv is None else argv)])
+        results = run_benchmark(spark, Path(args.data), grid, cfg.als.seed, Path(args.reports), command=command,
+                                cfg=None if args.no_pipeline else cfg, work=work, solver=solver,
+                                cg_steps=cfg.als.cg_steps)
     finally:
         spark.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -238,12 +252,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(name: str, results: dict, best: A.AlsParams, counts: dict, seconds: float, data: Path,
-             pipeline: dict | None = None) -> str:
+             pipeline: dict | None = None, solver: str = "mllib", command: str = "", reg_params: list | None = None
+             ) -> str:
     lines = [f"# {name}: top-10 quality on the Microsoft Recommenders protocol", "",
              f"Data: `{data.name}` ({counts['ratings']:,} ratings, {counts['users']:,} users, {counts['items']:,} items); "
              f"per-user random 75/25 split, seed 42; top 10 excluding training items; {seconds:.0f} s on this machine.",
-             f"ALS: implicit, rank {best.rank}, regParam {best.reg_param}, alpha {best.alpha}, {best.max_iter} iterations "
-             "(chosen on a validation split of the training part).", "",
+             f"ALS: implicit, solver {solver}, rank {best.rank}, regParam {best.reg_param}, alpha {best.alpha}, {best.max_iter} iterations "
+             f"(chosen on a validation split of the training part; regParam grid {reg_params}).", "",
+             f"Command: `{command}`", "",
              "| model | precision@10 | recall@10 | nDCG@10 | MAP@10 |", "|---|---|---|---|---|"]
     for model, m in results.items():
         lines.append(f"| shoprec {model} | {m['precision@10']:.4f} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['map@10']:.4f} |")

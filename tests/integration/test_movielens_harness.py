@@ -56,3 +56,19 @@ def test_harness_reads_both_formats_and_writes_named_reports(spark, tmp_path, la
 def test_missing_ratings_file_is_a_clear_error(spark, tmp_path):
     with pytest.raises(FileNotFoundError, match="neither u.data nor ratings.csv"):
         load_benchmark("bench_movielens").read_ratings(spark, tmp_path)
+
+
+def test_the_cg_solver_is_scored_into_its_own_report(spark, tmp_path):
+    bench = load_benchmark("bench_movielens")
+    data = tmp_path / "ml-tiny"
+    data.mkdir()
+    (data / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in ratings()))
+    reports = tmp_path / "reports"
+    grid = [AlsParams(rank=4, reg_param=1.0, alpha=5.0, max_iter=5)]
+    results = bench.run_benchmark(spark, data, grid, seed=1, reports=reports, blocks=2, solver="cg")
+    assert json.loads((reports / "movielens_ml-tiny_cg.json").read_text()) == results
+    assert not (reports / "movielens_ml-tiny.json").exists()
+    assert results["als"]["ndcg@10"] > results["popularity"]["ndcg@10"]
+    details = json.loads((reports / "movielens_ml-tiny_cg_details.json").read_text())
+    assert details["als_solver"] == {"name": "cg", "blocks": 2, "cg_steps": 3}
+    assert "solver cg" in (reports / "movielens_ml-tiny_cg.md").read_text()
