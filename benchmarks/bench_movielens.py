@@ -27,6 +27,7 @@ rebuilt from the whole training part, ranked by that ranker, training items left
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -166,12 +167,12 @@ def report_name(data: Path, solver: str = "mllib") -> str:
 
 
 def run_benchmark(spark: SparkSession, data: Path, grid: list[A.AlsParams], seed: int, reports: Path,
-                  blocks: int = 2, cfg=None, work: Path | None = None, solver: str = "mllib", cg_steps: int = 3,
+                  als_solver: A.AlsSolver = A.AlsSolver(blocks=2), cfg=None, work: Path | None = None,
                   command: str | None = None) -> dict:
     """Tune on validation, score the test part once, write the reports; return the test metrics.
-    ALS is fitted by ``solver`` (``mllib`` or ``cg``) on ``blocks`` blocks."""
+    ALS is fitted by ``als_solver``."""
     started = time.perf_counter()
-    als_solver = A.AlsSolver(solver, blocks, cg_steps)
+    solver = als_solver.name
     ratings = read_ratings(spark, data).cache()
     train, test = (df.cache() for df in stratified_split(ratings, 0.75, SPLIT_SEED))
     fit, validation = (df.cache() for df in stratified_split(train, 0.75, VALIDATION_SEED))
@@ -210,7 +211,7 @@ def run_benchmark(spark: SparkSession, data: Path, grid: list[A.AlsParams], seed
     (reports / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
     details = {"data": str(data), "protocol": {"split": "per-user stratified random 75/25", "seed": SPLIT_SEED,
                                                "validation": "training part split again 75/25, seed 43", "k": K},
-               "counts": counts, "als_solver": {"name": solver, "blocks": blocks, "cg_steps": cg_steps},
+               "counts": counts, "als_solver": dataclasses.asdict(als_solver),
                "als_selected": best.as_dict(), "tuning": tuning, "pipeline": pipeline,
                "seconds": seconds,
                "command": command or f"make bench-movielens DATA={data}"}
@@ -241,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-movielens-"))
     try:
         command = " ".join(["python benchmarks/bench_movielens.py", *(sys.argv[1:] if argv is None else argv)])
-        results = run_benchmark(spark, Path(args.data), grid, cfg.als.seed, Path(args.reports), command=command,
-                                cfg=None if args.no_pipeline else cfg, work=work, solver=solver,
-                                cg_steps=cfg.als.cg_steps)
+        results = run_benchmark(spark, Path(args.data), grid, cfg.als.seed, Path(args.reports),
+                                A.AlsSolver(solver, 2, cfg.als.cg_steps), cfg=None if args.no_pipeline else cfg,
+                                work=work, command=command)
     finally:
         spark.stop()
         shutil.rmtree(work, ignore_errors=True)

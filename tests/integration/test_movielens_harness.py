@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from shoprec.models.als import AlsParams
+from shoprec.models.als import AlsParams, AlsSolver
 from tests.conftest import load_benchmark
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def test_harness_reads_both_formats_and_writes_named_reports(spark, tmp_path, la
 
     reports = tmp_path / "reports"
     grid = [AlsParams(rank=4, reg_param=0.1, alpha=5.0, max_iter=5), AlsParams(rank=2, reg_param=1.0, alpha=1.0, max_iter=5)]
-    results = bench.run_benchmark(spark, data, grid, seed=1, reports=reports, blocks=1)
+    results = bench.run_benchmark(spark, data, grid, seed=1, reports=reports, als_solver=AlsSolver(blocks=1))
     written = json.loads((reports / "movielens_ml-tiny.json").read_text())
     assert written == results
     assert set(written) == {"popularity", "als"}
@@ -65,7 +65,7 @@ def test_the_cg_solver_is_scored_into_its_own_report(spark, tmp_path):
     (data / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in ratings()))
     reports = tmp_path / "reports"
     grid = [AlsParams(rank=4, reg_param=1.0, alpha=5.0, max_iter=5)]
-    results = bench.run_benchmark(spark, data, grid, seed=1, reports=reports, blocks=2, solver="cg")
+    results = bench.run_benchmark(spark, data, grid, seed=1, reports=reports, als_solver=AlsSolver("cg", blocks=2))
     assert json.loads((reports / "movielens_ml-tiny_cg.json").read_text()) == results
     assert not (reports / "movielens_ml-tiny.json").exists()
     assert results["als"]["ndcg@10"] > results["popularity"]["ndcg@10"]
