@@ -5,9 +5,16 @@ user's events in time order (duplicates across files, events per minute, session
 one shuffle by user, a sort by user and time, the same write. It shows how much of clean_events'
 time that ordering costs, whatever the job does with it.
 
+A third, the *required floor*, is the least clean_events' own requirements cost, whatever its
+design: the raw lines read as text (a rejected line must reach the quarantine whole, and Spark's
+JSON reader keeps the text of malformed lines only), parsed into the mapped fields, shuffled by
+user and sorted by user and time, written as Parquet partitioned by the event's day (the layout of
+events_clean). No validation, deduplication, quarantine or pseudonyms: the ratio of the required
+floor to the floor is the lowest ratio any clean_events could reach on this machine.
+
     make bench-clean EVENTS=10000000        # or: python benchmarks/bench_clean.py --events N
 
-The synthetic log is generated once per size and seed (kept under var/bench/) and both timings
+The synthetic log is generated once per size and seed (kept under var/bench/) and all timings
 are taken in the same run on the same Spark session. Results: reports/bench_clean.json and a line
 in reports/README.md.
 """
@@ -92,11 +99,12 @@ def time_floor(spark, source, raw: Path, out: Path) -> float:
 
 
 def warm_up(spark, source, raw: Path, out: Path) -> None:
-    """Run the ordered floor once on the first day's files, untimed: whichever timing came first
-    would otherwise also pay for the JVM compiling Spark's generated code (at 2M events the floor
-    took 12.8 s first and 6 s after)."""
+    """Run the ordered and the required floor once on the first day's files, untimed: whichever
+    timing came first would otherwise also pay for the JVM compiling Spark's generated code (at 2M
+    events the floor took 12.8 s first and 6 s after)."""
     first_day = sorted(p for p in raw.iterdir() if p.is_dir())[0]
     time_ordered_floor(spark, source, first_day, out)
+    time_required_floor(spark, source, first_day, out)
     shutil.rmtree(out, ignore_errors=True)
 
 
@@ -109,6 +117,26 @@ def time_ordered_floor(spark, source, raw: Path, out: Path) -> float:
     started = time.perf_counter()
     (read_raw(spark, source, raw).repartition(F.col(user)).sortWithinPartitions(user, time_field)
      .write.mode("overwrite").parquet(str(out)))
+    return time.perf_counter() - started
+
+
+def time_required_floor(spark, source, raw: Path, out: Path) -> float:
+    """The least clean_events' requirements cost (see the module docstring): lines read as text and
+    parsed, one shuffle by user, a sort by user and time, a write partitioned by the event's day."""
+    from pyspark.sql import functions as F
+
+    from shoprec.etl.clean import mapped_fields
+
+    user, time_field = source.columns["user_id"], source.columns["event_time"]
+    schema = ", ".join(f"`{name}` string" for name in sorted(mapped_fields(source)))
+    lines = spark.read.option("lineSep", "\n").text(str(raw))
+    fields = lines.select(F.from_json("value", schema).alias("fields")).select("fields.*")
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    # The day as the raw text has it: parsing the time is validation, which the floor leaves out.
+    (fields.withColumn("event_day", F.substring(time_field, 1, 10))
+     .repartition(F.col(user)).sortWithinPartitions(user, time_field)
+     .write.partitionBy("event_day").mode("overwrite").parquet(str(out)))
     return time.perf_counter() - started
 
 
@@ -131,12 +159,14 @@ def time_clean(spark, cfg, raw: Path, root: Path) -> tuple[float, dict]:
 
 def measure(spark, cfg, events: int, root: Path) -> dict:
     """Generate (or reuse) a log of ``events`` events under ``root`` and time, after the warm-up,
-    the floor, the ordered floor and clean_events on it; the result without its command line."""
+    the floor, the ordered floor, the required floor and clean_events on it; the result without
+    its command line."""
     source = cfg.sources["synthetic"]
     raw = ensure_log(spark, cfg, events, root)
     warm_up(spark, source, raw, root / "warm_up")
     floor_seconds = time_floor(spark, source, raw, root / "floor")
     ordered_floor_seconds = time_ordered_floor(spark, source, raw, root / "ordered_floor")
+    required_floor_seconds = time_required_floor(spark, source, raw, root / "required_floor")
     clean_seconds, summary = time_clean(spark, cfg, raw, root)
     return {
         "events": events,
@@ -146,6 +176,10 @@ def measure(spark, cfg, events: int, root: Path) -> dict:
         "events_per_s": round(events / clean_seconds),
         "ordered_floor_seconds": round(ordered_floor_seconds, 2),
         "ratio_to_ordered_floor": round(clean_seconds / ordered_floor_seconds, 3),
+        "required_floor_seconds": round(required_floor_seconds, 2),
+        "ratio_to_required_floor": round(clean_seconds / required_floor_seconds, 3),
+        # The lowest ``ratio`` any clean_events could reach here: its requirements alone cost this.
+        "required_floor_ratio": round(required_floor_seconds / floor_seconds, 3),
         "stage_seconds": summary.stage_seconds,
         "accounting": summary.accounting,
         "machine": machine(),
@@ -191,6 +225,9 @@ def record_in_readme(readme: Path, result: dict, key: str | None = None, text: s
         text = (f"clean_events {result['clean_seconds']} s vs floor {result['floor_seconds']} s, ratio "
                 f"{result['ratio']} ({result['events_per_s']:,} events/s); ordered floor "
                 f"{result['ordered_floor_seconds']} s, ratio {result['ratio_to_ordered_floor']}")
+        if "required_floor_seconds" in result:
+            text += (f"; required floor {result['required_floor_seconds']} s ({result['required_floor_ratio']}x "
+                     f"the floor), ratio {result['ratio_to_required_floor']}")
     line = f"{key} `{result['command']}` | {text} | {result['machine']} |"
     header = ("# Benchmark results\n\nEach row: the command that produced it, the result, and the machine it ran on.\n\n"
               "| benchmark | command | result | machine |\n|---|---|---|---|\n")

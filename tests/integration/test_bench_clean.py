@@ -1,5 +1,5 @@
 """The clean_events benchmark on a small log: its report holds what the README says it holds, the
-floors copy every raw line, and its line in reports/README.md is replaced, not repeated."""
+three floors copy every raw line, and its line in reports/README.md is replaced, not repeated."""
 
 import pytest
 
@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EVENTS = 20_000
 
 
-def test_the_benchmark_times_clean_events_and_both_floors_on_the_same_log(spark, make_config, tmp_path):
+def test_the_benchmark_times_clean_events_and_the_three_floors_on_the_same_log(spark, make_config, tmp_path):
     bench = load_benchmark("bench_clean")
     result = bench.measure(spark, make_config(), EVENTS, tmp_path / "bench")
 
@@ -23,12 +23,20 @@ def test_the_benchmark_times_clean_events_and_both_floors_on_the_same_log(spark,
     assert result["ratio"] == pytest.approx(result["clean_seconds"] / result["floor_seconds"], rel=0.02)
     assert result["ratio_to_ordered_floor"] == pytest.approx(
         result["clean_seconds"] / result["ordered_floor_seconds"], rel=0.02)
+    assert result["ratio_to_required_floor"] == pytest.approx(
+        result["clean_seconds"] / result["required_floor_seconds"], rel=0.02)
+    assert result["required_floor_ratio"] == pytest.approx(
+        result["required_floor_seconds"] / result["floor_seconds"], rel=0.02)
     assert set(result["stage_seconds"]) == {"seconds_parse", "seconds_write_quarantine", "seconds_write_user_id_map",
                                             "seconds_write_clean", "seconds_quality_report"}
     assert all(seconds > 0 for seconds in result["stage_seconds"].values())
-    # Both floors wrote one row per raw line (malformed lines become rows of nulls), nothing dropped.
+    # Every floor wrote one row per raw line (malformed lines become rows of nulls), nothing dropped.
     assert spark.read.parquet(str(tmp_path / "bench" / "floor")).count() == EVENTS
     assert spark.read.parquet(str(tmp_path / "bench" / "ordered_floor")).count() == EVENTS
+    required = spark.read.parquet(str(tmp_path / "bench" / "required_floor"))
+    assert required.count() == EVENTS
+    # Partitioned by the event's day, as events_clean is: the log spans days.
+    assert required.select("event_day").distinct().count() > 1
     # The warm-up leaves nothing behind.
     assert not (tmp_path / "bench" / "warm_up").exists()
 
@@ -49,4 +57,10 @@ def test_a_rerun_replaces_its_line_in_the_reports_readme_and_keeps_the_notes(tmp
     assert lines == ["| bench-clean 1,000 events | `python benchmarks/bench_clean.py --events 1000` | clean_events "
                      "6.0 s vs floor 3.0 s, ratio 2.0 (111 events/s); ordered floor 4.0 s, ratio 1.5 | m |"]
     assert "| bench-rules (x) |" in text
+    bench.record_in_readme(readme, {**first, "required_floor_seconds": 5.0, "ratio_to_required_floor": 1.8,
+                                    "required_floor_ratio": 1.67})
+    assert [line for line in readme.read_text().splitlines() if line.startswith("| bench-clean 1,000 events |")] == [
+        "| bench-clean 1,000 events | `python benchmarks/bench_clean.py --events 1000` | clean_events 9.0 s vs "
+        "floor 3.0 s, ratio 3.0 (111 events/s); ordered floor 4.0 s, ratio 2.25; required floor 5.0 s (1.67x the "
+        "floor), ratio 1.8 | m |"]
     assert text.endswith("\nNotes:\n- a note that stays\n")
