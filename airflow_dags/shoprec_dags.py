@@ -22,11 +22,11 @@ from Airflow Variables, rendered at run time:
 
 The driver's own JVM settings must be on the spark-submit command line (the driver JVM is running
 before the job reads its config): ``shoprec_driver_memory`` (default ``4g``) and
-``shoprec_driver_java_options`` (default ``-Xss16m -XX:-DontCompileHugeMethods``: the stack deep query
-plans need, and JIT for Spark's long generated methods when the driver runs the tasks, as with a
-``local[N]`` master). Other Spark
-settings (executor memory, the Python of a shipped environment, ...) belong in the config file's
-``spark.conf`` or the connection.
+``shoprec_driver_java_options`` (default ``-Xss16m -XX:-DontCompileHugeMethods -XX:+UseParallelGC``,
+as conf/local.yaml: the stack deep query plans need, and, for when the driver runs the tasks as
+with a ``local[N]`` master, JIT for Spark's long generated methods and the throughput collector).
+Other Spark settings (executor memory, the Python of a shipped environment, ...) belong in the
+config file's ``spark.conf`` or the connection.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ CONF = "{{ var.value.get('shoprec_conf', 'cluster.yaml') }}"
 RUN_DATE = "{{ ds }}"
 DRIVER_CONF = {
     "spark.driver.memory": "{{ var.value.get('shoprec_driver_memory', '4g') }}",
-    "spark.driver.extraJavaOptions": "{{ var.value.get('shoprec_driver_java_options', '-Xss16m -XX:-DontCompileHugeMethods') }}",
+    "spark.driver.extraJavaOptions": "{{ var.value.get('shoprec_driver_java_options', '-Xss16m -XX:-DontCompileHugeMethods -XX:+UseParallelGC') }}",
 }
 
 DEFAULT_ARGS = {
