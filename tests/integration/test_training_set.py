@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pyspark.sql import Window
 from pyspark.sql import functions as F
@@ -131,7 +132,12 @@ def test_train_ranker_with_horovod_on_spark(spark, cfg, trained):
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     model = mlflow.tensorflow.load_model(f"models:/{name}/{version}")
     features, labels = read_split(f"{cfg.table_path('training_set')}/run_date={RUN_DATE}", "validation")
-    assert model(features, training=False).shape == labels.shape
+    scores = model(features, training=False).numpy()
+    assert scores.shape == labels.shape
+    # Its signature names every input, so a pyfunc loader scores the same arrays the same way.
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    assert pyfunc.metadata.signature.inputs.input_names() == sorted(features)
+    np.testing.assert_allclose(np.asarray(pyfunc.predict(features)).reshape(-1), scores, rtol=1e-5)
     checkpoints = Path(cfg.ranker.models_root) / "ranker" / RUN_DATE / "checkpoints"
     assert list(checkpoints.glob("ckpt-2.index"))
 

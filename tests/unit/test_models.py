@@ -140,6 +140,19 @@ def test_popular_items_overall_and_per_category(spark):
     assert [(r.rank, r.item_id) for r in recs] == [(1, "a")]
 
 
+def test_popular_items_overall_ranking_breaks_ties_by_item_id_across_partitions(spark):
+    # 40 items over 4 partitions, scores in tied pairs: the overall top 5 is merged from every
+    # partition's own top and ranked by score, then by the smaller item id.
+    rows = [(f"i{n:02d}", None, float(n // 2), 0.0, 0.0, 0.0) for n in range(40)]
+    items = spark.createDataFrame(rows, "item_id string, category string, views_decayed double, "
+                                  "carts_decayed double, purchases_decayed double, ratings_decayed double").repartition(4)
+    popular = popular_items(items, {"view": 1.0}, top_k=5)
+    overall = sorted((r["rank"], r.item_id, r.score) for r in popular.where(F.col("scope") == "all").collect())
+    assert overall == [(1, "i38", 19.0), (2, "i39", 19.0), (3, "i36", 18.0), (4, "i37", 18.0), (5, "i34", 17.0)]
+    assert popular.where(F.col("scope") == "category").count() == 0
+    assert popular_items(items.limit(0), {"view": 1.0}, top_k=5).count() == 0
+
+
 def test_baskets_rules_and_bought_together(spark):
     t = dt.datetime(2026, 1, 1, 10)
     events = spark.createDataFrame(

@@ -78,15 +78,35 @@ def plot_learning_curves(history: list[dict]):
     return figure
 
 
+def ranker_signature(model):
+    """The model's MLflow signature: one named tensor per Keras input, the score per example out.
+
+    With it, ``mlflow.pyfunc`` loaders know the inputs' names, types and shapes (a dict of
+    arrays: an int32 id per categorical feature and the float32 ``dense`` vector).
+    """
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    def spec(tensor, name=None):
+        shape = tuple(-1 if d is None else int(d) for d in tensor.shape)
+        return TensorSpec(np.dtype(tensor.dtype.as_numpy_dtype), shape, name)
+
+    inputs = Schema([spec(model.input[name], name) for name in sorted(model.input)])
+    return ModelSignature(inputs=inputs, outputs=Schema([spec(model.output)]))
+
+
 def log_ranker(result: dict, cfg: Config, tracking: JobRun) -> str | None:
-    """Log the saved model with the TensorFlow flavour and register a new version; the version."""
+    """Log the saved model with the TensorFlow flavour and its signature, and register a new
+    version; the version."""
     if not tracking.tracked:
         return None
     import mlflow
     import tensorflow as tf
 
-    model = tf.keras.models.load_model(result["model_path"])
-    info = mlflow.tensorflow.log_model(model, "ranker_model", registered_model_name=cfg.ranker.registered_model)
+    model = tf.keras.models.load_model(result["model_path"], compile=False)
+    info = mlflow.tensorflow.log_model(model, name="ranker_model", signature=ranker_signature(model),
+                                       registered_model_name=cfg.ranker.registered_model)
     return str(info.registered_model_version) if info.registered_model_version is not None else None
 
 

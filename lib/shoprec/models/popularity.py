@@ -37,12 +37,16 @@ def popular_items(item_profile: DataFrame, weights: dict[str, float], top_k: int
                                      "ratings_decayed"],
                       "popular_items")
     scored = item_profile.select(S.ITEM_ID, S.CATEGORY, popularity_score(weights).alias(SCORE)).where(F.col(SCORE) > 0)
-    overall = Window.orderBy(F.col(SCORE).desc(), F.col(S.ITEM_ID))
     per_category = Window.partitionBy(S.CATEGORY).orderBy(F.col(SCORE).desc(), F.col(S.ITEM_ID))
-    # The overall ranking only needs each partition's own top_k: keep the global window small.
+    # The overall top_k (a top-k per partition, then a merge), ranked by its position in one
+    # sorted array: a window without a partition would do the same but moves rows to a single
+    # task and warns about it on every run.
     local_top = scored.orderBy(F.col(SCORE).desc(), F.col(S.ITEM_ID)).limit(top_k)
-    top_all = local_top.select(F.lit(ALL).alias(SCOPE), F.lit(None).cast("string").alias(S.CATEGORY),
-                               F.row_number().over(overall).alias(RANK), S.ITEM_ID, SCORE)
+    in_order = F.sort_array(F.collect_list(F.struct((-F.col(SCORE)).alias("_neg_score"), S.ITEM_ID)))
+    top_all = (local_top.agg(in_order.alias("_top")).select(F.posexplode("_top").alias("_position", "_item"))
+               .select(F.lit(ALL).alias(SCOPE), F.lit(None).cast("string").alias(S.CATEGORY),
+                       (F.col("_position") + 1).alias(RANK), F.col("_item")[S.ITEM_ID].alias(S.ITEM_ID),
+                       (-F.col("_item._neg_score")).alias(SCORE)))
     top_category = (scored.where(F.col(S.CATEGORY).isNotNull())
                     .withColumn(RANK, F.row_number().over(per_category)).where(F.col(RANK) <= top_k)
                     .select(F.lit(S.CATEGORY).alias(SCOPE), S.CATEGORY, RANK, S.ITEM_ID, SCORE))
