@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from shoprec.evaluation.compare import compare_recommenders, comparison_table
 from shoprec.evaluation.ranking import beyond_accuracy_metrics, rank_by_score, ranking_metrics, ranking_metrics_at
 
 TOLERANCE = 1e-9
@@ -94,3 +95,33 @@ def test_rank_by_score_breaks_ties_by_item(spark):
         [("a", "z", 0.5), ("a", "b", 0.5), ("a", "c", 0.9), ("b", "q", 0.1)], "user_id string, item_id string, score double")
     ranked = [tuple(r) for r in rank_by_score(scored, 2).orderBy("user_id", "rank").collect()]
     assert ranked == [("a", 1, "c", 0.9), ("a", 2, "b", 0.5), ("b", 1, "q", 0.1)]
+
+
+def test_compare_recommenders_averages_every_model_over_all_held_out_users(recs_and_truth, spark):
+    recs, truth = recs_and_truth
+    recs.cache()
+    only_a = recs.where("user_id = 'a'")
+    training = spark.createDataFrame([("u1", "1"), ("u2", "9")], "user_id string, item_id string")
+    catalogue = spark.createDataFrame([(str(i), "x") for i in range(1, 10)], "item_id string, category string")
+    try:
+        rows = compare_recommenders({"both": recs, "only_a": only_a}, truth, training, catalogue, k=3, ks=[1])
+        value = {(r["model"], r["metric"], r["k"]): r["value"] for r in rows}
+        # Three held-out users (a, b, c) for both models: a user a model cannot serve scores zero.
+        assert value[("both", "precision", 3)] == pytest.approx(2 / 9, abs=TOLERANCE)
+        assert value[("only_a", "precision", 3)] == pytest.approx(1 / 9, abs=TOLERANCE)
+        assert value[("both", "hit_rate", 1)] == pytest.approx(1 / 3, abs=TOLERANCE)
+        assert value[("only_a", "hit_rate", 1)] == 0.0
+        assert value[("both", "users_served", 3)] == 2.0
+        assert value[("only_a", "users_served", 3)] == 1.0
+        assert value[("only_a", "coverage", 3)] == pytest.approx(3 / 9, abs=TOLERANCE)
+        assert comparison_table(rows, 1) == [
+            {"model": "both", **{f"{m}@1": pytest.approx(value[("both", m, 1)], abs=1e-5)
+                                 for m in ("precision", "recall", "ndcg", "map", "hit_rate")}},
+            {"model": "only_a", **{f"{m}@1": pytest.approx(value[("only_a", m, 1)], abs=1e-5)
+                                   for m in ("precision", "recall", "ndcg", "map", "hit_rate")}},
+        ]
+        # The caller's cache is the caller's: still there after the comparison; nothing else is left cached.
+        assert recs.storageLevel.useMemory
+        assert not only_a.storageLevel.useMemory
+    finally:
+        recs.unpersist()

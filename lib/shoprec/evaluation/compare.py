@@ -29,7 +29,12 @@ def compare_recommenders(recommendations: dict[str, DataFrame], truth: DataFrame
     """
     rows: list[dict] = []
     for model, recs in recommendations.items():
-        recs = recs.cache()
+        # Read several times below. Spark's cache is keyed by plan, so a list cached already (by
+        # the caller, or as another DataFrame with the same plan) is used as it is and stays cached.
+        level = recs.storageLevel
+        cached_here = not (level.useMemory or level.useDisk)
+        if cached_here:
+            recs = recs.cache()
         for cut, metrics in ranking_metrics_at(recs, truth, [*ks, k], require_recommendations=False).items():
             rows += [{"model": model, "metric": name.split("@")[0], "k": cut, "value": float(value)}
                      for name, value in metrics.items() if name != "users"]
@@ -38,7 +43,8 @@ def compare_recommenders(recommendations: dict[str, DataFrame], truth: DataFrame
         # A held-out user is served when the model recommended anything to them at all.
         served = truth.select(S.USER_ID).distinct().join(recs.select(S.USER_ID).distinct(), S.USER_ID).count()
         rows.append({"model": model, "metric": "users_served", "k": k, "value": float(served)})
-        recs.unpersist()
+        if cached_here:
+            recs.unpersist()
     return rows
 
 
