@@ -303,7 +303,10 @@ def register_tables(spark, cfg, job: str) -> list[str]:
             if not fs.exists(path):
                 continue
             if database not in databases_ready:
-                spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(database)}")
+                # Asked first: on a Hive metastore, CREATE ... IF NOT EXISTS of a database that
+                # exists logs a "created concurrently" warning on every run.
+                if not spark.catalog.databaseExists(database):
+                    spark.sql(f"CREATE DATABASE IF NOT EXISTS {_quote(database)}")
                 databases_ready.add(database)
             if not spark.catalog.tableExists(f"{database}.{table.name}"):
                 spark.sql(create_table_sql(table, name, path))
