@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,14 +15,13 @@ from pathlib import Path
 import pyspark
 import pytest
 
-from tests.conftest import PIPELINE_JOBS, PIPELINE_RUN_DATE, write_pipeline_dist
+from tests.conftest import PIPELINE_RUN_DATE, PROJECT, write_pipeline_dist
 from tests.support.services import free_port
 
 SPARK_CLASS = Path(sys.executable).parent / "spark-class"
 # pyspark's launch scripts look for Spark through whatever `python` is first on PATH: name it.
 SPARK_HOME = str(Path(pyspark.__file__).parent)
 WORKERS = 2
-JOBS = PIPELINE_JOBS
 
 
 def alive_workers(ui_port: int) -> int:
@@ -118,13 +118,40 @@ def master_state(cluster: dict) -> dict:
         return json.load(answer)
 
 
+# The jobs cluster_run submits to the cluster; the others' tables come from the daily DAG's local run.
+CLUSTER_JOBS = ["train_ranker", "score"]
+
+
 @pytest.fixture(scope="session")
-def cluster_run(standalone_cluster, pipeline_raw_log, tmp_path_factory):
-    """The whole pipeline for PIPELINE_RUN_DATE through spark-submit on the standalone cluster."""
+def shipped_env(tmp_path_factory) -> Path:
+    """``make package-env``'s archive of the job environment (scripts/package_env.sh)."""
+    out = tmp_path_factory.mktemp("package_env")
+    packed = subprocess.run(["bash", str(PROJECT / "scripts" / "package_env.sh"), str(out)],
+                            capture_output=True, text=True, timeout=1800)
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    return out / "shoprec-env.tar.gz"
+
+
+def shipped_env_options(archive: Path) -> tuple[str, ...]:
+    """spark-submit options that run the executors' Python from ``archive``, unpacked beside each."""
+    return ("--archives", f"{archive}#environment", "--conf", "spark.pyspark.python=./environment/bin/python",
+            "--conf", f"spark.pyspark.driver.python={sys.executable}")
+
+
+@pytest.fixture(scope="session")
+def cluster_run(standalone_cluster, daily_dag_run, pipeline_raw_log, shipped_env, tmp_path_factory):
+    """A warehouse on the cluster's side that starts as a copy of the daily DAG's local run (its
+    tables, restricted ones included, for PIPELINE_RUN_DATE), then train_ranker and score for that
+    date through spark-submit on the standalone cluster, the executors' Python shipped with
+    ``--archives``. The fault tests rerun the other jobs on the cluster against this warehouse, so
+    their "output unchanged" is also "the cluster's rows equal the local run's"."""
     root = tmp_path_factory.mktemp("cluster_run")
     dist = write_pipeline_dist(root, pipeline_raw_log)
+    local = daily_dag_run["warehouse"]
+    shutil.copytree(local, root / "warehouse")
+    shutil.copytree(f"{local}_restricted", root / "warehouse_restricted")
     log = root / "spark-submit.log"
-    for job in JOBS:
-        code = spark_submit(standalone_cluster["master"], dist, job, root, log)
+    for job in CLUSTER_JOBS:
+        code = spark_submit(standalone_cluster["master"], dist, job, root, log, *shipped_env_options(shipped_env))
         assert code == 0, f"{job} failed on the cluster:\n{log.read_text()[-6000:]}"
-    return {"root": root, "dist": dist, "warehouse": root / "warehouse", "log": log}
+    return {"root": root, "dist": dist, "warehouse": root / "warehouse", "log": log, "local": local}

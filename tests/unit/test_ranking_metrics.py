@@ -1,11 +1,12 @@
 """Ranking and beyond-accuracy metrics against small cases worked out by hand."""
 
 import math
+import random
 
 import pytest
 
 from shoprec.evaluation.compare import compare_recommenders, comparison_table
-from shoprec.evaluation.ranking import beyond_accuracy_metrics, rank_by_score, ranking_metrics, ranking_metrics_at
+from shoprec.evaluation.ranking import ACCURACY_METRICS, beyond_accuracy_metrics, rank_by_score, ranking_metrics, ranking_metrics_at
 
 TOLERANCE = 1e-9
 LOG3 = math.log2(3)
@@ -64,6 +65,33 @@ def test_one_pass_over_several_cut_offs_gives_each_cut_off_s_own_metrics(recs_an
     for k in (1, 3, 4):
         alone = ranking_metrics(*recs_and_truth, k=k, require_recommendations=False)
         assert at[k] == pytest.approx(alone, abs=TOLERANCE)
+
+
+def test_the_metrics_equal_spark_s_ranking_evaluator_on_random_lists(spark):
+    """Lists of random length (some empty, some repeating an item) against random held-out sets:
+    every accuracy metric at every cut-off is the value RankingEvaluator gives for it."""
+    from pyspark.ml.evaluation import RankingEvaluator
+
+    rng = random.Random(11)
+    recs, truth, lists = [], [], {}
+    for user in range(60):
+        ranked = [str(rng.randrange(25)) for _ in range(rng.randrange(13))]
+        relevant = {str(rng.randrange(25)) for _ in range(1 + rng.randrange(6))}
+        recs += [(f"u{user}", item, rank) for rank, item in enumerate(ranked, start=1)]
+        truth += [(f"u{user}", item) for item in relevant]
+        lists[f"u{user}"] = (ranked, relevant)
+    ks = [1, 3, 5, 10]
+    at = ranking_metrics_at(spark.createDataFrame(recs, "user_id string, item_id string, rank int"),
+                            spark.createDataFrame(truth, "user_id string, item_id string"), ks,
+                            require_recommendations=False)
+    per_user = spark.createDataFrame(
+        [([float(i) for i in ranked], [float(i) for i in relevant]) for ranked, relevant in lists.values()],
+        "prediction array<double>, label array<double>")
+    for k in ks:
+        assert at[k]["users"] == 60
+        for name, spark_name in ACCURACY_METRICS.items():
+            expected = RankingEvaluator(metricName=spark_name, k=k).evaluate(per_user)
+            assert at[k][f"{name}@{k}"] == pytest.approx(expected, abs=TOLERANCE), (name, k)
 
 
 @pytest.mark.parametrize("ks", [[], [3, 0]])

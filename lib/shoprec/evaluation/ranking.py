@@ -11,9 +11,11 @@ at position ``i`` (1-based) is in ``T_u``. Every metric is the mean over the eva
 * ``map@K`` = Σ_{i≤K} hit(i) · precision@i / min(|T_u|, K)
 * ``hit_rate@K`` = 1 if |R_u[:K] ∩ T_u| > 0 else 0
 
-The first four come from Spark's :class:`~pyspark.ml.evaluation.RankingEvaluator`
-(``precisionAtK``, ``recallAtK``, ``ndcgAtK``, ``meanAveragePrecisionAtK``), on item ids
-mapped to dense indices; hit rate is computed beside them.
+The first four are the definitions of Spark's :class:`~pyspark.ml.evaluation.RankingEvaluator`
+(``precisionAtK``, ``recallAtK``, ``ndcgAtK``, ``meanAveragePrecisionAtK``; a recommended item
+counts at every position it appears in). They are computed here with SQL array functions, every
+metric at every cut-off in one aggregation over the users' lists, where the evaluator would make
+one pass per metric and cut-off; a test checks both give the same values.
 
 Beyond accuracy, over the lists of all evaluated users:
 
@@ -26,20 +28,19 @@ Beyond accuracy, over the lists of all evaluated users:
 
 from __future__ import annotations
 
-from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
 
 RANK = "rank"
+# Each accuracy metric and the RankingEvaluator metric whose definition it follows.
 ACCURACY_METRICS = {
     "precision": "precisionAtK",
     "recall": "recallAtK",
     "ndcg": "ndcgAtK",
     "map": "meanAveragePrecisionAtK",
 }
-_INDEX = "_item_index"
 
 
 def top_k(recommendations: DataFrame, k: int, user_col: str = S.USER_ID, rank_col: str = RANK) -> DataFrame:
@@ -108,42 +109,53 @@ def ranking_metrics_at(
     if not ks or min(ks) < 1:
         raise ValueError(f"ranking_metrics: cut-offs must be one or more positive integers, got {list(ks)!r}")
     ks = sorted(set(ks))
-    spark = recommendations.sparkSession
     recs = top_k(recommendations, ks[-1], user_col, rank_col).select(user_col, item_col, rank_col)
     relevant = truth.select(user_col, item_col).distinct()
     users = evaluation_users(recs, relevant, user_col, require_recommendations)
 
-    items = recs.select(item_col).union(relevant.select(item_col)).distinct()
-    # Dense double indices for the evaluator, without funnelling every item through one partition.
-    index = spark.createDataFrame(items.rdd.map(lambda row: row[0]).zipWithIndex(), [item_col, _INDEX])
-    index = index.withColumn(_INDEX, F.col(_INDEX).cast("double"))
-
-    predicted = (recs.join(index, item_col).groupBy(user_col)
-                 .agg(F.sort_array(F.collect_list(F.struct(rank_col, _INDEX))).alias("_ranked"))
-                 .select(user_col, F.col("_ranked." + _INDEX).alias("prediction")))
-    labels = relevant.join(index, item_col).groupBy(user_col).agg(F.collect_set(_INDEX).alias("label"))
+    predicted = (recs.groupBy(user_col)
+                 .agg(F.sort_array(F.collect_list(F.struct(rank_col, item_col))).alias("_ranked"))
+                 .select(user_col, F.col("_ranked." + item_col).alias("_prediction")))
+    labels = relevant.groupBy(user_col).agg(F.collect_list(item_col).alias("_label"))
     per_user = (users.join(labels, user_col).join(predicted, user_col, "left")
-                .select(user_col, F.coalesce("prediction", F.array().cast("array<double>")).alias("prediction"),
-                        "label")
-                .cache())
-    try:
-        n_users = per_user.count()
-        results = {}
-        for k in ks:
-            if n_users == 0:
-                results[k] = {**{f"{name}@{k}": 0.0 for name in [*ACCURACY_METRICS, "hit_rate"]}, "users": 0}
-                continue
-            metrics = {}
-            for name, spark_name in ACCURACY_METRICS.items():
-                evaluator = RankingEvaluator(predictionCol="prediction", labelCol="label", metricName=spark_name, k=k)
-                metrics[f"{name}@{k}"] = float(evaluator.evaluate(per_user))
-            hits = F.size(F.array_intersect(F.slice("prediction", 1, k), "label"))
-            metrics[f"hit_rate@{k}"] = float(per_user.agg(F.avg((hits > 0).cast("double"))).first()[0])
-            metrics["users"] = n_users
-            results[k] = metrics
-        return results
-    finally:
-        per_user.unpersist()
+                # _hit: 1 where the item at that position is relevant, 0 where not; empty for a user
+                # without recommendations.
+                .select("_label", F.coalesce(F.transform("_prediction", lambda item: F.array_contains("_label", item)
+                                                         .cast("int")), F.array().cast("array<int>")).alias("_hit")))
+    aggregates = [F.count(F.lit(1)).alias("users")]
+    for k in ks:
+        aggregates += [expression.alias(f"{name}@{k}") for name, expression in _per_user_metrics(k).items()]
+    totals = per_user.agg(*aggregates).first()
+    # With no user to average over, avg is null: every metric is 0.
+    return {k: {**{f"{name}@{k}": float(totals[f"{name}@{k}"] or 0.0) for name in [*ACCURACY_METRICS, "hit_rate"]},
+                "users": totals["users"]}
+            for k in ks}
+
+
+def _per_user_metrics(k: int) -> dict[str, "F.Column"]:
+    """Mean over users of each metric at ``k``, from ``_hit`` (0/1 by position) and ``_label``."""
+    hits = F.slice("_hit", 1, k)
+    n_relevant = F.size("_label")
+    n_hits = F.aggregate(hits, F.lit(0), lambda total, hit: total + hit)
+    # Positions are 0-based in the lambdas: the discount of position i is 1 / log2(i + 2).
+    dcg = F.aggregate(F.transform(hits, lambda hit, i: hit / F.log2(i + 2)), F.lit(0.0), lambda a, b: a + b)
+    ideal = F.aggregate(F.transform(F.array_repeat(F.lit(1), F.least(n_relevant, F.lit(k))),
+                                    lambda one, i: one / F.log2(i + 2)), F.lit(0.0), lambda a, b: a + b)
+    # The sum, over the hits, of precision at the hit's position (hits so far / positions so far),
+    # in one walk along the list.
+    precision_sum = F.aggregate(
+        hits, F.struct(F.lit(0).alias("hits"), F.lit(0.0).alias("sum"), F.lit(0).alias("seen")),
+        lambda acc, hit: F.struct((acc["hits"] + hit).alias("hits"),
+                                  (acc["sum"] + hit * (acc["hits"] + hit) / (acc["seen"] + 1)).alias("sum"),
+                                  (acc["seen"] + 1).alias("seen")),
+        lambda acc: acc["sum"])
+    return {
+        "precision": F.avg(n_hits / F.lit(float(k))),
+        "recall": F.avg(n_hits / n_relevant),
+        "ndcg": F.avg(dcg / ideal),
+        "map": F.avg(precision_sum / F.least(n_relevant, F.lit(k))),
+        "hit_rate": F.avg((n_hits > 0).cast("double")),
+    }
 
 
 def beyond_accuracy_metrics(
