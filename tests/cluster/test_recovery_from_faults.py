@@ -69,19 +69,6 @@ def assert_finished_on_a_replacement_executor(driver, app: str, cluster: dict, c
     assert len(executors) >= 3, "the master did not launch a replacement executor"
 
 
-def test_a_killed_executor_is_replaced_and_the_output_is_unchanged(spark, standalone_cluster, cluster_run):
-    warehouse = cluster_run["warehouse"]
-    before = {name: rows_of(spark, warehouse, name) for name in PROFILE_TABLES}
-    driver = start_submit(standalone_cluster["master"], cluster_run["dist"], "build_profiles", cluster_run["root"],
-                          cluster_run["log"])
-    app = wait_for(lambda: running_app(standalone_cluster, "shoprec-build_profiles"), 120, "the application")
-    victim = wait_for(lambda: executor_pids(app)[:1], 120, "an executor")[0]
-    time.sleep(8)  # into the job's first stages
-    os.kill(victim, signal.SIGKILL)
-    assert_finished_on_a_replacement_executor(driver, app, standalone_cluster, cluster_run)
-    assert {name: rows_of(spark, warehouse, name) for name in PROFILE_TABLES} == before
-
-
 def test_an_executor_killed_after_the_parse_leaves_clean_events_output_unchanged(spark, standalone_cluster,
                                                                                    cluster_run):
     """An executor killed while clean_events writes from its staged parse: its tasks and shuffle
@@ -136,8 +123,10 @@ def test_an_executor_killed_after_the_examples_are_staged_leaves_the_training_se
     assert not list(staging.glob("training_examples-*")), "the staging outlived the job"
 
 
-def test_a_driver_killed_mid_write_leaves_the_old_partition_and_a_rerun_repairs_it(spark, standalone_cluster,
-                                                                                     cluster_run):
+def test_a_driver_killed_mid_write_leaves_the_old_partition_and_a_rerun_with_an_executor_killed_repairs_it(
+        spark, standalone_cluster, cluster_run):
+    """build_profiles twice: its driver killed the moment it starts writing, then a rerun that
+    loses an executor in its first stages, which the master replaces."""
     warehouse = cluster_run["warehouse"]
     before = {name: rows_of(spark, warehouse, name) for name in PROFILE_TABLES}
     old_lineage = lineage(warehouse, "interactions")
@@ -153,9 +142,14 @@ def test_a_driver_killed_mid_write_leaves_the_old_partition_and_a_rerun_repairs_
     # Readers see the old partition, whole: the same rows and the old run's lineage.
     assert rows_of(spark, warehouse, "interactions") == before["interactions"]
     assert lineage(warehouse, "interactions") == old_lineage
-    code = spark_submit(standalone_cluster["master"], cluster_run["dist"], "build_profiles", cluster_run["root"],
-                        cluster_run["log"])
-    assert code == 0, cluster_run["log"].read_text()[-5000:]
+
+    driver = start_submit(standalone_cluster["master"], cluster_run["dist"], "build_profiles", cluster_run["root"],
+                          cluster_run["log"])
+    app = wait_for(lambda: running_app(standalone_cluster, "shoprec-build_profiles"), 120, "the application")
+    victim = wait_for(lambda: executor_pids(app)[:1], 120, "an executor")[0]
+    time.sleep(8)  # into the job's first stages
+    os.kill(victim, signal.SIGKILL)
+    assert_finished_on_a_replacement_executor(driver, app, standalone_cluster, cluster_run)
     assert {name: rows_of(spark, warehouse, name) for name in PROFILE_TABLES} == before
     assert lineage(warehouse, "interactions") != old_lineage
     for name in PROFILE_TABLES:
