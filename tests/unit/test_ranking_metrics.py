@@ -6,7 +6,8 @@ import random
 import pytest
 
 from shoprec.evaluation.compare import compare_recommenders, comparison_table
-from shoprec.evaluation.ranking import ACCURACY_METRICS, beyond_accuracy_metrics, rank_by_score, ranking_metrics, ranking_metrics_at
+from shoprec.evaluation.ranking import (ACCURACY_METRICS, beyond_accuracy_metrics, rank_by_score, ranking_metrics,
+                                       ranking_metrics_at)
 
 TOLERANCE = 1e-9
 LOG3 = math.log2(3)

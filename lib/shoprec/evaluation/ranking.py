@@ -28,7 +28,7 @@ Beyond accuracy, over the lists of all evaluated users:
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
@@ -132,7 +132,7 @@ def ranking_metrics_at(
             for k in ks}
 
 
-def _per_user_metrics(k: int) -> dict[str, "F.Column"]:
+def _per_user_metrics(k: int) -> dict[str, Column]:
     """Mean over users of each metric at ``k``, from ``_hit`` (0/1 by position) and ``_label``."""
     hits = F.slice("_hit", 1, k)
     n_relevant = F.size("_label")
