@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,18 @@ def spark(tmp_path_factory):
     ))
     yield session
     session.stop()
+
+
+@contextmanager
+def job_shuffle_partitions(spark, cfg):
+    """The suite's session with ``cfg``'s shuffle partitions while the block runs, so that a job's
+    ``run`` called in it partitions its data as a spark-submit of the job would."""
+    suite_value = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+    try:
+        yield spark
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", suite_value)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 from shoprec.catalog import TABLES
 from shoprec.config import load_config
 from shoprec.jobs import JOBS
-from tests.conftest import PIPELINE_JOBS, PIPELINE_RUN_DATE, comparable, read_documented
+from tests.conftest import PIPELINE_JOBS, PIPELINE_RUN_DATE, comparable, job_shuffle_partitions, read_documented
 
 pytestmark = pytest.mark.airflow
 # A rerun of the day's ingest may find no bad rows, and the cold-start table no cold users.
@@ -31,15 +31,11 @@ def test_every_job_run_twice_for_a_date_gives_the_same_tables(spark, daily_dag_r
 
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SHOPREC__")}
     cfg = load_config(daily_dag_run["conf"], environ=environ, require_input=True)
-    shuffle_partitions = spark.conf.get("spark.sql.shuffle.partitions")
-    spark.conf.set("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
-    try:
+    with job_shuffle_partitions(spark, cfg):
         for job in PIPELINE_JOBS:
             module = importlib.import_module(JOBS[job][0])
             extra = {"full_rebuild": True} if job == "clean_events" else {}
             module.run(spark, cfg, PIPELINE_RUN_DATE, **extra)
-    finally:
-        spark.conf.set("spark.sql.shuffle.partitions", shuffle_partitions)
 
     changed = {}
     for table in TABLES:

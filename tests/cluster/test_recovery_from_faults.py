@@ -24,7 +24,7 @@ from shoprec.catalog import BY_NAME, schema_ddl
 from shoprec.config import load_config
 from shoprec.jobs import train_als
 from tests.cluster.conftest import master_state, spark_submit, start_submit, submit_env
-from tests.conftest import PIPELINE_RUN_DATE, comparable, read_documented
+from tests.conftest import PIPELINE_RUN_DATE, comparable, job_shuffle_partitions, read_documented
 
 pytestmark = pytest.mark.cluster
 # The Horovod kill comes after epoch 2: a few more keep training going until it lands.
@@ -197,12 +197,8 @@ def test_an_executor_killed_mid_fit_leaves_the_cg_solvers_recommendations_unchan
                  "SHOPREC__ALS__MAX_ITER": "30"}
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SHOPREC__")}
     cfg = load_config(cluster_run["dist"] / "conf" / "pipeline-test.yaml", environ={**environ, **overrides})
-    shuffle_partitions = spark.conf.get("spark.sql.shuffle.partitions")
-    spark.conf.set("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
-    try:
+    with job_shuffle_partitions(spark, cfg):
         train_als.run(spark, cfg, PIPELINE_RUN_DATE)
-    finally:
-        spark.conf.set("spark.sql.shuffle.partitions", shuffle_partitions)
     undisturbed = {name: rows_of(spark, warehouse, name) for name in ("als_recs", "similar_items")}
 
     log = tmp_path / "train_als.log"

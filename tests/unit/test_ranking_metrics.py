@@ -6,8 +6,8 @@ import random
 import pytest
 
 from shoprec.evaluation.compare import compare_recommenders, comparison_table
-from shoprec.evaluation.ranking import (ACCURACY_METRICS, beyond_accuracy_metrics, rank_by_score, ranking_metrics,
-                                       ranking_metrics_at)
+from shoprec.evaluation.ranking import (ACCURACY_METRICS, beyond_accuracy_metrics, beyond_accuracy_reference,
+                                       rank_by_score, ranking_metrics, ranking_metrics_at)
 
 TOLERANCE = 1e-9
 LOG3 = math.log2(3)
@@ -117,6 +117,13 @@ def test_beyond_accuracy(spark):
     assert metrics["diversity@3"] == pytest.approx((2 / 3 + 1) / 2)
     # p(1)=4/4, p(2)=1/4, p(3)=1/4, p(4)=unseen -> 1/4; five recommended slots.
     assert metrics["novelty@3"] == pytest.approx((0 + 2 + 2 + 0 + 2) / 5)
+    # Counted once for several models, the reference gives every model the same values.
+    reference = beyond_accuracy_reference(catalogue, training)
+    assert (reference.catalogue_size, reference.training_users) == (8, 4)
+    assert beyond_accuracy_metrics(recs, 3, reference=reference) == metrics
+    reference.unpersist()
+    with pytest.raises(ValueError, match="either catalogue and training, or their reference"):
+        beyond_accuracy_metrics(recs, 3, catalogue)
 
 
 def test_rank_by_score_breaks_ties_by_item(spark):

@@ -28,6 +28,8 @@ Beyond accuracy, over the lists of all evaluated users:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -158,15 +160,63 @@ def _per_user_metrics(k: int) -> dict[str, Column]:
     }
 
 
-def beyond_accuracy_metrics(
-    recommendations: DataFrame,
-    k: int,
+@dataclass(frozen=True)
+class BeyondAccuracyReference:
+    """What every model's lists are measured against for coverage, diversity and novelty: the
+    same for all models of one evaluation, so :func:`beyond_accuracy_reference` counts it once."""
+
+    catalogue_size: int
+    training_users: int
+    categories: DataFrame
+    """``(item_col, _category)``: each catalogue item's category (null when it has none)."""
+    popularity: DataFrame
+    """``(item_col, _users)``: how many training users interacted with each item."""
+
+    def unpersist(self) -> None:
+        """Release the cached category and popularity tables."""
+        self.categories.unpersist()
+        self.popularity.unpersist()
+
+
+def beyond_accuracy_reference(
     catalogue: DataFrame,
     training: DataFrame,
     user_col: str = S.USER_ID,
     item_col: str = S.ITEM_ID,
+    category_col: str = S.CATEGORY,
+) -> BeyondAccuracyReference:
+    """The catalogue's size and categories and the training items' popularity, counted once.
+
+    Args:
+        catalogue: ``(item_col, category_col)``, one row per item that could be recommended.
+        training: ``(user_col, item_col)`` interactions the recommenders learned from.
+
+    Returns:
+        A reference whose two tables are cached; :meth:`BeyondAccuracyReference.unpersist` them
+        when done.
+    """
+    S.require_columns(catalogue, [item_col, category_col], "beyond_accuracy_metrics: catalogue")
+    S.require_columns(training, [user_col, item_col], "beyond_accuracy_metrics: training")
+    categories = catalogue.groupBy(item_col).agg(F.first(category_col, ignorenulls=True).alias("_category")).cache()
+    popularity = training.groupBy(item_col).agg(F.countDistinct(user_col).alias("_users")).cache()
+    return BeyondAccuracyReference(
+        catalogue_size=categories.count(),
+        training_users=training.select(user_col).distinct().count(),
+        categories=categories,
+        popularity=popularity,
+    )
+
+
+def beyond_accuracy_metrics(
+    recommendations: DataFrame,
+    k: int,
+    catalogue: DataFrame | None = None,
+    training: DataFrame | None = None,
+    user_col: str = S.USER_ID,
+    item_col: str = S.ITEM_ID,
     rank_col: str = RANK,
     category_col: str = S.CATEGORY,
+    reference: BeyondAccuracyReference | None = None,
 ) -> dict[str, float]:
     """Coverage, intra-list diversity and novelty at ``k`` (formulas in the module docstring).
 
@@ -174,21 +224,24 @@ def beyond_accuracy_metrics(
         recommendations: ``(user_col, item_col, rank_col)`` rows of the evaluated users.
         catalogue: ``(item_col, category_col)``, one row per item that could be recommended.
         training: ``(user_col, item_col)`` interactions the recommender learned from.
+        reference: :func:`beyond_accuracy_reference` of ``catalogue`` and ``training``, when
+            several models are measured against the same ones; then those two are not needed.
 
     Returns:
         ``{"coverage@k": …, "diversity@k": …, "novelty@k": …}``.
     """
     S.require_columns(recommendations, [user_col, item_col, rank_col], "beyond_accuracy_metrics: recommendations")
-    S.require_columns(catalogue, [item_col, category_col], "beyond_accuracy_metrics: catalogue")
-    S.require_columns(training, [user_col, item_col], "beyond_accuracy_metrics: training")
+    own_reference = reference is None
+    if own_reference:
+        if catalogue is None or training is None:
+            raise ValueError("beyond_accuracy_metrics: pass either catalogue and training, or their reference")
+        reference = beyond_accuracy_reference(catalogue, training, user_col, item_col, category_col)
     recs = top_k(recommendations, k, user_col, rank_col).select(user_col, item_col).distinct()
-    catalogue_size = catalogue.select(item_col).distinct().count()
     recommended = recs.select(item_col).distinct().count()
-    coverage = recommended / catalogue_size if catalogue_size else 0.0
+    coverage = recommended / reference.catalogue_size if reference.catalogue_size else 0.0
 
-    categories = catalogue.groupBy(item_col).agg(F.first(category_col, ignorenulls=True).alias("_category"))
-    # An item without a category differs from every other item.
-    labelled = recs.join(categories, item_col, "left").withColumn(
+    # An item without a category (or not in the catalogue) differs from every other item.
+    labelled = recs.join(reference.categories, item_col, "left").withColumn(
         "_category", F.coalesce("_category", F.concat(F.lit("\u0000item:"), F.col(item_col).cast("string"))))
     per_category = labelled.groupBy(user_col, "_category").agg(F.count(F.lit(1)).alias("_n"))
     per_user = per_category.groupBy(user_col).agg(
@@ -197,11 +250,11 @@ def beyond_accuracy_metrics(
         F.avg(1 - F.col("_same_pairs") / (F.col("_len") * (F.col("_len") - 1) / 2))).first()
     diversity = float(diversity_row[0]) if diversity_row[0] is not None else 0.0
 
-    n_training_users = training.select(user_col).distinct().count()
-    popularity = training.groupBy(item_col).agg(F.countDistinct(user_col).alias("_users"))
-    novelty_row = recs.join(popularity, item_col, "left").agg(
-        F.avg(-F.log2(F.coalesce(F.col("_users"), F.lit(1)) / F.lit(max(n_training_users, 1))))).first()
+    novelty_row = recs.join(reference.popularity, item_col, "left").agg(
+        F.avg(-F.log2(F.coalesce(F.col("_users"), F.lit(1)) / F.lit(max(reference.training_users, 1))))).first()
     novelty = float(novelty_row[0]) if novelty_row[0] is not None else 0.0
+    if own_reference:
+        reference.unpersist()
     return {f"coverage@{k}": coverage, f"diversity@{k}": diversity, f"novelty@{k}": novelty}
 
 
