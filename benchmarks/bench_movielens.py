@@ -135,6 +135,7 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
     from shoprec.jobs.build_training_set import features_before, write_examples
     from shoprec.jobs.score import recommend_with_ranker
     from shoprec.jobs.train_ranker import settings_for, train_on_spark
+    from shoprec.spark import CacheScope
 
     pcfg = pipeline_config(cfg, best, work, solver)
     last = train.agg(F.max("ts")).first()[0]
@@ -145,12 +146,14 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
     counts, spec = write_examples(spark, pcfg, as_events(fit), validation.select(S.USER_ID, S.ITEM_ID), cutoff,
                                   training_set, None, {"job": "bench-movielens"})
     result = train_on_spark(pcfg, settings_for(pcfg, cutoff, None, False, training_set, str(work / "ranker")))
-    inputs = features_before(spark, pcfg, as_events(train), cutoff)
-    inputs["als_recs"] = inputs["als"].recommend(users, exclusions(inputs["interactions"], "seen"),
-                                                 PIPELINE_CANDIDATES["als"])
-    recs = recommend_with_ranker(pcfg, inputs, users, result["model_path"], spec, K, exclude="seen")
+    with CacheScope() as scope:
+        inputs = features_before(spark, pcfg, as_events(train), cutoff, scope)
+        inputs["als_recs"] = inputs["als"].recommend(users, exclusions(inputs["interactions"], "seen"),
+                                                     PIPELINE_CANDIDATES["als"])
+        recs = recommend_with_ranker(pcfg, inputs, users, result["model_path"], spec, K, exclude="seen")
+        recs = recs.select(S.USER_ID, "rank", S.ITEM_ID).localCheckpoint(eager=True)
     history = result["history"]
-    return recs.select(S.USER_ID, "rank", S.ITEM_ID).localCheckpoint(eager=True), {
+    return recs, {
         "training_set": counts, "best_val_auc": round(result["best_val_auc"], 4), "epochs": len(history),
         "val_auc_per_epoch": [round(h["val_auc"], 4) for h in history], "candidates": PIPELINE_CANDIDATES,
         "id_embeddings": PIPELINE_ID_EMBEDDINGS,

@@ -1,4 +1,4 @@
-"""The one SparkSession factory.
+"""The one SparkSession factory, and the scope of what a piece of work caches in it.
 
 Under ``spark-submit`` the master, deploy mode and resources come from the submit command and
 are never overridden here; ``spark.master`` from config is used only when a job is started as a
@@ -12,7 +12,7 @@ import os
 import sys
 
 from pyspark import SparkConf, SparkContext
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from shoprec.config import SparkConfig
 
@@ -80,3 +80,36 @@ def submitted_conf() -> dict[str, str]:
     """The settings spark-submit started the driver with (its JVM's ``spark.*`` system properties)."""
     SparkContext._ensure_initialized()
     return dict(SparkConf().getAll())
+
+
+class CacheScope:
+    """The DataFrames one piece of work caches, released together when it ends.
+
+    Spark's cache is keyed by plan: a DataFrame whose plan is cached already (by the caller, or
+    as another DataFrame) is used as it is and stays cached when the scope ends, so a scope never
+    releases what it did not cache. Use it as a context manager, or call :meth:`release`.
+    """
+
+    def __init__(self) -> None:
+        self._held: list[DataFrame] = []
+
+    def cache(self, df: DataFrame) -> DataFrame:
+        """``df`` cached (lazily, as ``DataFrame.cache``), to be released with the scope."""
+        level = df.storageLevel
+        if level.useMemory or level.useDisk:
+            return df
+        cached = df.cache()
+        self._held.append(cached)
+        return cached
+
+    def release(self) -> None:
+        """Unpersist everything this scope cached."""
+        for df in self._held:
+            df.unpersist()
+        self._held.clear()
+
+    def __enter__(self) -> "CacheScope":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from shoprec.io.tables import read_snapshot
 from shoprec.jobs import build_profiles, build_training_set, clean_events, mine_rules, score, train_als, train_ranker
 from shoprec.jobs.build_profiles import events_as_of
+from shoprec.spark import CacheScope
 from shoprec.synthetic import generate_events, write_events
 
 pytestmark = pytest.mark.integration
@@ -89,10 +90,11 @@ def test_no_feature_sees_the_label_window(spark, cfg):
     def features(evts):
         holdout = time_holdout(evts, RUN_DATE, cfg.ranker.label_days, cfg.ranker.relevant_event_types,
                                cfg.profiles.interaction_weights, cfg.profiles.interaction_half_life_days)
-        inputs = build_training_set.features_before(spark, cfg, holdout.train_events, holdout.cutoff)
-        users = spark.createDataFrame([(u,) for u in ("1", "2", "3", "5", "8", "13")], "user_id string")
-        examples = build_training_set.examples_for(cfg, inputs, users, None)
-        return {(r.user_id, r.item_id): r.asDict() for r in examples.collect()}
+        with CacheScope() as scope:
+            inputs = build_training_set.features_before(spark, cfg, holdout.train_events, holdout.cutoff, scope)
+            users = spark.createDataFrame([(u,) for u in ("1", "2", "3", "5", "8", "13")], "user_id string")
+            examples = build_training_set.examples_for(cfg, inputs, users, None)
+            return {(r.user_id, r.item_id): r.asDict() for r in examples.collect()}
 
     original, leaked = features(events), features(altered)
     assert original and set(original) == set(leaked)

@@ -8,6 +8,7 @@ import pytest
 from shoprec.evaluation.compare import compare_recommenders, comparison_table
 from shoprec.evaluation.ranking import (ACCURACY_METRICS, beyond_accuracy_metrics, beyond_accuracy_reference,
                                        rank_by_score, ranking_metrics, ranking_metrics_at)
+from shoprec.spark import CacheScope
 
 TOLERANCE = 1e-9
 LOG3 = math.log2(3)
@@ -118,10 +119,10 @@ def test_beyond_accuracy(spark):
     # p(1)=4/4, p(2)=1/4, p(3)=1/4, p(4)=unseen -> 1/4; five recommended slots.
     assert metrics["novelty@3"] == pytest.approx((0 + 2 + 2 + 0 + 2) / 5)
     # Counted once for several models, the reference gives every model the same values.
-    reference = beyond_accuracy_reference(catalogue, training)
-    assert (reference.catalogue_size, reference.training_users) == (8, 4)
-    assert beyond_accuracy_metrics(recs, 3, reference=reference) == metrics
-    reference.unpersist()
+    with CacheScope() as scope:
+        reference = beyond_accuracy_reference(catalogue, training, scope)
+        assert (reference.catalogue_size, reference.training_users) == (8, 4)
+        assert beyond_accuracy_metrics(recs, 3, reference=reference) == metrics
     with pytest.raises(ValueError, match="either catalogue and training, or their reference"):
         beyond_accuracy_metrics(recs, 3, catalogue)
 

@@ -6,6 +6,7 @@ from pyspark.sql import DataFrame
 
 from shoprec import schemas as S
 from shoprec.evaluation.ranking import beyond_accuracy_metrics, beyond_accuracy_reference, ranking_metrics_at
+from shoprec.spark import CacheScope
 
 METRIC_ROW = ("model", "metric", "k", "value")
 
@@ -28,26 +29,20 @@ def compare_recommenders(recommendations: dict[str, DataFrame], truth: DataFrame
         hit_rate, coverage, diversity, novelty, users_served.
     """
     rows: list[dict] = []
-    # The same for every model: the catalogue's size and categories, the training items' popularity.
-    reference = beyond_accuracy_reference(catalogue, training)
-    for model, recs in recommendations.items():
-        # Read several times below. Spark's cache is keyed by plan, so a list cached already (by
-        # the caller, or as another DataFrame with the same plan) is used as it is and stays cached.
-        level = recs.storageLevel
-        cached_here = not (level.useMemory or level.useDisk)
-        if cached_here:
-            recs = recs.cache()
-        for cut, metrics in ranking_metrics_at(recs, truth, [*ks, k], require_recommendations=False).items():
-            rows += [{"model": model, "metric": name.split("@")[0], "k": cut, "value": float(value)}
-                     for name, value in metrics.items() if name != "users"]
-        for name, value in beyond_accuracy_metrics(recs, k, reference=reference).items():
-            rows.append({"model": model, "metric": name.split("@")[0], "k": k, "value": float(value)})
-        # A held-out user is served when the model recommended anything to them at all.
-        served = truth.select(S.USER_ID).distinct().join(recs.select(S.USER_ID).distinct(), S.USER_ID).count()
-        rows.append({"model": model, "metric": "users_served", "k": k, "value": float(served)})
-        if cached_here:
-            recs.unpersist()
-    reference.unpersist()
+    with CacheScope() as shared:
+        # The same for every model: the catalogue's size and categories, the training items' popularity.
+        reference = beyond_accuracy_reference(catalogue, training, shared)
+        for model, recs in recommendations.items():
+            with CacheScope() as scope:
+                recs = scope.cache(recs)   # read several times below
+                for cut, metrics in ranking_metrics_at(recs, truth, [*ks, k], require_recommendations=False).items():
+                    rows += [{"model": model, "metric": name.split("@")[0], "k": cut, "value": float(value)}
+                             for name, value in metrics.items() if name != "users"]
+                for name, value in beyond_accuracy_metrics(recs, k, reference=reference).items():
+                    rows.append({"model": model, "metric": name.split("@")[0], "k": k, "value": float(value)})
+                # A held-out user is served when the model recommended anything to them at all.
+                served = truth.select(S.USER_ID).distinct().join(recs.select(S.USER_ID).distinct(), S.USER_ID).count()
+                rows.append({"model": model, "metric": "users_served", "k": k, "value": float(served)})
     return rows
 
 

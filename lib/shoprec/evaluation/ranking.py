@@ -34,6 +34,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
+from shoprec.spark import CacheScope
 
 RANK = "rank"
 # Each accuracy metric and the RankingEvaluator metric whose definition it follows.
@@ -172,15 +173,11 @@ class BeyondAccuracyReference:
     popularity: DataFrame
     """``(item_col, _users)``: how many training users interacted with each item."""
 
-    def unpersist(self) -> None:
-        """Release the cached category and popularity tables."""
-        self.categories.unpersist()
-        self.popularity.unpersist()
-
 
 def beyond_accuracy_reference(
     catalogue: DataFrame,
     training: DataFrame,
+    scope: CacheScope,
     user_col: str = S.USER_ID,
     item_col: str = S.ITEM_ID,
     category_col: str = S.CATEGORY,
@@ -190,15 +187,13 @@ def beyond_accuracy_reference(
     Args:
         catalogue: ``(item_col, category_col)``, one row per item that could be recommended.
         training: ``(user_col, item_col)`` interactions the recommenders learned from.
-
-    Returns:
-        A reference whose two tables are cached; :meth:`BeyondAccuracyReference.unpersist` them
-        when done.
+        scope: caches the reference's two tables until the caller is done with them.
     """
     S.require_columns(catalogue, [item_col, category_col], "beyond_accuracy_metrics: catalogue")
     S.require_columns(training, [user_col, item_col], "beyond_accuracy_metrics: training")
-    categories = catalogue.groupBy(item_col).agg(F.first(category_col, ignorenulls=True).alias("_category")).cache()
-    popularity = training.groupBy(item_col).agg(F.countDistinct(user_col).alias("_users")).cache()
+    categories = scope.cache(catalogue.groupBy(item_col)
+                             .agg(F.first(category_col, ignorenulls=True).alias("_category")))
+    popularity = scope.cache(training.groupBy(item_col).agg(F.countDistinct(user_col).alias("_users")))
     return BeyondAccuracyReference(
         catalogue_size=categories.count(),
         training_users=training.select(user_col).distinct().count(),
@@ -231,11 +226,13 @@ def beyond_accuracy_metrics(
         ``{"coverage@k": …, "diversity@k": …, "novelty@k": …}``.
     """
     S.require_columns(recommendations, [user_col, item_col, rank_col], "beyond_accuracy_metrics: recommendations")
-    own_reference = reference is None
-    if own_reference:
+    if reference is None:
         if catalogue is None or training is None:
             raise ValueError("beyond_accuracy_metrics: pass either catalogue and training, or their reference")
-        reference = beyond_accuracy_reference(catalogue, training, user_col, item_col, category_col)
+        with CacheScope() as scope:
+            reference = beyond_accuracy_reference(catalogue, training, scope, user_col, item_col, category_col)
+            return beyond_accuracy_metrics(recommendations, k, user_col=user_col, item_col=item_col,
+                                           rank_col=rank_col, reference=reference)
     recs = top_k(recommendations, k, user_col, rank_col).select(user_col, item_col).distinct()
     recommended = recs.select(item_col).distinct().count()
     coverage = recommended / reference.catalogue_size if reference.catalogue_size else 0.0
@@ -253,8 +250,6 @@ def beyond_accuracy_metrics(
     novelty_row = recs.join(reference.popularity, item_col, "left").agg(
         F.avg(-F.log2(F.coalesce(F.col("_users"), F.lit(1)) / F.lit(max(reference.training_users, 1))))).first()
     novelty = float(novelty_row[0]) if novelty_row[0] is not None else 0.0
-    if own_reference:
-        reference.unpersist()
     return {f"coverage@{k}": coverage, f"diversity@{k}": diversity, f"novelty@{k}": novelty}
 
 

@@ -46,6 +46,7 @@ from shoprec.models.content import content_features, content_similar_items
 from shoprec.models.popularity import ALL, SCOPE, popular_items
 from shoprec.models.ranker import features as X
 from shoprec.models.segments import assign_segments, fit_segments
+from shoprec.spark import CacheScope
 from shoprec.tracking import job_run
 
 JOB = "build_training_set"
@@ -55,17 +56,20 @@ FEATURE_SPEC = "_feature_spec.json"
 log = logging.getLogger(__name__)
 
 
-def features_before(spark: SparkSession, cfg: Config, before: DataFrame, cutoff: str) -> dict[str, DataFrame]:
-    """Every input of the examples, built from ``before`` (the events before ``cutoff``) only."""
+def features_before(spark: SparkSession, cfg: Config, before: DataFrame, cutoff: str,
+                    scope: CacheScope) -> dict[str, DataFrame]:
+    """Every input of the examples, built from ``before`` (the events before ``cutoff``) only;
+    the ones read many times (interactions, profiles, baskets) cached in ``scope``."""
     profiles, ranker = cfg.profiles, cfg.ranker
     as_of = dt.datetime.combine(dt.date.fromisoformat(cutoff), dt.time())
     first_day = (dt.date.fromisoformat(cutoff) - dt.timedelta(days=profiles.history_days)).isoformat()
     window = before.where(F.col(S.EVENT_DATE) >= F.lit(first_day).cast("date"))
-    interactions = P.build_interactions(before, profiles.interaction_weights, profiles.interaction_half_life_days,
-                                        as_of).where(F.col(P.CONFIDENCE) >= profiles.min_confidence).cache()
-    users = P.user_profile(window, as_of, profiles.top_n, profiles.price_bands).cache()
+    interactions = scope.cache(P.build_interactions(before, profiles.interaction_weights,
+                                                    profiles.interaction_half_life_days, as_of)
+                               .where(F.col(P.CONFIDENCE) >= profiles.min_confidence))
+    users = scope.cache(P.user_profile(window, as_of, profiles.top_n, profiles.price_bands))
     users = assign_segments(fit_segments(users, min(profiles.segments, max(users.count(), 1)), profiles.seed), users)
-    items = P.item_profile(window, as_of, profiles.windows_days, profiles.half_life_days).cache()
+    items = scope.cache(P.item_profile(window, as_of, profiles.windows_days, profiles.half_life_days))
 
     als = A.train_recommender(interactions, A.AlsParams(ranker.als_rank, ranker.als_reg_param, ranker.als_alpha,
                                                         cfg.als.max_iter), cfg.als.seed, A.solver_for(cfg.als))
@@ -81,7 +85,7 @@ def features_before(spark: SparkSession, cfg: Config, before: DataFrame, cutoff:
         "bought_together": None, "similar_items": None, "content_similar": None,
     }
     if limits.get("rules"):
-        baskets = R.purchase_baskets(before, cfg.rules.basket).cache()
+        baskets = scope.cache(R.purchase_baskets(before, cfg.rules.basket))
         support = R.effective_min_support(baskets.count(), cfg.rules.min_support, cfg.rules.min_basket_count)
         _, rules = R.mine_rules(baskets, support, cfg.rules.min_confidence)
         inputs["bought_together"] = R.bought_together(rules, limits["rules"])
@@ -140,13 +144,13 @@ def write_examples(spark: SparkSession, cfg: Config, before: DataFrame, truth: D
     and a validation split under ``path`` with the feature spec (plus ``spec_fields``). The
     counts and the spec."""
     ranker = cfg.ranker
-    truth = truth.cache()
-    users = truth.select(S.USER_ID).distinct().cache()
-    if users.count() == 0:
-        raise ValueError(f"training set with cut-off {cutoff}: no user with history before it has a label "
-                         f"({'/'.join(ranker.relevant_event_types)} event in the label window)")
-    inputs = features_before(spark, cfg, before, cutoff)
-    with Staging(spark, staging_root(cfg, "training_examples", path)) as staging:
+    with CacheScope() as scope, Staging(spark, staging_root(cfg, "training_examples", path)) as staging:
+        truth = scope.cache(truth)
+        users = scope.cache(truth.select(S.USER_ID).distinct())
+        if users.count() == 0:
+            raise ValueError(f"training set with cut-off {cutoff}: no user with history before it has a label "
+                             f"({'/'.join(ranker.relevant_event_types)} event in the label window)")
+        inputs = features_before(spark, cfg, before, cutoff, scope)
         # Staged with its lineage cut: the plan behind it (five candidate sources, profiles, ALS,
         # FP-Growth) is deep enough to overflow the driver's stack when planned again, and it is
         # read four times below.
@@ -168,8 +172,6 @@ def write_examples(spark: SparkSession, cfg: Config, before: DataFrame, truth: D
         counts["users"] = users.count()
         counts["candidates_with_label_1"] = examples.where((F.col(X.LABEL) == 1) & (F.col("n_sources") > 0)).count()
         counts["positives_reachable_share"] = counts["candidates_with_label_1"] / max(truth.count(), 1)
-        for df in (truth, users):
-            df.unpersist()
     return counts, spec
 
 

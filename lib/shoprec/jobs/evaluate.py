@@ -50,6 +50,7 @@ from shoprec.models import search as Q
 from shoprec.models.content import content_features, content_similar_items, recommend_by_content
 from shoprec.models.popularity import ALL, SCOPE, popular_items, popularity_score, recommend_popular
 from shoprec.models.ranker.train import local_path
+from shoprec.spark import CacheScope
 from shoprec.tracking import StageClock, job_run, write_report
 
 JOB = "evaluate"
@@ -60,14 +61,16 @@ log = logging.getLogger(__name__)
 
 def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: DataFrame,
                              train_interactions: DataFrame, users: DataFrame, cutoff: str, depth: int,
-                             tracking, clock: StageClock, staging: Staging) -> tuple[dict[str, DataFrame], dict]:
+                             tracking, clock: StageClock, staging: Staging,
+                             scope: CacheScope) -> tuple[dict[str, DataFrame], dict]:
     """Each recommender's top ``depth`` for ``users``, every one built from ``train_events`` only,
     and the backtest ranker (see :func:`backtest_pipeline`). Recommendations other than the
-    pipeline's are lazy: their cost shows in the clock's ``compare`` stage."""
+    pipeline's are lazy: their cost shows in the clock's ``compare`` stage. What they read more
+    than once is cached in ``scope``, which must outlive them."""
     profiles = cfg.profiles
     as_of = dt.datetime.combine(dt.date.fromisoformat(cutoff), dt.time())
     excluded = exclusions(train_interactions, cfg.als.exclude)
-    items = P.item_profile(train_events, as_of, profiles.windows_days, profiles.half_life_days).cache()
+    items = scope.cache(P.item_profile(train_events, as_of, profiles.windows_days, profiles.half_life_days))
 
     popular = popular_items(items, profiles.interaction_weights, depth + cfg.als.max_excluded)
     recs = {"popularity": recommend_popular(popular.where(F.col(SCOPE) == ALL), users, excluded, depth)}
@@ -79,7 +82,7 @@ def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: Dat
     als = A.train_recommender(train_interactions, best, cfg.als.seed, A.solver_for(cfg.als))
     recs["als"] = als.recommend(users, excluded, depth)
 
-    baskets = R.purchase_baskets(train_events, cfg.rules.basket).cache()
+    baskets = scope.cache(R.purchase_baskets(train_events, cfg.rules.basket))
     support = R.effective_min_support(baskets.count(), cfg.rules.min_support, cfg.rules.min_basket_count)
     _, rules = R.mine_rules(baskets, support, cfg.rules.min_confidence)
     history = train_interactions.where((F.col("n_purchase") > 0) | (F.col("n_cart") > 0))
@@ -89,12 +92,13 @@ def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: Dat
     recs["content"] = recommend_by_content(train_interactions.join(users, S.USER_ID), similar, excluded, depth)
     clock.lap("baselines")
     recs["pipeline"], ranker = backtest_pipeline(spark, cfg, train_events, users, cutoff, depth, tracking, clock,
-                                                 staging)
+                                                 staging, scope)
     return recs, ranker
 
 
 def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame, users: DataFrame, cutoff: str,
-                      depth: int, tracking, clock: StageClock, staging: Staging) -> tuple[DataFrame, dict]:
+                      depth: int, tracking, clock: StageClock, staging: Staging,
+                      scope: CacheScope) -> tuple[DataFrame, dict]:
     """The production pipeline (every candidate source, the ranker, the business rules) rebuilt
     from ``train_events`` only: the ranker learns from labels in the last ``ranker.label_days``
     before ``cutoff`` and features before those, then ranks candidates built from all of
@@ -116,7 +120,7 @@ def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame,
     tracking.log_metrics({"pipeline_best_val_auc": result["best_val_auc"], "pipeline_epochs": len(result["history"])})
     clock.lap("pipeline_ranker")
 
-    inputs = features_before(spark, cfg, train_events, cutoff)
+    inputs = features_before(spark, cfg, train_events, cutoff, scope)
     # Built once, as production reads them from tables: the pipeline's ranking and the search
     # backtest both use them, and each use of a lazy one would build it again.
     for name in ("affinity", "popular", "bought_together", "similar_items", "content_similar"):
@@ -167,33 +171,34 @@ def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, t
     ranker's order (``search_ranker``) against the text order alone (``search_text``: text score,
     then popularity), each averaged over every such search (no match scores zero)."""
     settings = cfg.evaluate
-    searches, followups = held_out_searches(events, cutoff, cfg.search.followup_event_types)
-    searches, followups = searches.cache(), followups.cache()
-    n_searches = searches.count()
-    tracking.log_metrics({"held_out_searches": n_searches})
-    if n_searches == 0:
-        log.info("evaluate: no search in the held-out window was followed by an item event; search not evaluated")
-        return []
-    # Searchers need not be among the held-out users the pipeline's ALS candidates were built for.
-    inputs = {**ranker["inputs"], "als_recs": als_candidates(cfg, ranker["inputs"], searches.select(S.USER_ID).distinct(),
-                                                             staging, "searchers_als_recs")}
-    popularity = inputs["item_profile"].select(S.ITEM_ID, popularity_score(cfg.profiles.interaction_weights).alias("score"))
-    matches = Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
-                            cfg.search.max_matches, popularity).cache()
-    depth = max([settings.k, *settings.ks])
-    orders = {"search_text": matches.where(F.col("text_rank") <= depth).withColumnRenamed("text_rank", "rank"),
-              "search_ranker": rerank(cfg, inputs, matches, ranker["model_path"], ranker["spec"], depth)}
-    rows = []
-    for model, ranked in orders.items():
-        # Cached: the metrics read it more than once, and the ranker's order costs a model pass.
-        ranked = ranked.select(Q.SEARCH_ID, S.ITEM_ID, "rank").cache()
-        at = ranking_metrics_at(ranked, followups, [settings.k, *settings.ks], user_col=Q.SEARCH_ID,
-                                require_recommendations=False)
-        ranked.unpersist()
-        rows += [{"model": model, "metric": m.split("@")[0], "k": k, "value": float(v)}
-                 for k, metrics in at.items() for m, v in metrics.items() if "@" in m]
-    for df in (searches, followups, matches):
-        df.unpersist()
+    with CacheScope() as scope:
+        searches, followups = held_out_searches(events, cutoff, cfg.search.followup_event_types)
+        searches, followups = scope.cache(searches), scope.cache(followups)
+        n_searches = searches.count()
+        tracking.log_metrics({"held_out_searches": n_searches})
+        if n_searches == 0:
+            log.info("evaluate: no search in the held-out window was followed by an item event; search not evaluated")
+            return []
+        # Searchers need not be among the held-out users the pipeline's ALS candidates were built for.
+        inputs = {**ranker["inputs"], "als_recs": als_candidates(cfg, ranker["inputs"],
+                                                                 searches.select(S.USER_ID).distinct(),
+                                                                 staging, "searchers_als_recs")}
+        popularity = inputs["item_profile"].select(S.ITEM_ID,
+                                                   popularity_score(cfg.profiles.interaction_weights).alias("score"))
+        matches = scope.cache(Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
+                                            cfg.search.max_matches, popularity))
+        depth = max([settings.k, *settings.ks])
+        orders = {"search_text": matches.where(F.col("text_rank") <= depth).withColumnRenamed("text_rank", "rank"),
+                  "search_ranker": rerank(cfg, inputs, matches, ranker["model_path"], ranker["spec"], depth)}
+        rows = []
+        for model, ranked in orders.items():
+            # Cached: the metrics read it more than once, and the ranker's order costs a model pass.
+            with CacheScope() as ranked_scope:
+                ranked = ranked_scope.cache(ranked.select(Q.SEARCH_ID, S.ITEM_ID, "rank"))
+                at = ranking_metrics_at(ranked, followups, [settings.k, *settings.ks], user_col=Q.SEARCH_ID,
+                                        require_recommendations=False)
+            rows += [{"model": model, "metric": m.split("@")[0], "k": k, "value": float(v)}
+                     for k, metrics in at.items() for m, v in metrics.items() if "@" in m]
     return rows
 
 
@@ -201,7 +206,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
     """Backtest every recommender on the held-out window; return the metric rows written."""
     settings = cfg.evaluate
     depth = max([settings.k, *settings.ks])
-    with job_run(cfg, JOB, run_date, extra_params={"run_date": run_date}) as tracking:
+    with job_run(cfg, JOB, run_date, extra_params={"run_date": run_date}) as tracking, CacheScope() as scope:
         clock = StageClock()
         lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date}
         # One read of the events serves the hold-out, the new-user count and the search backtest.
@@ -209,10 +214,10 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
         holdout = time_holdout(events, run_date, settings.holdout_days,
                                settings.relevant_event_types, cfg.profiles.interaction_weights,
                                cfg.profiles.interaction_half_life_days)
-        train_events = holdout.train_events.cache()
-        train_interactions = holdout.train_interactions.cache()
-        truth = holdout.truth.cache()
-        users = truth.select(S.USER_ID).distinct().cache()
+        train_events = scope.cache(holdout.train_events)
+        train_interactions = scope.cache(holdout.train_interactions)
+        truth = scope.cache(holdout.truth)
+        users = scope.cache(truth.select(S.USER_ID).distinct())
         n_users = users.count()
         tracking.set_tags({"shoprec.cutoff": holdout.cutoff})
         # Users whose first relevant event falls in the window have no history to learn from: the
@@ -230,7 +235,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
         # The backtest's intermediate results, staged on shared storage (they outlive an executor).
         with Staging(spark, staging_root(cfg, JOB, run_date)) as staging:
             recs, ranker = backtest_recommendations(spark, cfg, train_events, train_interactions, users,
-                                                    holdout.cutoff, depth, tracking, clock, staging)
+                                                    holdout.cutoff, depth, tracking, clock, staging, scope)
             catalogue = train_events.where(F.col(S.ITEM_ID).isNotNull()).groupBy(S.ITEM_ID).agg(
                 F.max_by(S.CATEGORY, F.when(F.col(S.CATEGORY).isNotNull(), F.col(S.EVENT_TIME))).alias(S.CATEGORY))
             rows = compare_recommenders(recs, truth, train_interactions.select(S.USER_ID, S.ITEM_ID), catalogue,
@@ -249,8 +254,6 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> list[dict]:
         tracking.log_metrics({f"{r['model']}_{r['metric']}_at_{r['k']}": r["value"] for r in rows + search_rows})
         tracking.log_figure(plot_metric_bars(rows, settings.k), "metric_bars.png")
         tracking.log_figure(plot_precision_recall(rows), "precision_recall_at_k.png")
-        for df in (train_events, train_interactions, truth, users):
-            df.unpersist()
         clock.lap("report")
         tracking.log_metrics(clock.seconds)
         log.info("evaluate %s: stage seconds %s", run_date, clock.seconds)

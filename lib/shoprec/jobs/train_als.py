@@ -33,6 +33,7 @@ from shoprec.io.tables import read_snapshot, write_snapshot
 from shoprec.jobs.build_profiles import INTERACTIONS, ITEM_PROFILE, USER_PROFILE, events_as_of
 from shoprec.jobs.common import job_parser, run_main
 from shoprec.models import als as A
+from shoprec.spark import CacheScope
 from shoprec.tracking import JobRun, job_run, write_report
 
 JOB = "train_als"
@@ -70,23 +71,22 @@ def tune_on_holdout(spark: SparkSession, cfg: Config, run_date: str, tracking: J
     holdout = time_holdout(events, run_date, settings.validation_days,
                            settings.relevant_event_types, cfg.profiles.interaction_weights,
                            cfg.profiles.interaction_half_life_days)
-    train = holdout.train_interactions.cache()
-    truth = holdout.truth.cache()
-    truth_users = truth.select(S.USER_ID).distinct().count()
-    if len(grid) == 1 or truth_users == 0:
-        log.warning("train_als %s: %s; using %s without tuning", run_date,
-                    "one grid point" if len(grid) == 1 else "no held-out users with history", grid[0])
-        return grid[0], []
+    with CacheScope() as scope:
+        train = scope.cache(holdout.train_interactions)
+        truth = scope.cache(holdout.truth)
+        truth_users = truth.select(S.USER_ID).distinct().count()
+        if len(grid) == 1 or truth_users == 0:
+            log.warning("train_als %s: %s; using %s without tuning", run_date,
+                        "one grid point" if len(grid) == 1 else "no held-out users with history", grid[0])
+            return grid[0], []
 
-    def record(params: A.AlsParams, metrics: dict[str, float]) -> None:
-        name = f"als-rank{params.rank}-reg{params.reg_param}-alpha{params.alpha}"
-        tracking.log_child_run(name, params.as_dict(), {k.replace("@", "_at_"): v for k, v in metrics.items()})
-        log.info("train_als %s: %s -> %s", run_date, params, metrics)
+        def record(params: A.AlsParams, metrics: dict[str, float]) -> None:
+            name = f"als-rank{params.rank}-reg{params.reg_param}-alpha{params.alpha}"
+            tracking.log_child_run(name, params.as_dict(), {k.replace("@", "_at_"): v for k, v in metrics.items()})
+            log.info("train_als %s: %s -> %s", run_date, params, metrics)
 
-    results = A.tune(train, truth, exclusions(train, settings.exclude), grid, TUNING_K, settings.seed,
-                     A.solver_for(settings), on_trial=record)
-    train.unpersist()
-    truth.unpersist()
+        results = A.tune(train, truth, exclusions(train, settings.exclude), grid, TUNING_K, settings.seed,
+                         A.solver_for(settings), on_trial=record)
     best = A.best_params(results, f"{settings.tuning_metric}@{TUNING_K}")
     tracking.log_metrics({"validation_users": truth_users, "grid_points": len(grid)})
     return best, results

@@ -19,6 +19,7 @@ from shoprec import schemas as S
 from shoprec.config import AlsConfig
 from shoprec.evaluation.ranking import RANK
 from shoprec.models.neighbours import nearest_neighbours, top_unexcluded
+from shoprec.spark import CacheScope
 
 USER_INDEX = "user_index"
 ITEM_INDEX = "item_index"
@@ -195,15 +196,15 @@ def tune(train: DataFrame, truth: DataFrame, exclude: DataFrame | None, grid: li
     """
     from shoprec.evaluation.ranking import ranking_metrics
 
-    users = truth.select(S.USER_ID).distinct().cache()
     results = []
-    for params in grid:
-        recommender = train_recommender(train, params, seed, solver, strength_col)
-        metrics = ranking_metrics(recommender.recommend(users, exclude, k), truth, k)
-        results.append((params, metrics))
-        if on_trial is not None:
-            on_trial(params, metrics)
-    users.unpersist()
+    with CacheScope() as scope:
+        users = scope.cache(truth.select(S.USER_ID).distinct())
+        for params in grid:
+            recommender = train_recommender(train, params, seed, solver, strength_col)
+            metrics = ranking_metrics(recommender.recommend(users, exclude, k), truth, k)
+            results.append((params, metrics))
+            if on_trial is not None:
+                on_trial(params, metrics)
     return results
 
 
