@@ -24,7 +24,8 @@ wheel=$(ls "$WHEEL_CACHE"/horovod-0.28.1-*.whl 2>/dev/null | head -n1 || true)
 [ -n "$wheel" ] || { echo "package-env: no Horovod wheel in $WHEEL_CACHE: run 'make setup' first" >&2; exit 1; }
 
 archive="$DIST/shoprec-env.tar.gz"
-key=$({ cat requirements/jobs.txt "$0"; sha256sum "$wheel"; "$PYTHON" -VV; echo "$PYTHON ${PYTHON_PREFIX:-}"; } \
+# (This script by its path from the repository root: "$0" may be relative to where it was started.)
+key=$({ cat requirements/jobs.txt scripts/package_env.sh; sha256sum "$wheel"; "$PYTHON" -VV; echo "$PYTHON ${PYTHON_PREFIX:-}"; } \
       | sha256sum | cut -c1-16)
 cached="$ENV_CACHE/shoprec-env-$key.tar.gz"
 mkdir -p "$DIST"

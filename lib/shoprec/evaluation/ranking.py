@@ -226,13 +226,18 @@ def beyond_accuracy_metrics(
         ``{"coverage@k": …, "diversity@k": …, "novelty@k": …}``.
     """
     S.require_columns(recommendations, [user_col, item_col, rank_col], "beyond_accuracy_metrics: recommendations")
-    if reference is None:
-        if catalogue is None or training is None:
-            raise ValueError("beyond_accuracy_metrics: pass either catalogue and training, or their reference")
-        with CacheScope() as scope:
-            reference = beyond_accuracy_reference(catalogue, training, scope, user_col, item_col, category_col)
-            return beyond_accuracy_metrics(recommendations, k, user_col=user_col, item_col=item_col,
-                                           rank_col=rank_col, reference=reference)
+    if reference is not None:
+        return _beyond_accuracy(recommendations, k, reference, user_col, item_col, rank_col)
+    if catalogue is None or training is None:
+        raise ValueError("beyond_accuracy_metrics: pass either catalogue and training, or their reference")
+    with CacheScope() as scope:
+        reference = beyond_accuracy_reference(catalogue, training, scope, user_col, item_col, category_col)
+        return _beyond_accuracy(recommendations, k, reference, user_col, item_col, rank_col)
+
+
+def _beyond_accuracy(recommendations: DataFrame, k: int, reference: BeyondAccuracyReference, user_col: str,
+                     item_col: str, rank_col: str) -> dict[str, float]:
+    """:func:`beyond_accuracy_metrics` against a reference counted already."""
     recs = top_k(recommendations, k, user_col, rank_col).select(user_col, item_col).distinct()
     recommended = recs.select(item_col).distinct().count()
     coverage = recommended / reference.catalogue_size if reference.catalogue_size else 0.0
