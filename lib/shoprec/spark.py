@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import DataFrame, SparkSession
@@ -92,6 +93,7 @@ class CacheScope:
 
     def __init__(self) -> None:
         self._held: list[DataFrame] = []
+        self._releases: list[Callable[[], None]] = []
 
     def cache(self, df: DataFrame) -> DataFrame:
         """``df`` cached (lazily, as ``DataFrame.cache``), to be released with the scope."""
@@ -102,11 +104,18 @@ class CacheScope:
         self._held.append(cached)
         return cached
 
+    def on_release(self, release: Callable[[], None]) -> None:
+        """Call ``release`` when the scope ends: for what the work cached that is not a
+        DataFrame's own cache (a fitted model's persisted factors, say)."""
+        self._releases.append(release)
+
     def release(self) -> None:
-        """Unpersist everything this scope cached."""
+        """Unpersist everything this scope cached, and run what was registered with :meth:`on_release`."""
         for df in self._held:
             df.unpersist()
         self._held.clear()
+        while self._releases:
+            self._releases.pop()()
 
     def __enter__(self) -> "CacheScope":
         return self

@@ -13,6 +13,7 @@ from shoprec.models.content import content_features, content_similar_items, reco
 from shoprec.models.neighbours import nearest_neighbours, top_unexcluded
 from shoprec.models.popularity import popular_items, recommend_popular
 from shoprec.models.segments import assign_segments, describe_segments, fit_segments
+from shoprec.spark import CacheScope
 
 
 def test_index_ids_are_dense_and_sorted(spark):
@@ -114,6 +115,46 @@ def test_als_recommends_unseen_items_of_similar_users(spark):
     similar = {(r.item_id, r.rank): r.similar_item_id for r in recommender.similar_items(1).collect()}
     assert similar[("x", 1)] in {"y", "z"}
     assert similar[("a", 1)] in {"b", "c", "d"}
+
+
+def persisted_rdds(spark) -> dict[int, str]:
+    """Every RDD the session holds persisted, by id, with its name (DataFrame caches included)."""
+    entries = spark.sparkContext._jsc.sc().getPersistentRDDs().iterator()
+    held = {}
+    while entries.hasNext():
+        entry = entries.next()
+        held[entry._1()] = entry._2().name()
+    return held
+
+
+@pytest.mark.parametrize("solver", ["mllib", "cg"])
+def test_a_released_als_recommender_leaves_nothing_cached_but_its_input(spark, solver):
+    if solver == "cg":
+        pytest.importorskip("implicit")
+    rows = [(f"u{u}", f"i{(u * 5 + j) % 9}", 1.0 + j) for u in range(12) for j in range(3)]
+    interactions = spark.createDataFrame(rows, "user_id string, item_id string, confidence double").cache()
+    interactions.count()
+    before = persisted_rdds(spark)
+    with CacheScope() as scope:
+        recommender = A.train_recommender(interactions, A.AlsParams(rank=3, reg_param=0.1, alpha=5.0, max_iter=2),
+                                          seed=4, solver=A.AlsSolver(solver, blocks=2), scope=scope)
+        assert len(recommender.recommend(interactions.select("user_id"), None, 2).collect()) == 24
+        fitted = set(persisted_rdds(spark)) - set(before)
+        # The id indices and both sides' factors.
+        assert len(fitted) >= 4
+    assert set(persisted_rdds(spark)) == set(before)
+    assert interactions.storageLevel.useMemory, "releasing the model dropped the cache it was fitted from"
+    interactions.unpersist()
+
+
+def test_tuning_releases_every_grid_points_model(spark):
+    rows = [(f"u{u}", f"i{(u * 5 + j) % 9}", 1.0 + j) for u in range(12) for j in range(3)]
+    train = spark.createDataFrame(rows, "user_id string, item_id string, confidence double")
+    truth = spark.createDataFrame([(f"u{u}", f"i{(u + 4) % 9}") for u in range(12)], "user_id string, item_id string")
+    before = set(persisted_rdds(spark))
+    results = A.tune(train, truth, None, A.param_grid([2, 3], [0.1], [5.0], 2), 3, seed=1)
+    assert [p.rank for p, _ in results] == [2, 3] and all(0 <= m["ndcg@3"] <= 1 for _, m in results)
+    assert set(persisted_rdds(spark)) == before
 
 
 def test_best_params_picks_the_highest_metric():

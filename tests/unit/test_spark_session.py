@@ -40,3 +40,14 @@ def test_a_cache_scope_releases_only_what_it_cached(spark):
     assert not is_cached(own)
     assert is_cached(callers), "the scope released a cache entry its caller made"
     callers.unpersist()
+
+
+def test_a_cache_scope_runs_what_was_registered_for_its_end_once():
+    released = []
+    scope = CacheScope()
+    scope.on_release(lambda: released.append("factors"))
+    scope.on_release(lambda: released.append("indices"))
+    assert released == []
+    scope.release()
+    scope.release()
+    assert sorted(released) == ["factors", "indices"]

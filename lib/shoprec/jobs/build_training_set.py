@@ -71,8 +71,8 @@ def features_before(spark: SparkSession, cfg: Config, before: DataFrame, cutoff:
     users = assign_segments(fit_segments(users, min(profiles.segments, max(users.count(), 1)), profiles.seed), users)
     items = scope.cache(P.item_profile(window, as_of, profiles.windows_days, profiles.half_life_days))
 
-    als = A.train_recommender(interactions, A.AlsParams(ranker.als_rank, ranker.als_reg_param, ranker.als_alpha,
-                                                        cfg.als.max_iter), cfg.als.seed, A.solver_for(cfg.als))
+    params = A.AlsParams(ranker.als_rank, ranker.als_reg_param, ranker.als_alpha, cfg.als.max_iter)
+    als = A.train_recommender(interactions, params, cfg.als.seed, A.solver_for(cfg.als), scope=scope)
     limits = ranker.candidates
     inputs = {
         "interactions": interactions, "user_profile": users, "item_profile": items, "als": als,

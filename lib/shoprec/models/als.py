@@ -161,6 +161,13 @@ class AlsRecommender:
         return (ranked.join(self.users, USER_INDEX).join(self.items, ITEM_INDEX)
                 .select(S.USER_ID, RANK, S.ITEM_ID, SCORE))
 
+    def release(self) -> None:
+        """Free what fitting cached: the id indices and the model's factors. Nothing built from
+        this recommender can be computed afterwards without fitting again."""
+        self.users.unpersist()
+        self.items.unpersist()
+        release_factors(self.model)
+
     def similar_items(self, k: int) -> DataFrame:
         """Each item's ``k`` most similar items by cosine of ALS item factors.
 
@@ -172,15 +179,46 @@ class AlsRecommender:
                 .select(S.ITEM_ID, RANK, SIMILAR_ITEM_ID, SCORE))
 
 
+def release_factors(model: ALSModel) -> None:
+    """Unpersist a fitted model's user and item factors.
+
+    The CG solver's factors are cached DataFrames. MLlib's are RDDs it persisted itself, named
+    ``userFactors`` and ``itemFactors``, under DataFrames that are not cached: they are found in
+    the DataFrames' lineage, which is followed no further than the first persisted RDD on each
+    path, so nothing the model was fitted from is touched.
+    """
+    for factors in (model.userFactors, model.itemFactors):
+        factors.unpersist()
+        pending = [factors._jdf.queryExecution().toRdd()]
+        while pending:
+            rdd = pending.pop()
+            level = rdd.getStorageLevel()
+            if level.useMemory() or level.useDisk():
+                if rdd.name() in ("userFactors", "itemFactors"):
+                    rdd.unpersist(False)
+                continue
+            dependencies = rdd.dependencies().iterator()
+            while dependencies.hasNext():
+                pending.append(dependencies.next().rdd())
+
+
 def train_recommender(interactions: DataFrame, params: AlsParams, seed: int, solver: AlsSolver = AlsSolver(),
-                      strength_col: str = STRENGTH) -> AlsRecommender:
-    """Index ids and fit ALS on ``(user_id, item_id, strength_col)`` rows."""
+                      strength_col: str = STRENGTH, scope: CacheScope | None = None) -> AlsRecommender:
+    """Index ids and fit ALS on ``(user_id, item_id, strength_col)`` rows.
+
+    Args:
+        scope: released with this scope: the id indices and the factors the fit cached (without
+            one they stay cached until :meth:`AlsRecommender.release` or the session's end).
+    """
     S.require_columns(interactions, [S.USER_ID, S.ITEM_ID, strength_col], "train_recommender")
     users = index_ids(interactions, S.USER_ID, USER_INDEX).cache()
     items = index_ids(interactions, S.ITEM_ID, ITEM_INDEX).cache()
     indexed = (interactions.join(users, S.USER_ID).join(items, S.ITEM_ID)
                .select(USER_INDEX, ITEM_INDEX, F.col(strength_col).cast("float").alias(STRENGTH)))
-    return AlsRecommender(fit_als(indexed, params, seed, solver=solver), users, items, params)
+    recommender = AlsRecommender(fit_als(indexed, params, seed, solver=solver), users, items, params)
+    if scope is not None:
+        scope.on_release(recommender.release)
+    return recommender
 
 
 def tune(train: DataFrame, truth: DataFrame, exclude: DataFrame | None, grid: list[AlsParams], k: int, seed: int,
@@ -202,6 +240,9 @@ def tune(train: DataFrame, truth: DataFrame, exclude: DataFrame | None, grid: li
         for params in grid:
             recommender = train_recommender(train, params, seed, solver, strength_col)
             metrics = ranking_metrics(recommender.recommend(users, exclude, k), truth, k)
+            # Each point's factors and indices go once it is scored: a grid's worth would crowd
+            # the executors' storage memory, spilling to disk what later points need.
+            recommender.release()
             results.append((params, metrics))
             if on_trial is not None:
                 on_trial(params, metrics)
