@@ -36,3 +36,30 @@ def test_a_tiny_model_fits_a_tiny_set():
     history = model.fit(features, label, epochs=60, batch_size=128, verbose=0)
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
     assert history.history["auc"][-1] > 0.97
+
+
+def test_scoring_on_spark_gives_the_models_probabilities_and_keeps_every_column_but_dense(spark, tmp_path):
+    from shoprec.jobs.score import score_with_model
+
+    model = build_ranker(RankerSpec(categorical={"user": 20, "item": 30}, dense=["a", "b", "c"], hidden_units=[8],
+                                    seed=5))
+    model.save(str(tmp_path / "model"))
+    features, _ = batch(300, np.random.default_rng(2))
+    expected = 1.0 / (1.0 + np.exp(-model(features, training=False).numpy().astype("float64")))
+    rows = [(f"u{n}", int(features["user"][n]), int(features["item"][n]), [float(x) for x in features["dense"][n]])
+            for n in range(300)]
+    examples = spark.createDataFrame(rows, "user_id string, user int, item int, dense array<float>").repartition(3)
+    scored = score_with_model(examples, str(tmp_path / "model"), ["user", "item"])
+    assert scored.columns == ["user_id", "user", "item", "score"]
+    got = {r.user_id: r.score for r in scored.collect()}
+    np.testing.assert_allclose([got[f"u{n}"] for n in range(300)], expected, rtol=1e-5)
+
+
+def test_scoring_refuses_dense_vectors_of_different_lengths(spark, tmp_path):
+    from shoprec.jobs.score import score_with_model
+
+    model = build_ranker(RankerSpec(categorical={"user": 20}, dense=["a", "b"], hidden_units=[4]))
+    model.save(str(tmp_path / "model"))
+    examples = spark.createDataFrame([(1, [0.1, 0.2]), (2, [0.3])], "user int, dense array<float>").coalesce(1)
+    with pytest.raises(Exception, match="dense vector of the same length"):
+        score_with_model(examples, str(tmp_path / "model"), ["user"]).collect()

@@ -56,29 +56,45 @@ def latest_model(cfg: Config, run_date: str) -> Path:
 
 
 def score_with_model(examples: DataFrame, model_dir: str, categorical: list[str]) -> DataFrame:
-    """``examples`` (with the categorical columns and ``dense``) plus ``score double``, computed on
-    the executors; the model is loaded once per Python worker."""
+    """``examples`` (with the categorical columns and ``dense``) with ``dense`` replaced by
+    ``score double``, computed on the executors; the model is loaded once per Python worker.
+
+    The rows travel to Python and back as Arrow batches (``mapInArrow``): each batch's columns
+    become the model's input arrays without a pandas row of Python objects per example, and the
+    dense vectors, which nothing after the model reads, are not sent back.
+    """
+    if "dense" not in examples.columns:
+        raise ValueError("score_with_model: examples have no 'dense' column (see features.standardise)")
+    kept = [f for f in examples.schema.fields if f.name != "dense"]
 
     def predict(batches):
         import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import tensorflow as tf
 
         model = _MODELS.get(model_dir)
         if model is None:
             model = _MODELS[model_dir] = tf.keras.models.load_model(model_dir, compile=False)
         for batch in batches:
-            if batch.empty:
+            if batch.num_rows == 0:
                 continue
-            inputs = {name: batch[name].to_numpy().astype("int32") for name in categorical}
-            inputs["dense"] = np.stack(batch["dense"].to_numpy()).astype("float32")
-            logits = model(inputs, training=False).numpy()
+            dense = batch.column("dense")
+            lengths = pc.list_value_length(dense)
+            if dense.null_count or pc.min(lengths).as_py() != pc.max(lengths).as_py():
+                raise ValueError("score_with_model: every example needs a dense vector of the same length")
+            inputs = {name: batch.column(name).to_numpy(zero_copy_only=False).astype("int32") for name in categorical}
+            inputs["dense"] = dense.flatten().to_numpy(zero_copy_only=False).astype("float32").reshape(
+                batch.num_rows, -1)
+            logits = model(inputs, training=False).numpy().reshape(-1).astype("float64")
             # The logistic function in its overflow-free form.
-            yield batch.assign(score=0.5 * (1.0 + np.tanh(0.5 * logits.astype("float64"))))
+            score = pa.array(0.5 * (1.0 + np.tanh(0.5 * logits)), pa.float64())
+            yield pa.RecordBatch.from_arrays([batch.column(f.name) for f in kept] + [score],
+                                             names=[f.name for f in kept] + ["score"])
 
     from pyspark.sql import types as T
 
-    schema = T.StructType([*examples.schema.fields, T.StructField("score", T.DoubleType())])
-    return examples.mapInPandas(predict, schema)
+    return examples.mapInArrow(predict, T.StructType([*kept, T.StructField("score", T.DoubleType())]))
 
 
 def explain(scored: DataFrame) -> DataFrame:

@@ -37,6 +37,7 @@ from shoprec.jobs.score import inputs_as_of, latest_model, load_spec, score_with
 from shoprec.models import search as Q
 from shoprec.models.popularity import popularity_score
 from shoprec.models.ranker import features as X
+from shoprec.spark import CacheScope
 from shoprec.tracking import job_run
 
 JOB = "search_rerank"
@@ -109,13 +110,16 @@ def run(spark: SparkSession, cfg: Config, run_date: str, searches_path: str | No
     model_root = latest_model(cfg, run_date)
     spec = load_spec(cfg, model_root)
     params = {"run_date": run_date, "model": str(model_root), "searches": searches_path or "events_clean"}
-    with job_run(cfg, JOB, run_date, extra_params=params) as tracking:
+    with job_run(cfg, JOB, run_date, extra_params=params) as tracking, CacheScope() as scope:
         inputs = inputs_as_of(spark, cfg, run_date)
-        searches = (read_searches(spark, searches_path) if searches_path
-                    else recent_searches(events_as_of(spark, cfg, run_date), run_date, cfg.search.days)).cache()
-        matches = Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
-                                cfg.search.max_matches,
-                                inputs["item_profile"].select(S.ITEM_ID, popularity_score(cfg.profiles.interaction_weights).alias("score")))
+        searches = scope.cache(read_searches(spark, searches_path) if searches_path
+                               else recent_searches(events_as_of(spark, cfg, run_date), run_date, cfg.search.days))
+        popularity = inputs["item_profile"].select(S.ITEM_ID,
+                                                   popularity_score(cfg.profiles.interaction_weights).alias("score"))
+        # Cached: rerank reads the matches twice (the pairs to score, then the order), and each
+        # read would match every query against the catalogue's words again.
+        matches = scope.cache(Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
+                                            cfg.search.max_matches, popularity))
         results = rerank(cfg, inputs, matches, str(Path(model_root) / "model"), spec, cfg.search.top_k)
         lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "model": str(model_root)}
         write_snapshot(results.select(S.USER_ID, S.QUERY, "rank", S.ITEM_ID, "score", Q.TEXT_SCORE),
@@ -126,7 +130,6 @@ def run(spark: SparkSession, cfg: Config, run_date: str, searches_path: str | No
         counts = {"searches": n_searches, "searches_with_results": answered,
                   "searches_without_match": n_searches - answered, "rows": written.count()}
         tracking.log_metrics(counts)
-        searches.unpersist()
         log.info("search_rerank %s with %s: %s", run_date, model_root, counts)
         return counts
 
