@@ -136,7 +136,8 @@ def test_a_released_als_recommender_leaves_nothing_cached_but_its_input(spark, s
     interactions.count()
     before = persisted_rdds(spark)
     with CacheScope() as scope:
-        recommender = A.train_recommender(interactions, A.AlsParams(rank=3, reg_param=0.1, alpha=5.0, max_iter=2),
+        # Twelve iterations: the lineage the release looks through has 2^24 paths for the CG solver.
+        recommender = A.train_recommender(interactions, A.AlsParams(rank=3, reg_param=0.1, alpha=5.0, max_iter=12),
                                           seed=4, solver=A.AlsSolver(solver, blocks=2), scope=scope)
         assert len(recommender.recommend(interactions.select("user_id"), None, 2).collect()) == 24
         fitted = set(persisted_rdds(spark)) - set(before)

@@ -185,13 +185,18 @@ def release_factors(model: ALSModel) -> None:
     The CG solver's factors are cached DataFrames. MLlib's are RDDs it persisted itself, named
     ``userFactors`` and ``itemFactors``, under DataFrames that are not cached: they are found in
     the DataFrames' lineage, which is followed no further than the first persisted RDD on each
-    path, so nothing the model was fitted from is touched.
+    path, so nothing the model was fitted from is touched. Each RDD is visited once: an
+    iterative fit's lineage shares its ancestors between paths, whose number doubles with every
+    iteration.
     """
     for factors in (model.userFactors, model.itemFactors):
         factors.unpersist()
-        pending = [factors._jdf.queryExecution().toRdd()]
+        pending, seen = [factors._jdf.queryExecution().toRdd()], set()
         while pending:
             rdd = pending.pop()
+            if rdd.id() in seen:
+                continue
+            seen.add(rdd.id())
             level = rdd.getStorageLevel()
             if level.useMemory() or level.useDisk():
                 if rdd.name() in ("userFactors", "itemFactors"):
