@@ -127,12 +127,17 @@ def persisted_rdds(spark) -> dict[int, str]:
     return held
 
 
+def small_interactions(spark):
+    """Twelve users, three of nine items each: enough for a few-factor fit."""
+    rows = [(f"u{u}", f"i{(u * 5 + j) % 9}", 1.0 + j) for u in range(12) for j in range(3)]
+    return spark.createDataFrame(rows, "user_id string, item_id string, confidence double")
+
+
 @pytest.mark.parametrize("solver", ["mllib", "cg"])
 def test_a_released_als_recommender_leaves_nothing_cached_but_its_input(spark, solver):
     if solver == "cg":
         pytest.importorskip("implicit")
-    rows = [(f"u{u}", f"i{(u * 5 + j) % 9}", 1.0 + j) for u in range(12) for j in range(3)]
-    interactions = spark.createDataFrame(rows, "user_id string, item_id string, confidence double").cache()
+    interactions = small_interactions(spark).cache()
     interactions.count()
     before = persisted_rdds(spark)
     with CacheScope() as scope:
@@ -149,12 +154,21 @@ def test_a_released_als_recommender_leaves_nothing_cached_but_its_input(spark, s
 
 
 def test_tuning_releases_every_grid_points_model(spark):
-    rows = [(f"u{u}", f"i{(u * 5 + j) % 9}", 1.0 + j) for u in range(12) for j in range(3)]
-    train = spark.createDataFrame(rows, "user_id string, item_id string, confidence double")
+    train = small_interactions(spark)
     truth = spark.createDataFrame([(f"u{u}", f"i{(u + 4) % 9}") for u in range(12)], "user_id string, item_id string")
     before = set(persisted_rdds(spark))
     results = A.tune(train, truth, None, A.param_grid([2, 3], [0.1], [5.0], 2), 3, seed=1)
     assert [p.rank for p, _ in results] == [2, 3] and all(0 <= m["ndcg@3"] <= 1 for _, m in results)
+    assert set(persisted_rdds(spark)) == before
+
+
+def test_tuning_releases_a_grid_points_model_when_scoring_it_fails(spark):
+    train = small_interactions(spark)
+    # No item column: the fit succeeds, scoring it against this truth cannot.
+    truth = spark.createDataFrame([(f"u{u}", f"i{(u + 4) % 9}") for u in range(12)], "user_id string, product string")
+    before = set(persisted_rdds(spark))
+    with pytest.raises(Exception, match="item_id"):
+        A.tune(train, truth, None, A.param_grid([2], [0.1], [5.0], 2), 3, seed=1)
     assert set(persisted_rdds(spark)) == before
 
 

@@ -243,11 +243,11 @@ def tune(train: DataFrame, truth: DataFrame, exclude: DataFrame | None, grid: li
     with CacheScope() as scope:
         users = scope.cache(truth.select(S.USER_ID).distinct())
         for params in grid:
-            recommender = train_recommender(train, params, seed, solver, strength_col)
-            metrics = ranking_metrics(recommender.recommend(users, exclude, k), truth, k)
-            # Each point's factors and indices go once it is scored: a grid's worth would crowd
-            # the executors' storage memory, spilling to disk what later points need.
-            recommender.release()
+            # Each point's factors and indices go once it is scored (or fails): a grid's worth
+            # would crowd the executors' storage memory, spilling to disk what later points need.
+            with CacheScope() as point:
+                recommender = train_recommender(train, params, seed, solver, strength_col, scope=point)
+                metrics = ranking_metrics(recommender.recommend(users, exclude, k), truth, k)
             results.append((params, metrics))
             if on_trial is not None:
                 on_trial(params, metrics)
