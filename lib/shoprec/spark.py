@@ -7,10 +7,11 @@ plain Python process (``shoprec run ...``), which is how the embedded local defa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import DataFrame, SparkSession
@@ -75,6 +76,30 @@ def build_session(cfg: SparkConfig, app_name: str | None = None) -> SparkSession
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+# Spark packs a scan's files into about one task per core by default (at most
+# spark.sql.files.maxPartitionBytes each).
+FILE_SPLITS_CONF = "spark.sql.files.minPartitionNum"
+
+
+@contextlib.contextmanager
+def file_tasks_per_core(spark: SparkSession, tasks: int) -> Iterator[None]:
+    """Scans run inside split their input into at least ``tasks`` tasks per core of the session.
+
+    Compressed text files cannot be split within a file, and Spark packs whole files into about
+    one task per core: when the work per row is heavy, one task left last keeps a single core
+    busy while the others idle. Smaller tasks even that out. A ``spark.sql.files.minPartitionNum``
+    the session sets already is left as it is.
+    """
+    if spark.conf.get(FILE_SPLITS_CONF, None) is not None:
+        yield
+        return
+    spark.conf.set(FILE_SPLITS_CONF, str(tasks * spark.sparkContext.defaultParallelism))
+    try:
+        yield
+    finally:
+        spark.conf.unset(FILE_SPLITS_CONF)
 
 
 def submitted_conf() -> dict[str, str]:

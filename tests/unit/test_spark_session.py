@@ -1,10 +1,12 @@
 """Driver launch settings from the config are reported when spark-submit did not get them; a cache
-scope releases what it cached and nothing else."""
+scope releases what it cached and nothing else; scans split finer inside ``file_tasks_per_core``."""
 
 from __future__ import annotations
 
+import gzip
+
 from shoprec.config import SparkConfig
-from shoprec.spark import CacheScope, late_launch_settings
+from shoprec.spark import FILE_SPLITS_CONF, CacheScope, file_tasks_per_core, late_launch_settings
 
 
 def test_launch_settings_missing_from_spark_submit_are_named_with_the_option_to_use():
@@ -51,3 +53,39 @@ def test_a_cache_scope_runs_what_was_registered_for_its_end_once():
     scope.release()
     scope.release()
     assert sorted(released) == ["factors", "indices"]
+
+
+def gzipped_lines(tmp_path, files: int) -> str:
+    for n in range(files):
+        with gzip.open(tmp_path / f"part-{n:02d}.txt.gz", "wt") as out:
+            out.write("".join(f"{n},{line}\n" for line in range(100)))
+    return str(tmp_path)
+
+
+def test_scans_inside_file_tasks_per_core_get_that_many_tasks_per_core_and_the_setting_goes_after(spark, tmp_path):
+    path = gzipped_lines(tmp_path, 12)
+    cores = spark.sparkContext.defaultParallelism
+    assert spark.conf.get(FILE_SPLITS_CONF, None) is None
+    default_tasks = spark.read.text(path).rdd.getNumPartitions()
+    with file_tasks_per_core(spark, 4):
+        finer = spark.read.text(path)
+        # Spark packs small files by size plus an opening cost of 4 MB each: two of these files a task
+        # at 4 x 2 tasks' worth of bytes, against six a task by default.
+        assert finer.rdd.getNumPartitions() >= 12 // 2 > default_tasks
+        assert spark.conf.get(FILE_SPLITS_CONF) == str(4 * cores)
+        assert finer.count() == 1200
+    assert spark.conf.get(FILE_SPLITS_CONF, None) is None
+    assert spark.read.text(path).rdd.getNumPartitions() == default_tasks
+
+
+def test_file_tasks_per_core_leaves_a_split_setting_the_session_made(spark, tmp_path):
+    path = gzipped_lines(tmp_path, 12)
+    spark.conf.set(FILE_SPLITS_CONF, "3")
+    try:
+        with file_tasks_per_core(spark, 4):
+            assert spark.conf.get(FILE_SPLITS_CONF) == "3"
+            tasks_inside = spark.read.text(path).rdd.getNumPartitions()
+        assert spark.conf.get(FILE_SPLITS_CONF) == "3"
+        assert spark.read.text(path).rdd.getNumPartitions() == tasks_inside
+    finally:
+        spark.conf.unset(FILE_SPLITS_CONF)

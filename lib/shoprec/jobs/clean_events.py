@@ -51,6 +51,7 @@ from shoprec.io.sources import read_raw_records
 from shoprec.io.staging import Staging, staging_root
 from shoprec.io.tables import read_table, write_partitions
 from shoprec.jobs.common import iso_date, job_parser, run_main
+from shoprec.spark import file_tasks_per_core
 from shoprec.tracking import JobRun, StageClock, job_run, write_report
 
 JOB = "clean_events"
@@ -65,6 +66,8 @@ SAMPLES_PER_REASON = 3
 # The one parse of a run's raw input, staged under the job's staging root (shoprec.io.staging),
 # which is under the restricted root: it holds raw ids and lines.
 PARSED_STAGING = "parsed"
+# Tasks per core the job's scans are split into at least (shoprec.spark.file_tasks_per_core).
+RAW_READ_TASKS_PER_CORE = 4
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +199,9 @@ def run(spark: SparkSession, cfg: Config, run_date: str, full_rebuild: bool = Fa
             return summary
         log.info("clean_events %s: %d file(s) into batch(es) %s", run_date, summary.files, ", ".join(sorted(plan)))
         try:
-            _clean_and_write(_Run(spark, cfg, tracking, summary, run_date, replaced), plan, secret)
+            # The parse costs several times a plain read per row, over files often gzipped (one task each).
+            with file_tasks_per_core(spark, RAW_READ_TASKS_PER_CORE):
+                _clean_and_write(_Run(spark, cfg, tracking, summary, run_date, replaced), plan, secret)
         except Exception as err:
             path = unreadable_file(err)
             if path is None:
