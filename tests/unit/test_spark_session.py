@@ -62,15 +62,15 @@ def gzipped_lines(tmp_path, files: int) -> str:
     return str(tmp_path)
 
 
-def test_scans_inside_file_tasks_per_core_get_that_many_tasks_per_core_and_the_setting_goes_after(spark, tmp_path):
+def test_scans_inside_file_tasks_per_core_split_finer_and_the_setting_goes_after(spark, tmp_path):
     path = gzipped_lines(tmp_path, 12)
     cores = spark.sparkContext.defaultParallelism
     assert spark.conf.get(FILE_SPLITS_CONF, None) is None
     default_tasks = spark.read.text(path).rdd.getNumPartitions()
     with file_tasks_per_core(spark, 4):
         finer = spark.read.text(path)
-        # Spark packs small files by size plus an opening cost of 4 MB each: two of these files a task
-        # at 4 x 2 tasks' worth of bytes, against six a task by default.
+        # Spark packs small files by size plus an opening cost of 4 MB each: on the suite's two cores,
+        # two of these files a task at 4 x 2 tasks' worth of bytes, against six a task by default.
         assert finer.rdd.getNumPartitions() >= 12 // 2 > default_tasks
         assert spark.conf.get(FILE_SPLITS_CONF) == str(4 * cores)
         assert finer.count() == 1200

@@ -67,7 +67,7 @@ SAMPLES_PER_REASON = 3
 # which is under the restricted root: it holds raw ids and lines.
 PARSED_STAGING = "parsed"
 # Tasks per core the job's scans are split into at least (shoprec.spark.file_tasks_per_core).
-RAW_READ_TASKS_PER_CORE = 4
+SCAN_TASKS_PER_CORE = 4
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def run(spark: SparkSession, cfg: Config, run_date: str, full_rebuild: bool = Fa
         log.info("clean_events %s: %d file(s) into batch(es) %s", run_date, summary.files, ", ".join(sorted(plan)))
         try:
             # The parse costs several times a plain read per row, over files often gzipped (one task each).
-            with file_tasks_per_core(spark, RAW_READ_TASKS_PER_CORE):
+            with file_tasks_per_core(spark, SCAN_TASKS_PER_CORE):
                 _clean_and_write(_Run(spark, cfg, tracking, summary, run_date, replaced), plan, secret)
         except Exception as err:
             path = unreadable_file(err)
