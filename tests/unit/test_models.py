@@ -148,7 +148,8 @@ def test_a_released_als_recommender_leaves_nothing_cached_but_its_input(spark, s
         fitted = set(persisted_rdds(spark)) - set(before)
         # The id indices and both sides' factors.
         assert len(fitted) >= 4
-    assert set(persisted_rdds(spark)) == set(before)
+    # Nothing the fit persisted is left (Spark's cleaner may meanwhile drop an earlier test's unreferenced RDD).
+    assert set(persisted_rdds(spark)) <= set(before)
     assert interactions.storageLevel.useMemory, "releasing the model dropped the cache it was fitted from"
     interactions.unpersist()
 
@@ -159,7 +160,7 @@ def test_tuning_releases_every_grid_points_model(spark):
     before = set(persisted_rdds(spark))
     results = A.tune(train, truth, None, A.param_grid([2, 3], [0.1], [5.0], 2), 3, seed=1)
     assert [p.rank for p, _ in results] == [2, 3] and all(0 <= m["ndcg@3"] <= 1 for _, m in results)
-    assert set(persisted_rdds(spark)) == before
+    assert set(persisted_rdds(spark)) <= before
 
 
 def test_tuning_releases_a_grid_points_model_when_scoring_it_fails(spark):
@@ -169,7 +170,7 @@ def test_tuning_releases_a_grid_points_model_when_scoring_it_fails(spark):
     before = set(persisted_rdds(spark))
     with pytest.raises(Exception, match="item_id"):
         A.tune(train, truth, None, A.param_grid([2], [0.1], [5.0], 2), 3, seed=1)
-    assert set(persisted_rdds(spark)) == before
+    assert set(persisted_rdds(spark)) <= before
 
 
 def test_best_params_picks_the_highest_metric():
