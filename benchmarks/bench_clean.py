@@ -12,6 +12,11 @@ user and sorted by user and time, written as Parquet partitioned by the event's 
 events_clean). No validation, deduplication, quarantine or pseudonyms: the ratio of the required
 floor to the floor is the lowest ratio any clean_events could reach on this machine.
 
+Last, the daily path: with the tables built, a new landing day arrives holding copies of
+``--redelivered-days`` earlier days (a partner's re-sent files, or a late export), and an
+incremental run takes it. Every valid row in it is a duplicate of an event an earlier batch
+stored, so the run checks the new rows against all the stored keys of those days.
+
     make bench-clean EVENTS=10000000        # or: python benchmarks/bench_clean.py --events N
 
 The synthetic log is generated once per size and seed (kept under var/bench/) and all timings
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import hashlib
 import json
 import os
@@ -43,6 +49,8 @@ from shoprec.spark import build_session  # noqa: E402
 BENCH_SECRET = "shoprec-benchmark-secret-not-for-production-0123456789"
 # Written into a raw log's directory once the log is complete; a log without it is generated again.
 GENERATED_MARKER = "_GENERATED.json"
+# Whole days of the log landing again as one new day, for the timing of an incremental run.
+REDELIVERED_DAYS = 3
 
 
 def machine() -> str:
@@ -140,35 +148,68 @@ def time_required_floor(spark, source, raw: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def time_clean(spark, cfg, raw: Path, root: Path) -> tuple[float, dict]:
-    from shoprec.jobs import clean_events
-
-    warehouse = root / "warehouse"
-    shutil.rmtree(warehouse, ignore_errors=True)
-    bench_cfg = dataclasses.replace(
+def bench_config(cfg, landing: Path, root: Path):
+    """``cfg`` reading the synthetic log from ``landing``, with its tables and MLflow store under ``root``."""
+    return dataclasses.replace(
         cfg,
-        warehouse=dataclasses.replace(cfg.warehouse, root=str(warehouse)),
-        input=dataclasses.replace(cfg.input, source="synthetic", path=str(raw)),
+        warehouse=dataclasses.replace(cfg.warehouse, root=str(root / "warehouse")),
+        input=dataclasses.replace(cfg.input, source="synthetic", path=str(landing)),
         mlflow=dataclasses.replace(cfg.mlflow, tracking_uri=f"sqlite:///{root}/mlflow.db",
                                    artifact_location=str(root / "mlflow-artifacts")),
     )
+
+
+def landing_of(raw: Path, root: Path) -> Path:
+    """A landing folder under ``root`` holding the raw log's days (links to them), where a
+    redelivery can land without touching the generated log."""
+    landing = root / "landing"
+    shutil.rmtree(landing, ignore_errors=True)
+    landing.mkdir(parents=True)
+    for day in sorted(p for p in raw.iterdir() if p.is_dir()):
+        (landing / day.name).symlink_to(day.resolve())
+    return landing
+
+
+def redeliver(landing: Path, days: int) -> str:
+    """Copy the files of ``days`` whole days from the middle of the log into a new landing day,
+    the day after the log's last; return that day."""
+    logged = sorted(p for p in landing.iterdir() if p.is_dir())
+    last = logged[-1].name.removeprefix("dt=")
+    landing_day = (datetime.date.fromisoformat(last) + datetime.timedelta(days=1)).isoformat()
+    target = landing / f"dt={landing_day}"
+    target.mkdir()
+    # The middle of the log: its first and last days are partly empty (sessions run past midnight).
+    first = max(0, len(logged) // 2 - days // 2)
+    for day in logged[first:first + days]:
+        for f in day.glob("*.gz"):
+            shutil.copy(f, target / f"{day.name}-{f.name}")
+    return landing_day
+
+
+def time_clean(spark, cfg, run_date: str, full_rebuild: bool) -> tuple[float, object]:
+    from shoprec.jobs import clean_events
+
     started = time.perf_counter()
-    summary = clean_events.run(spark, bench_cfg, "2026-01-15", full_rebuild=True)
+    summary = clean_events.run(spark, cfg, run_date, full_rebuild=full_rebuild)
     return time.perf_counter() - started, summary
 
 
-def measure(spark, cfg, events: int, root: Path) -> dict:
+def measure(spark, cfg, events: int, root: Path, redelivered_days: int = REDELIVERED_DAYS) -> dict:
     """Generate (or reuse) a log of ``events`` events under ``root`` and time, after the warm-up,
-    the floor, the ordered floor, the required floor and clean_events on it; the result without
-    its command line."""
+    the floor, the ordered floor, the required floor and clean_events on it, then (unless
+    ``redelivered_days`` is 0) the incremental run of a redelivery; the result without its
+    command line."""
     source = cfg.sources["synthetic"]
     raw = ensure_log(spark, cfg, events, root)
     warm_up(spark, source, raw, root / "warm_up")
     floor_seconds = time_floor(spark, source, raw, root / "floor")
     ordered_floor_seconds = time_ordered_floor(spark, source, raw, root / "ordered_floor")
     required_floor_seconds = time_required_floor(spark, source, raw, root / "required_floor")
-    clean_seconds, summary = time_clean(spark, cfg, raw, root)
-    return {
+    landing = landing_of(raw, root)
+    shutil.rmtree(root / "warehouse", ignore_errors=True)
+    job_cfg = bench_config(cfg, landing, root)
+    clean_seconds, summary = time_clean(spark, job_cfg, "2026-01-15", full_rebuild=True)
+    result = {
         "events": events,
         "clean_seconds": round(clean_seconds, 2),
         "floor_seconds": round(floor_seconds, 2),
@@ -185,6 +226,16 @@ def measure(spark, cfg, events: int, root: Path) -> dict:
         "machine": machine(),
         "spark_master": cfg.spark.master,
     }
+    if redelivered_days:
+        landing_day = redeliver(landing, redelivered_days)
+        seconds, redelivery = time_clean(spark, job_cfg, landing_day, full_rebuild=False)
+        result["redelivery"] = {
+            "days": redelivered_days, "batches": redelivery.batches, "seconds": round(seconds, 2),
+            "events_per_s": round(redelivery.accounting["rows_input"] / seconds),
+            "accounting": redelivery.accounting, "duplicates_by_kind": redelivery.duplicates_by_kind,
+            "stage_seconds": redelivery.stage_seconds,
+        }
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", default=str(PROJECT / "conf" / "local.yaml"))
     parser.add_argument("--work", default=str(PROJECT / "var" / "bench"))
     parser.add_argument("--report", default=str(PROJECT / "reports" / "bench_clean.json"))
+    parser.add_argument("--redelivered-days", type=int, default=REDELIVERED_DAYS,
+                        help="days of the log landing again for the incremental run's timing (0: none)")
     args = parser.parse_args(argv)
     from shoprec.jobs.common import setup_logging
 
@@ -204,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     spark = build_session(cfg.spark, "shoprec-bench-clean")
     try:
-        result = measure(spark, cfg, args.events, root)
+        result = measure(spark, cfg, args.events, root, args.redelivered_days)
     finally:
         spark.stop()
     result["command"] = " ".join(["python benchmarks/bench_clean.py", *(sys.argv[1:] if argv is None else argv)])
@@ -228,6 +281,10 @@ def record_in_readme(readme: Path, result: dict, key: str | None = None, text: s
         if "required_floor_seconds" in result:
             text += (f"; required floor {result['required_floor_seconds']} s ({result['required_floor_ratio']}x "
                      f"the floor), ratio {result['ratio_to_required_floor']}")
+        if "redelivery" in result:
+            again = result["redelivery"]
+            text += (f"; {again['days']} days redelivered ({again['accounting']['rows_input']:,} lines): incremental "
+                     f"run {again['seconds']} s ({again['events_per_s']:,} lines/s)")
     line = f"{key} `{result['command']}` | {text} | {result['machine']} |"
     header = ("# Benchmark results\n\nEach row: the command that produced it, the result, and the machine it ran on.\n\n"
               "| benchmark | command | result | machine |\n|---|---|---|---|\n")

@@ -76,15 +76,31 @@ def spark(tmp_path_factory):
 
 
 @contextmanager
-def job_shuffle_partitions(spark, cfg):
-    """The suite's session with ``cfg``'s shuffle partitions while the block runs, so that a job's
-    ``run`` called in it partitions its data as a spark-submit of the job would."""
-    suite_value = spark.conf.get("spark.sql.shuffle.partitions")
-    spark.conf.set("spark.sql.shuffle.partitions", str(cfg.spark.shuffle_partitions))
+def session_settings(spark, settings: dict[str, str]):
+    """The suite's session with ``settings`` while the block runs; its own values (or none) after."""
+    suite_values = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
     try:
         yield spark
     finally:
-        spark.conf.set("spark.sql.shuffle.partitions", suite_value)
+        for key, value in suite_values.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+# Spark's limits on a join side it ships whole to every task: -1 makes every side "too large".
+NO_BROADCAST = {"spark.sql.autoBroadcastJoinThreshold": "-1", "spark.sql.adaptive.autoBroadcastJoinThreshold": "-1"}
+
+
+@contextmanager
+def job_shuffle_partitions(spark, cfg):
+    """The suite's session with ``cfg``'s shuffle partitions while the block runs, so that a job's
+    ``run`` called in it partitions its data as a spark-submit of the job would."""
+    with session_settings(spark, {"spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions)}):
+        yield spark
 
 
 @pytest.fixture(scope="session")

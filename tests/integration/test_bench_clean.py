@@ -1,6 +1,8 @@
 """The clean_events benchmark on a small log: its report holds what the README says it holds, the
 three floors copy every raw line, and its line in reports/README.md is replaced, not repeated."""
 
+import gzip
+
 import pytest
 
 from tests.conftest import load_benchmark
@@ -40,6 +42,24 @@ def test_the_benchmark_times_clean_events_and_the_three_floors_on_the_same_log(s
     # The warm-up leaves nothing behind.
     assert not (tmp_path / "bench" / "warm_up").exists()
 
+    # The redelivered days landed as one new day beside the log, not in it, and every row the
+    # incremental run read was accounted for: none is new, so none is clean.
+    again = result["redelivery"]
+    landed = tmp_path / "bench" / "landing" / f"dt={again['batches'][0]}"
+    assert again["batches"] == [landed.name.removeprefix("dt=")] and again["days"] == bench.REDELIVERED_DAYS
+    logged = [p.name for p in sorted((tmp_path / "bench" / "landing").glob("dt=*")) if p != landed]
+    copied = sorted({logged.index(f.name.split("-part")[0]) for f in landed.glob("*.gz")})
+    # Whole days from inside the log (its first and last are partly empty), one after another.
+    assert len(copied) == bench.REDELIVERED_DAYS and copied == list(range(copied[0], copied[0] + len(copied)))
+    assert 0 < copied[0] and copied[-1] < len(logged) - 1
+    raw = next((tmp_path / "bench").glob("raw-*"))
+    assert not (raw / landed.name).exists()
+    counts = again["accounting"]
+    assert counts["rows_input"] == sum(1 for f in landed.glob("*.gz") for _ in gzip.open(f, "rt"))
+    assert counts["rows_clean"] == 0
+    assert counts["rows_quarantined"] + counts["rows_duplicate"] + counts["rows_filtered_bot"] == counts["rows_input"]
+    assert again["duplicates_by_kind"]["earlier_batch"] > 0.9 * counts["rows_duplicate"]
+
 
 def test_a_rerun_replaces_its_line_in_the_reports_readme_and_keeps_the_notes(tmp_path):
     bench = load_benchmark("bench_clean")
@@ -63,4 +83,10 @@ def test_a_rerun_replaces_its_line_in_the_reports_readme_and_keeps_the_notes(tmp
         "| bench-clean 1,000 events | `python benchmarks/bench_clean.py --events 1000` | clean_events 9.0 s vs "
         "floor 3.0 s, ratio 3.0 (111 events/s); ordered floor 4.0 s, ratio 2.25; required floor 5.0 s (1.67x the "
         "floor), ratio 1.8 | m |"]
+    bench.record_in_readme(readme, {**first, "redelivery": {"days": 3, "seconds": 2.5, "events_per_s": 120,
+                                                             "accounting": {"rows_input": 300}}})
+    assert [line for line in readme.read_text().splitlines() if line.startswith("| bench-clean 1,000 events |")] == [
+        "| bench-clean 1,000 events | `python benchmarks/bench_clean.py --events 1000` | clean_events 9.0 s vs "
+        "floor 3.0 s, ratio 3.0 (111 events/s); ordered floor 4.0 s, ratio 2.25; 3 days redelivered (300 lines): "
+        "incremental run 2.5 s (120 lines/s) | m |"]
     assert text.endswith("\nNotes:\n- a note that stays\n")

@@ -12,6 +12,7 @@ from pyspark.testing import assertDataFrameEqual
 from shoprec import schemas as S
 from shoprec.config import BotRules, CleanConfig, SourceConfig
 from shoprec.etl import clean
+from tests.conftest import NO_BROADCAST, session_settings
 
 JSON_SOURCE = SourceConfig(
     format="json",
@@ -146,11 +147,49 @@ def test_mark_duplicates(spark):
         ("u3", "e9", at(0), day, "h9", "f1", None),   # stored by an earlier batch
     ]
     earlier = spark.createDataFrame([("u3", "e9", day)], f"{S.USER_ID} string, {S.EVENT_ID} string, {S.EVENT_DATE} date")
-    got = clean.mark_duplicates(events(spark, rows), earlier).select(S.USER_ID, S.EVENT_ID, S.SOURCE_FILE,
-                                                                     clean.CONTENT_HASH, clean.DUPLICATE)
     expected = [("u1", "e1", "f1", "h1", None), ("u1", "e1", "f2", "h1", "exact"), ("u1", "e1", "f1", "h2", "event_id"),
                 ("u2", "e1", "f1", "h1", None), ("u3", "e9", "f1", "h9", "earlier_batch")]
+    # With nothing stored, the same marks but for the stored event, which is then new.
+    without_earlier = expected[:-1] + [("u3", "e9", "f1", "h9", None)]
+    for stored, marks in ((earlier, expected), (None, without_earlier)):
+        got = clean.mark_duplicates(events(spark, rows), stored).select(S.USER_ID, S.EVENT_ID, S.SOURCE_FILE,
+                                                                        clean.CONTENT_HASH, clean.DUPLICATE)
+        assertDataFrameEqual(got, spark.createDataFrame(marks, got.schema))
+
+
+def test_earlier_batches_keys_match_on_user_event_id_and_day(spark):
+    day, next_day = dt.date(2026, 1, 2), dt.date(2026, 1, 3)
+    rows = [
+        ("u1", "e1", at(0), day, "h1", "f1", None),              # stored on its day
+        ("u1", "e1", at(3), day, "h1", "f2", None),              # a later copy of it: stored too
+        ("u1", "e2", at(0, day=3), next_day, "h2", "f1", None),  # stored on another day only: kept
+        ("u1", "e3", at(1), day, "h3", "f1", None),              # stored on the days before and after: kept
+        ("u1", "e3", at(2), day, "h3", "f2", None),              # its exact copy
+        ("u1", "e4", at(0, day=3), next_day, "h4", "f1", None),  # stored on both its own day and the day before
+        ("u2", "e1", at(0), day, "h1", "f1", None),              # another user's e1: kept
+    ]
+    earlier = spark.createDataFrame(
+        [("u1", "e1", day), ("u1", "e2", day), ("u1", "e3", dt.date(2026, 1, 1)), ("u1", "e3", next_day),
+         ("u1", "e4", day), ("u1", "e4", next_day), ("u3", "e9", day)],
+        f"{S.USER_ID} string, {S.EVENT_ID} string, {S.EVENT_DATE} date")
+    got = clean.mark_duplicates(events(spark, rows), earlier).select(S.USER_ID, S.EVENT_ID, S.SOURCE_FILE, clean.DUPLICATE)
+    expected = [("u1", "e1", "f1", "earlier_batch"), ("u1", "e1", "f2", "earlier_batch"), ("u1", "e2", "f1", None),
+                ("u1", "e3", "f1", None), ("u1", "e3", "f2", "exact"), ("u1", "e4", "f1", "earlier_batch"),
+                ("u2", "e1", "f1", None)]
     assertDataFrameEqual(got, spark.createDataFrame(expected, got.schema))
+
+
+def test_duplicates_bots_and_sessions_shuffle_the_events_once(spark):
+    # The stored keys of a redelivered day can be too many to broadcast: they must not cost the
+    # events another shuffle.
+    day = dt.date(2026, 1, 2)
+    stored = spark.range(1000).selectExpr(f"cast(id as string) as {S.USER_ID}", f"'e' as {S.EVENT_ID}",
+                                          f"date'2026-01-02' as {S.EVENT_DATE}")
+    rows = events(spark, [("u1", "e1", at(0), day, "h1", "f1", None)])
+    with session_settings(spark, NO_BROADCAST):
+        chain = clean.sessionize(clean.flag_bots(clean.mark_duplicates(rows, stored), BotRules()), 30)
+        plan = chain._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("Exchange hashpartitioning") == 1, plan
 
 
 def test_flag_bots_per_minute_and_per_day(spark):

@@ -19,6 +19,8 @@ PARSE_ERROR = "_parse_error"
 CONTENT_HASH = "_content_hash"
 DUPLICATE = "_duplicate"
 BOT = "_bot"
+# Marks an earlier batch's stored key among the events while duplicates are found.
+_STORED = "_stored"
 
 DUPLICATE_EXACT = "exact"
 DUPLICATE_EVENT_ID = "event_id"
@@ -275,40 +277,55 @@ def to_canonical(
 
 
 def mark_duplicates(events: DataFrame, earlier_keys: DataFrame | None = None) -> DataFrame:
-    """Mark every copy of an event after the first.
+    """Mark every copy of an event after the first, with the rows partitioned by user.
 
     Two rows are the same event when they share ``user_id`` and ``event_id`` (event ids derived
     from content make exact copies share one). The first copy, by event time then content, is kept.
 
     Args:
-        events: valid canonical events (``user_id``, ``event_id``, ``event_time``, ``_content_hash``).
+        events: valid canonical events (``user_id``, ``event_id``, ``event_time``, ``event_date``,
+            ``_content_hash``; ``event_date`` is the day of ``event_time``).
         earlier_keys: optional ``(user_id, event_id, event_date)`` rows already stored by earlier
-            batches; events matching one are duplicates of that stored copy.
+            batches; events matching one are duplicates of that stored copy. None when nothing
+            is stored on the events' days: the comparison is skipped.
 
     Returns:
-        ``events`` plus ``_duplicate`` (string): null for the kept copy, ``exact`` for a copy
-        identical in content, ``event_id`` for a different record reusing an event id, and
-        ``earlier_batch`` for an event an earlier batch already stored.
+        ``events`` hash-partitioned by ``user_id`` (the partitioning :func:`flag_bots` and
+        :func:`sessionize` need too), plus ``_duplicate`` (string): null for the kept copy,
+        ``exact`` for a copy identical in content, ``event_id`` for a different record reusing an
+        event id, and ``earlier_batch`` for an event an earlier batch already stored.
     """
-    S.require_columns(events, [S.USER_ID, S.EVENT_ID, S.EVENT_TIME, CONTENT_HASH], "mark_duplicates")
-    same_event = Window.partitionBy(S.USER_ID, S.EVENT_ID).orderBy(
-        S.EVENT_TIME, CONTENT_HASH, S.SOURCE_FILE if S.SOURCE_FILE in events.columns else CONTENT_HASH)
-    position = F.row_number().over(same_event)
-    first_content = F.first(CONTENT_HASH).over(same_event)
-    marked = events.withColumn(
+    S.require_columns(events, [S.USER_ID, S.EVENT_ID, S.EVENT_TIME, S.EVENT_DATE, CONTENT_HASH], "mark_duplicates")
+    tiebreak = S.SOURCE_FILE if S.SOURCE_FILE in events.columns else CONTENT_HASH
+    if earlier_keys is None:
+        rows = events
+        same_event = Window.partitionBy(S.USER_ID, S.EVENT_ID).orderBy(S.EVENT_TIME, CONTENT_HASH, tiebreak)
+        position = F.row_number().over(same_event)
+        first_content = F.first(CONTENT_HASH).over(same_event)
+        stored_that_day = F.lit(False)
+    else:
+        # The stored keys travel with the events through the one shuffle by user: a join on
+        # (user, event id, day) would shuffle every event twice more once the keys are too many
+        # to broadcast (a late or redelivered stretch of days, a backfill).
+        stored = earlier_keys.select(S.USER_ID, S.EVENT_ID, S.EVENT_DATE).withColumn(_STORED, F.lit(True))
+        rows = events.withColumn(_STORED, F.lit(False)).unionByName(stored, allowMissingColumns=True)
+        # Day by day, a day's stored keys first, then its new rows by time and content (the day
+        # follows from the time, so the new rows keep their order by time).
+        so_far = Window.partitionBy(S.USER_ID, S.EVENT_ID).orderBy(
+            S.EVENT_DATE, F.col(_STORED).desc(), S.EVENT_TIME, CONTENT_HASH, tiebreak,
+        ).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+        position = F.row_number().over(so_far) - F.sum(F.col(_STORED).cast("int")).over(so_far)
+        first_content = F.first(CONTENT_HASH, ignorenulls=True).over(so_far)
+        stored_day = F.last(F.when(F.col(_STORED), F.col(S.EVENT_DATE)), ignorenulls=True).over(so_far)
+        stored_that_day = F.coalesce(stored_day == F.col(S.EVENT_DATE), F.lit(False))
+    marked = rows.repartition(S.USER_ID).withColumn(
         DUPLICATE,
-        F.when(position == 1, F.lit(None).cast("string"))
+        F.when(stored_that_day, F.lit(DUPLICATE_EARLIER_BATCH))
+        .when(position == 1, F.lit(None).cast("string"))
         .when(F.col(CONTENT_HASH) == first_content, F.lit(DUPLICATE_EXACT))
         .otherwise(F.lit(DUPLICATE_EVENT_ID)),
     )
-    if earlier_keys is None:
-        return marked
-    seen = earlier_keys.select(S.USER_ID, S.EVENT_ID, S.EVENT_DATE).distinct().withColumn("_seen", F.lit(True))
-    return (
-        marked.join(seen, [S.USER_ID, S.EVENT_ID, S.EVENT_DATE], "left")
-        .withColumn(DUPLICATE, F.when(F.col("_seen"), F.lit(DUPLICATE_EARLIER_BATCH)).otherwise(F.col(DUPLICATE)))
-        .drop("_seen")
-    )
+    return marked if earlier_keys is None else marked.where(~F.col(_STORED)).drop(_STORED)
 
 
 def flag_bots(events: DataFrame, rules: BotRules) -> DataFrame:

@@ -299,7 +299,7 @@ def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, 
     earlier = _earlier_keys(run.spark, run.cfg, run.replaced, first_date, last_date)
     valid, second_inflow = _observed(valid, "valid", rows=F.lit(True), unmapped=F.col(S.USER_ID).isNull())
     deduped, dup_obs = _observed(
-        clean.mark_duplicates(valid.repartition(S.USER_ID), earlier), "duplicates",
+        clean.mark_duplicates(valid, earlier), "duplicates",
         exact=F.col(clean.DUPLICATE) == clean.DUPLICATE_EXACT,
         event_id=F.col(clean.DUPLICATE) == clean.DUPLICATE_EVENT_ID,
         earlier_batch=F.col(clean.DUPLICATE) == clean.DUPLICATE_EARLIER_BATCH)
@@ -348,14 +348,18 @@ def conform(df: DataFrame, schema, run_id: str) -> DataFrame:
 
 
 def _earlier_keys(spark: SparkSession, cfg: Config, replaced: list[str], first_date, last_date) -> DataFrame | None:
-    """Event keys already stored by batches this run does not rebuild, in the dates it touches."""
+    """Event keys already stored by batches this run does not rebuild, in the dates it touches;
+    None when there are none."""
     path = cfg.table_path(CLEAN_TABLE)
     if first_date is None:
         return None
     stored = read_table(spark, path, S.EVENTS_CLEAN)
-    return stored.where(
+    keys = stored.where(
         F.col(S.EVENT_DATE).between(F.lit(first_date), F.lit(last_date)) & ~F.col(S.INGEST_BATCH).isin(*replaced)
     ).select(S.USER_ID, S.EVENT_ID, S.EVENT_DATE)
+    # Both filters prune partitions, so this looks at one file at most: a first run, a full
+    # rebuild or a day nobody stored before skips the comparison with stored keys altogether.
+    return None if keys.isEmpty() else keys
 
 
 def quality_report(spark: SparkSession, cfg: Config, batches: list[str], summary: CleanSummary) -> dict:
