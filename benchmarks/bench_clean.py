@@ -14,8 +14,9 @@ floor to the floor is the lowest ratio any clean_events could reach on this mach
 
 Last, the daily path: with the tables built, a new landing day arrives holding copies of
 ``--redelivered-days`` earlier days (a partner's re-sent files, or a late export), and an
-incremental run takes it. Every valid row in it is a duplicate of an event an earlier batch
-stored, so the run checks the new rows against all the stored keys of those days.
+incremental run takes it. Its valid rows are duplicates of events earlier batches stored (but
+for bots' rows, which are never stored), so the run checks them against every stored key of those
+days.
 
     make bench-clean EVENTS=10000000        # or: python benchmarks/bench_clean.py --events N
 
