@@ -14,9 +14,9 @@ floor to the floor is the lowest ratio any clean_events could reach on this mach
 
 Last, the daily path: with the tables built, a new landing day arrives holding copies of
 ``--redelivered-days`` earlier days (a partner's re-sent files, or a late export), and an
-incremental run takes it. Its valid rows are duplicates of events earlier batches stored (but
-for bots' rows, which are never stored), so the run checks them against every stored key of those
-days.
+incremental run takes it. Its valid rows are all duplicates of events earlier batches stored (in
+events_clean or, for bots' rows, events_bot), so the run checks them against every stored event
+of those days.
 
     make bench-clean EVENTS=10000000        # or: python benchmarks/bench_clean.py --events N
 

@@ -23,7 +23,7 @@ fi
 
 step 1 "generate: a synthetic shop log (conf generate.*) into var/raw/synthetic"
 $SHOPREC generate --conf "$CONF" --run-date "$RUN_DATE"
-step 2 "clean_events: raw log -> events_clean (pseudonymous user ids) + events_quarantine, user_id_map (restricted)"
+step 2 "clean_events: raw log -> events_clean, events_bot (pseudonymous user ids) + events_quarantine, user_id_map (restricted)"
 $SHOPREC run clean_events --conf "$CONF" --run-date "$RUN_DATE"
 step 3 "build_profiles: interactions, user/item profiles, popular and content-similar items"
 $SHOPREC run build_profiles --conf "$CONF" --run-date "$RUN_DATE"
@@ -53,6 +53,7 @@ cat <<MSG
 
 Done. Output tables (partitioned Parquet) under $W:
   events_clean                                 clean_events (by event_date/ingest_batch)
+  events_bot                                   clean_events (bots' rows; by event_date/ingest_batch)
   interactions, user_profile, item_profile,
   popular_items, content_similar_items         build_profiles (by run_date)
   als_recs, similar_items, als_index, cold_start   train_als (by run_date)

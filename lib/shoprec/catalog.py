@@ -59,30 +59,42 @@ ITEM = ("item_id", "string", "the shop's item (product) id")
 RANK = ("rank", "int", "1 = best")
 FAVOURITES = "array<struct<value:string,share:double>>"
 
+# The canonical event's columns: events_clean and events_bot.
+EVENT_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("event_id", "string", "the source's event id, or a 32-hex digest of the event's content"),
+    ("user_id", "string", "the user's pseudonym: the first 32 hex digits of HMAC-SHA256(secret, the shop's user id); "
+                          "the shop's own id (canonical text: integer with id_cast long) when privacy.pseudonymize "
+                          "is false; user_id_map maps back"),
+    ("item_id", "string", "the shop's item id; null only for searches"),
+    ("event_type", "string", "view, cart, remove_from_cart, purchase, search or rating"),
+    ("event_time", "timestamp", "when the event happened, UTC"),
+    ("session_id", "string", "the source's session id, or one derived from clean.session_gap_minutes of inactivity"),
+    ("price", "double", "unit price, >= 0; null where the source has none"),
+    ("quantity", "int", "units; null where the source has none"),
+    ("category", "string", "item category, trimmed and lower-cased; null where absent"),
+    ("brand", "string", "item brand, trimmed and lower-cased; null where absent"),
+    ("query", "string", "search text (search events)"),
+    ("rating", "double", "stars given (rating events)"),
+    ("order_id", "string", "the order a purchase belongs to, when the source has it"),
+    ("source", "string", "the source block of the config that read the row"),
+    ("source_file", "string", "the raw file the row came from"),
+    ("ingest_run_id", "string", "the MLflow run id of the clean_events run that wrote the row"),
+    ("event_date", "date", "the UTC date of event_time"),
+    ("ingest_batch", "date", "the landing date of the raw files the row came from"),
+)
+
 TABLES: tuple[Table, ...] = (
     _table(
         "events_clean", "clean_events", "event_date ingest_batch",
         "Every valid, deduplicated, non-bot event in the canonical schema. One row per event.",
-        ("event_id", "string", "the source's event id, or a 32-hex digest of the event's content"),
-        ("user_id", "string", "the user's pseudonym: the first 32 hex digits of HMAC-SHA256(secret, the shop's user id); "
-                              "the shop's own id (canonical text: integer with id_cast long) when privacy.pseudonymize "
-                              "is false; user_id_map maps back"),
-        ("item_id", "string", "the shop's item id; null only for searches"),
-        ("event_type", "string", "view, cart, remove_from_cart, purchase, search or rating"),
-        ("event_time", "timestamp", "when the event happened, UTC"),
-        ("session_id", "string", "the source's session id, or one derived from clean.session_gap_minutes of inactivity"),
-        ("price", "double", "unit price, >= 0; null where the source has none"),
-        ("quantity", "int", "units; null where the source has none"),
-        ("category", "string", "item category, trimmed and lower-cased; null where absent"),
-        ("brand", "string", "item brand, trimmed and lower-cased; null where absent"),
-        ("query", "string", "search text (search events)"),
-        ("rating", "double", "stars given (rating events)"),
-        ("order_id", "string", "the order a purchase belongs to, when the source has it"),
-        ("source", "string", "the source block of the config that read the row"),
-        ("source_file", "string", "the raw file the row came from"),
-        ("ingest_run_id", "string", "the MLflow run id of the clean_events run that wrote the row"),
-        ("event_date", "date", "the UTC date of event_time"),
-        ("ingest_batch", "date", "the landing date of the raw files the row came from"),
+        *EVENT_COLUMNS,
+    ),
+    _table(
+        "events_bot", "clean_events", "event_date ingest_batch",
+        "The valid, deduplicated events of users' bot days (clean.bots.*), in the schema of events_clean: what the "
+        "bot rules filtered, and what later batches count when they judge the same days. Sessions are "
+        "derived among a user's bot rows only.",
+        *EVENT_COLUMNS,
     ),
     _table(
         "events_quarantine", "clean_events", "ingest_batch",

@@ -465,8 +465,8 @@ def _check_semantics(cfg: Config) -> None:
             if cast not in ID_CASTS:
                 raise ConfigError(f"{key}.id_cast.{canonical}: {cast!r} is not one of {', '.join(ID_CASTS)}")
         _check_source_columns(source, key)
-    if cfg.clean.session_gap_minutes <= 0:
-        raise ConfigError("clean.session_gap_minutes: must be positive")
+    if not 0 < cfg.clean.session_gap_minutes < 24 * 60:
+        raise ConfigError("clean.session_gap_minutes: must be positive and under a day (1440)")
     if not 0.0 <= cfg.generate.dirty_fraction < 1.0:
         raise ConfigError("generate.dirty_fraction: must be in [0, 1)")
     if not cfg.privacy.secret_env:

@@ -184,3 +184,60 @@ def test_empty_files_are_processed_and_counted_as_nothing(spark, make_config, tm
     assert summary.accounting == {"rows_input": 0, "rows_clean": 0, "rows_quarantined": 0,
                                   "rows_duplicate": 0, "rows_filtered_bot": 0}
     assert clean_events.run(spark, cfg, "2026-03-05").batches == []
+
+
+def write_log(folder: Path, events: list[tuple[str, str, str]]) -> None:
+    """Events (id, user, time) as the generator's gzipped JSON lines, all views of one product."""
+    folder.mkdir(parents=True)
+    with gzip.open(folder / "part-0.txt.gz", "wt") as out:
+        for event_id, user, time in events:
+            out.write(json.dumps({"id": event_id, "ts": time, "type": "view", "user": user, "product": "5",
+                                  "price": 9.5, "category": "books"}) + "\n")
+
+
+def test_a_bots_day_is_judged_on_all_its_batches(spark, make_config, tmp_path, caplog):
+    landing, day = tmp_path / "landing", "2026-03-01"
+
+    def burst(user: str, first: int, count: int) -> list[tuple[str, str, str]]:
+        # One event per second from 10:00:first on: all within a minute for up to 60 events.
+        return [(f"{user}-{i}", user, f"{day}T10:00:{i:02d}Z") for i in range(first, first + count)]
+
+    quiet = [(f"quiet-{i}", "3", f"{day}T1{i}:00:00Z") for i in range(3)]
+    # The limit is 20 events a minute. Batch 1: user 1 stays under it, user 2 is over it.
+    write_log(landing / f"dt={day}", burst("1", 0, 12) + burst("2", 0, 25) + quiet[:2])
+    cfg = make_config(INPUT__PATH=landing)
+    first = clean_events.run(spark, cfg, day)
+    assert first.accounting["rows_filtered_bot"] == 25 and first.accounting["rows_clean"] == 14
+    bot_rows = table(spark, cfg, "events_bot")
+    assert bot_rows.count() == 25 and bot_rows.select(S.USER_ID).distinct().count() == 1
+    # The bots' rows are complete events, sessionized among themselves.
+    assert bot_rows.where(F.col(S.SESSION_ID).isNull()).count() == 0
+    assert bot_rows.select(S.SESSION_ID).distinct().count() == 1
+
+    # Batch 2 brings more of that same day: 3 late events of the bot, 10 more of user 1 in the
+    # same minute (22 with the 12 stored: over the limit), one more of the quiet user, and one
+    # redelivered bot event (a duplicate of a stored one, not a second bot row).
+    write_log(landing / "dt=2026-03-02", burst("2", 25, 3) + burst("1", 12, 10) + quiet[2:] + burst("2", 0, 1))
+    with caplog.at_level("WARNING", logger="shoprec.jobs.clean_events"):
+        second = clean_events.run(spark, cfg, "2026-03-02")
+    assert second.accounting == {"rows_input": 15, "rows_clean": 1, "rows_quarantined": 0, "rows_duplicate": 1,
+                                 "rows_filtered_bot": 13}
+    assert second.duplicates_by_kind["earlier_batch"] == 1
+    # User 1's 12 rows stored clean by batch 1 fall on a day now judged a bot's: counted, named, kept.
+    assert second.stored_clean_on_bot_days == 12
+    assert "12 row(s) stored in events_clean by earlier batches (the first 2026-03-01)" in caplog.text
+    run = MlflowClient(cfg.mlflow.tracking_uri).get_run(second.run_id)
+    assert run.data.metrics["stored_clean_on_bot_days"] == 12
+    report = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=second.run_id, artifact_path="data_quality.json", tracking_uri=cfg.mlflow.tracking_uri)).read_text())
+    assert report["bots"] == {"rows": 13, "users": 2, "user_days": 2, "stored_clean_on_bot_days": 12}
+    by_batch = {(str(r[S.INGEST_BATCH]), r["count"]) for r in table(spark, cfg, "events_bot").groupBy(S.INGEST_BATCH).count().collect()}
+    assert by_batch == {(day, 25), ("2026-03-02", 13)}
+    assert table(spark, cfg, "events_clean").count() == 14 + 1
+
+    # A backfill of both batches judges the day as one: user 1's whole day is a bot's.
+    rebuilt = clean_events.run(spark, cfg, "2026-03-02", backfill=(day, "2026-03-02"))
+    assert rebuilt.stored_clean_on_bot_days == 0
+    assert rebuilt.accounting["rows_clean"] == 3 and rebuilt.accounting["rows_filtered_bot"] == 50
+    assert table(spark, cfg, "events_clean").select(S.EVENT_ID).distinct().count() == 3
+    assert table(spark, cfg, "events_bot").count() == 50

@@ -82,12 +82,14 @@ def test_analysts_tables_carry_pseudonyms_and_the_secret_leaves_no_trace(spark, 
     assert done.returncode == 0, done.stderr[-4000:]
     cfg = load_config(conf)
 
-    # The analysts' events: pseudonyms of the raw log's users, never a raw id.
+    # The analysts' events, the bots' included: pseudonyms of the raw log's users, never a raw id.
     raw_users = raw_user_ids(dirty_log)
-    events = spark.read.parquet(cfg.table_path("events_clean"))
-    stored_users = {r.user_id for r in events.select("user_id").distinct().collect()}
-    assert stored_users and stored_users <= {expected_pseudonym(u) for u in raw_users}
-    assert not stored_users & raw_users
+    stored_users = set()
+    for table in ("events_clean", "events_bot"):
+        users = {r.user_id for r in spark.read.parquet(cfg.table_path(table)).select("user_id").distinct().collect()}
+        assert users and users <= {expected_pseudonym(u) for u in raw_users}, table
+        assert not users & raw_users, table
+        stored_users |= users
     # The restricted map leads back, for every user of the events.
     pairs = {(r.user_pseudonym, r.user_id) for r in spark.read.parquet(cfg.table_path("user_id_map")).collect()}
     assert all(pseudonym == expected_pseudonym(user) for pseudonym, user in pairs)
@@ -96,7 +98,7 @@ def test_analysts_tables_carry_pseudonyms_and_the_secret_leaves_no_trace(spark, 
     # Tables with real ids are outside the warehouse root: the analysts' query tool cannot see them.
     assert Path(cfg.table_path("events_quarantine")).parent == tmp_path / "warehouse_restricted"
     _, tables = run_query(cfg.warehouse.root, "SHOW TABLES")
-    assert {t for (t,) in tables} == {"events_clean"}
+    assert {t for (t,) in tables} == {"events_clean", "events_bot"}
     _, restricted = run_query(cfg.restricted_root, "SELECT count(*) FROM events_quarantine")
     assert restricted[0][0] > 0
 

@@ -7,6 +7,7 @@ import datetime as dt
 
 import pytest
 from pyspark.sql import Row
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from shoprec import schemas as S
@@ -137,6 +138,19 @@ def at(minute: int, second: int = 0, day: int = 2) -> dt.datetime:
     return dt.datetime(2026, 1, day, 10, 0) + dt.timedelta(minutes=minute, seconds=second)
 
 
+STORED_COLUMNS = f"{S.USER_ID} string, {S.EVENT_ID} string, {S.EVENT_DATE} date, {S.EVENT_TIME} timestamp"
+
+
+def stored_rows(spark, rows):
+    """Rows earlier batches stored: (user, event id, day), each at 10:00 of its day."""
+    return spark.createDataFrame([(u, e, d, dt.datetime(d.year, d.month, d.day, 10)) for u, e, d in rows],
+                                 STORED_COLUMNS)
+
+
+def new_events(marked):
+    return marked.where(~marked[clean.STORED])
+
+
 def test_mark_duplicates(spark):
     day = dt.date(2026, 1, 2)
     rows = [
@@ -146,15 +160,18 @@ def test_mark_duplicates(spark):
         ("u2", "e1", at(0), day, "h1", "f1", None),   # same id, other user: a different event
         ("u3", "e9", at(0), day, "h9", "f1", None),   # stored by an earlier batch
     ]
-    earlier = spark.createDataFrame([("u3", "e9", day)], f"{S.USER_ID} string, {S.EVENT_ID} string, {S.EVENT_DATE} date")
+    earlier = stored_rows(spark, [("u3", "e9", day)])
     expected = [("u1", "e1", "f1", "h1", None), ("u1", "e1", "f2", "h1", "exact"), ("u1", "e1", "f1", "h2", "event_id"),
                 ("u2", "e1", "f1", "h1", None), ("u3", "e9", "f1", "h9", "earlier_batch")]
     # With nothing stored, the same marks but for the stored event, which is then new.
     without_earlier = expected[:-1] + [("u3", "e9", "f1", "h9", None)]
     for stored, marks in ((earlier, expected), (None, without_earlier)):
-        got = clean.mark_duplicates(events(spark, rows), stored).select(S.USER_ID, S.EVENT_ID, S.SOURCE_FILE,
-                                                                        clean.CONTENT_HASH, clean.DUPLICATE)
+        marked = clean.mark_duplicates(events(spark, rows), stored)
+        got = new_events(marked).select(S.USER_ID, S.EVENT_ID, S.SOURCE_FILE, clean.CONTENT_HASH, clean.DUPLICATE)
         assertDataFrameEqual(got, spark.createDataFrame(marks, got.schema))
+        # The stored rows come back, unmarked, for the bot limits to count.
+        back = marked.where(clean.STORED).select(S.USER_ID, S.EVENT_ID, clean.DUPLICATE).collect()
+        assert back == ([Row(user_id="u3", event_id="e9", _duplicate=None)] if stored else [])
 
 
 def test_earlier_batches_keys_match_on_user_event_id_and_day(spark):
@@ -168,11 +185,11 @@ def test_earlier_batches_keys_match_on_user_event_id_and_day(spark):
         ("u1", "e4", at(0, day=3), next_day, "h4", "f1", None),  # stored on both its own day and the day before
         ("u2", "e1", at(0), day, "h1", "f1", None),              # another user's e1: kept
     ]
-    earlier = spark.createDataFrame(
-        [("u1", "e1", day), ("u1", "e2", day), ("u1", "e3", dt.date(2026, 1, 1)), ("u1", "e3", next_day),
-         ("u1", "e4", day), ("u1", "e4", next_day), ("u3", "e9", day)],
-        f"{S.USER_ID} string, {S.EVENT_ID} string, {S.EVENT_DATE} date")
-    got = clean.mark_duplicates(events(spark, rows), earlier).select(S.USER_ID, S.EVENT_ID, S.SOURCE_FILE, clean.DUPLICATE)
+    earlier = stored_rows(spark, [
+        ("u1", "e1", day), ("u1", "e2", day), ("u1", "e3", dt.date(2026, 1, 1)), ("u1", "e3", next_day),
+        ("u1", "e4", day), ("u1", "e4", next_day), ("u3", "e9", day)])
+    got = new_events(clean.mark_duplicates(events(spark, rows), earlier)).select(
+        S.USER_ID, S.EVENT_ID, S.SOURCE_FILE, clean.DUPLICATE)
     expected = [("u1", "e1", "f1", "earlier_batch"), ("u1", "e1", "f2", "earlier_batch"), ("u1", "e2", "f1", None),
                 ("u1", "e3", "f1", None), ("u1", "e3", "f2", "exact"), ("u1", "e4", "f1", "earlier_batch"),
                 ("u2", "e1", "f1", None)]
@@ -184,10 +201,12 @@ def test_duplicates_bots_and_sessions_shuffle_the_events_once(spark):
     # events another shuffle.
     day = dt.date(2026, 1, 2)
     stored = spark.range(1000).selectExpr(f"cast(id as string) as {S.USER_ID}", f"'e' as {S.EVENT_ID}",
-                                          f"date'2026-01-02' as {S.EVENT_DATE}")
+                                          f"date'2026-01-02' as {S.EVENT_DATE}",
+                                          f"timestamp'2026-01-02 10:00:00' as {S.EVENT_TIME}")
     rows = events(spark, [("u1", "e1", at(0), day, "h1", "f1", None)])
     with session_settings(spark, NO_BROADCAST):
-        chain = clean.sessionize(clean.flag_bots(clean.mark_duplicates(rows, stored), BotRules()), 30)
+        flagged = clean.flag_bots(clean.mark_duplicates(rows, stored), BotRules())
+        chain = clean.sessionize(flagged.where(~flagged[clean.STORED]), 30, apart=clean.BOT)
         plan = chain._jdf.queryExecution().executedPlan().toString()
     assert plan.count("Exchange hashpartitioning") == 1, plan
 
@@ -202,6 +221,51 @@ def test_flag_bots_per_minute_and_per_day(spark):
     flags = {(r[S.USER_ID], r[S.EVENT_DATE]): r[clean.BOT] for r in got.select(S.USER_ID, S.EVENT_DATE, clean.BOT).distinct().collect()}
     assert flags == {("burst", day): True, ("steady", day): False, ("busy", day): True,
                      ("busy", dt.date(2026, 1, 3)): False}
+
+
+def test_a_days_stored_events_count_towards_its_bot_limits(spark):
+    day, next_day = dt.date(2026, 1, 2), dt.date(2026, 1, 3)
+    rows = [
+        ("late", "n1", at(30), day, "h", "f", None),                # 4 stored + 3 new on the day: over 6
+        ("late", "n2", at(31), day, "h", "f", None),
+        ("late", "n3", at(32), day, "h", "f", None),
+        ("burst", "n1", at(0, 30), day, "h", "f", None),            # 3 stored + 2 new within a minute: over 4
+        ("burst", "n2", at(0, 40), day, "h", "f", None),
+        ("spread", "n1", at(0, 30, day=3), next_day, "h", "f", None),  # its stored burst was the day before
+        ("spread", "n2", at(0, 40, day=3), next_day, "h", "f", None),
+    ]
+    stored = spark.createDataFrame(
+        [("late", f"s{i}", day, at(i)) for i in range(4)]
+        + [("burst", f"s{i}", day, at(0, i)) for i in range(3)]
+        + [("spread", f"s{i}", day, at(0, 30 + i)) for i in range(5)], STORED_COLUMNS)
+    flagged = clean.flag_bots(clean.mark_duplicates(events(spark, rows), stored),
+                              BotRules(max_events_per_minute=4, max_events_per_day=6))
+    new = {(r[S.USER_ID], r[S.EVENT_DATE]): r[clean.BOT] for r in new_events(flagged).collect()}
+    assert new == {("late", day): True, ("burst", day): True, ("spread", next_day): False}
+    # Without the stored rows, each run would judge its own few events alone.
+    alone = clean.flag_bots(events(spark, rows), BotRules(max_events_per_minute=4, max_events_per_day=6))
+    assert alone.where(clean.BOT).count() == 0
+
+
+def test_sessionize_keeps_bot_days_apart(spark):
+    day, bot_day = dt.date(2026, 1, 2), dt.date(2026, 1, 3)
+    rows = [
+        ("u1", "a", at(0), day, "h", "f", None),
+        ("u1", "b", dt.datetime(2026, 1, 2, 23, 50), day, "h", "f", None),
+        ("u1", "x", dt.datetime(2026, 1, 3, 0, 5), bot_day, "h", "f", None),   # 15 minutes after b, but a bot's
+        ("u1", "y", dt.datetime(2026, 1, 3, 0, 20), bot_day, "h", "f", None),
+        ("u1", "z", dt.datetime(2026, 1, 3, 1, 0), bot_day, "h", "f", None),   # 40 minutes after y: a new session
+        ("u2", "c", at(0), day, "h", "f", None),
+    ]
+    marked = events(spark, rows).withColumn("_is_bot", F.col(S.EVENT_DATE) == F.lit(bot_day))
+    got = {r[S.EVENT_ID]: r[S.SESSION_ID] for r in clean.sessionize(marked, 30, apart="_is_bot").collect()}
+    assert got["x"] == got["y"] != got["z"]
+    assert len({got["a"], got["b"], got["x"], got["z"], got["c"]}) == 5
+    # The other rows get the sessions they would get with the bot rows gone.
+    without = clean.sessionize(events(spark, [r for r in rows if r[3] != bot_day]), 30)
+    assert {r[S.EVENT_ID]: r[S.SESSION_ID] for r in without.collect()} == {k: got[k] for k in "abc"}
+    with pytest.raises(ValueError, match="a gap of 1440 minutes .* cannot keep days apart"):
+        clean.sessionize(marked, 1440, apart="_is_bot")
 
 
 def test_sessionize_splits_on_gaps_and_keeps_given_ids(spark):

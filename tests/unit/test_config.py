@@ -50,6 +50,7 @@ def test_environment_overrides_single_keys():
 @pytest.mark.parametrize("text, message", [
     ("clean:\n  session_gap_minute: 5\n", "unknown config key clean.session_gap_minute"),
     ("clean:\n  session_gap_minutes: soon\n", "clean.session_gap_minutes: expected int, got str 'soon'"),
+    ("clean:\n  session_gap_minutes: 1440\n", "clean.session_gap_minutes: must be positive and under a day"),
     ("clean:\n  bots:\n    max_events_per_day: [1]\n", "clean.bots.max_events_per_day: expected int"),
     ("mlflow:\n  required: 1\n", "mlflow.required: expected bool"),
     ("input:\n  source: nosuch\n", "input.source: no source block named 'nosuch'"),

@@ -1,4 +1,5 @@
-"""Atomic partition replacement: exact slices replaced, pending commits finished, bad counts refused."""
+"""Atomic partition replacement: exact slices replaced, pending commits finished, bad counts refused,
+and routed writes (one pass, several tables), every count checked before any table is committed."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 import pytest
 
 from shoprec.io.fs import HadoopFS
-from shoprec.io.tables import COMMIT_JOURNAL, RowCountError, finish_pending_commit, write_partitions
+from shoprec.io.tables import (COMMIT_JOURNAL, Destination, RowCountError, finish_pending_commit, write_partitions,
+                                write_routed)
 
 SCHEMA = "value int, day string, batch string"
 
@@ -78,3 +80,74 @@ def test_a_write_whose_driver_died_before_committing_leaves_the_table_as_it_was(
                      "w3", {"run_id": "r3"})
     assert rows(spark, table) == [(3, "d1", "b1")]
     assert not fs.exists(f"{table}/_staging") and not fs.exists(f"{table}/_trash")
+
+
+ROUTED = "value int, day string, batch string, kind string"
+
+
+def test_a_routed_write_splits_rows_between_tables_in_one_pass(spark, tmp_path):
+    kept, dropped = str(tmp_path / "kept"), str(tmp_path / "dropped")
+    write_partitions(spark.createDataFrame([(1, "d1", "b1"), (2, "d1", "b2")], SCHEMA), kept, ["day", "batch"],
+                     {"batch": ["b1", "b2"]}, "w1", {"run_id": "r1"})
+    write_partitions(spark.createDataFrame([(3, "d2", "b1")], SCHEMA), dropped, ["day", "batch"],
+                     {"batch": ["b1"]}, "w1", {"run_id": "r1"})
+    df = spark.createDataFrame([(10, "d1", "b1", "kept"), (11, "d3", "b1", "dropped"), (12, "d3", "b1", "kept")], ROUTED)
+    results = write_routed(df, "kind", {"kept": Destination(kept, 2), "dropped": Destination(dropped, lambda: 1)},
+                           ["day", "batch"], {"batch": ["b1"]}, "w2", {"run_id": "r2"})
+    assert rows(spark, kept) == [(2, "d1", "b2"), (10, "d1", "b1"), (12, "d3", "b1")]
+    assert rows(spark, dropped) == [(11, "d3", "b1")]
+    assert sorted(results["kept"].added) == ["day=d1/batch=b1", "day=d3/batch=b1"]
+    assert results["dropped"].removed == ["day=d2/batch=b1"]
+    fs = HadoopFS(spark)
+    assert json.loads(fs.read_text(f"{dropped}/day=d3/batch=b1/_lineage.json")) == {"run_id": "r2"}
+    assert "kind" not in spark.read.parquet(kept).columns
+    for table in (kept, dropped):
+        assert not fs.exists(f"{table}/_staging") and not fs.exists(f"{table}/_trash")
+
+
+def test_a_routed_write_with_no_rows_for_a_table_empties_its_slice(spark, tmp_path):
+    kept, dropped = str(tmp_path / "kept"), str(tmp_path / "dropped")
+    write_partitions(spark.createDataFrame([(3, "d2", "b1"), (4, "d2", "b2")], SCHEMA), dropped, ["day", "batch"],
+                     {"batch": ["b1", "b2"]}, "w1", {"run_id": "r1"})
+    write_routed(spark.createDataFrame([(10, "d1", "b1", "kept")], ROUTED), "kind",
+                 {"kept": Destination(kept, 1), "dropped": Destination(dropped, 0)},
+                 ["day", "batch"], {"batch": ["b1"]}, "w2", {"run_id": "r2"})
+    assert rows(spark, kept) == [(10, "d1", "b1")]
+    assert rows(spark, dropped) == [(4, "d2", "b2")]
+
+
+def test_a_routed_write_with_a_wrong_count_commits_no_table(spark, tmp_path):
+    kept, dropped = str(tmp_path / "kept"), str(tmp_path / "dropped")
+    write_partitions(spark.createDataFrame([(1, "d1", "b1")], SCHEMA), kept, ["day", "batch"], {"batch": ["b1"]},
+                     "w1", {"run_id": "r1"})
+    df = spark.createDataFrame([(10, "d1", "b1", "kept"), (11, "d1", "b1", "dropped")], ROUTED)
+    # The first table's count is right: it must still not be committed when the second's is wrong.
+    with pytest.raises(RowCountError, match="staged 1 rows, expected 2"):
+        write_routed(df, "kind", {"kept": Destination(kept, 1), "dropped": Destination(dropped, 2)},
+                     ["day", "batch"], {"batch": ["b1"]}, "w2", {"run_id": "r2"})
+    assert rows(spark, kept) == [(1, "d1", "b1")]
+    fs = HadoopFS(spark)
+    assert not fs.exists(f"{dropped}/day=d1") and not fs.exists(f"{kept}/_staging/w2")
+    with pytest.raises(ValueError, match=r"rows routed to \['dropped'\], which have no destination"):
+        write_routed(df, "kind", {"kept": Destination(kept)}, ["day", "batch"], {"batch": ["b1"]}, "w3", {})
+    assert rows(spark, kept) == [(1, "d1", "b1")]
+
+
+def test_a_routed_commit_cut_short_is_finished_before_the_next_write_clears_the_staging(spark, tmp_path):
+    kept, dropped = str(tmp_path / "kept"), str(tmp_path / "dropped")
+    fs = HadoopFS(spark)
+    # A routed write w2 whose driver died while committing "dropped" (committed first): its journal
+    # names the rows staged under "kept", which "kept" itself has no commit pending for.
+    shared = f"{kept}/_staging/w2"
+    spark.createDataFrame([(1, "d1", "b1", "kept"), (2, "d1", "b1", "dropped")], ROUTED).write \
+        .partitionBy("day", "batch", "kind").parquet(shared)
+    journal = {"write_id": "w2", "remove": [], "add": ["day=d1/batch=b1"], "lineage": {"run_id": "r2"},
+               "staging": shared, "leaf": "kind=dropped"}
+    fs.write_text(f"{dropped}/{COMMIT_JOURNAL}", json.dumps(journal))
+    # The next routed write (another batch) lists "kept" first, whose leftovers it removes.
+    write_routed(spark.createDataFrame([(5, "d2", "b2", "kept")], ROUTED), "kind",
+                 {"kept": Destination(kept, 1), "dropped": Destination(dropped, 0)},
+                 ["day", "batch"], {"batch": ["b2"]}, "w3", {"run_id": "r3"})
+    assert rows(spark, dropped) == [(2, "d1", "b1")]
+    assert rows(spark, kept) == [(5, "d2", "b2")]
+    assert not fs.exists(f"{dropped}/{COMMIT_JOURNAL}") and not fs.exists(f"{kept}/_staging")

@@ -4,6 +4,10 @@ Every function here takes and returns DataFrames; none reads or writes storage. 
 ``shoprec.jobs.clean_events`` chains them:
 
     parse_records -> to_canonical -> (quarantine | mark_duplicates -> flag_bots -> sessionize)
+
+Earlier batches' stored rows of the same days may join the events at ``mark_duplicates``
+(flagged ``_stored``): a new event is a duplicate of a stored one, and a day's stored events
+count towards its bot limits.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ PARSE_ERROR = "_parse_error"
 CONTENT_HASH = "_content_hash"
 DUPLICATE = "_duplicate"
 BOT = "_bot"
-# Marks an earlier batch's stored key among the events while duplicates are found.
-_STORED = "_stored"
+# Marks the rows earlier batches stored among a run's events: they are compared and counted
+# with the new events (duplicates, bot limits) but are not the run's own.
+STORED = "_stored"
+
+MINUTES_PER_DAY = 24 * 60
 
 DUPLICATE_EXACT = "exact"
 DUPLICATE_EVENT_ID = "event_id"
@@ -276,7 +283,7 @@ def to_canonical(
     ).withColumn(S.EVENT_ID, F.coalesce(col(raw[S.EVENT_ID]), F.substring(col(CONTENT_HASH), 1, 32))).drop(raw[S.EVENT_ID])
 
 
-def mark_duplicates(events: DataFrame, earlier_keys: DataFrame | None = None) -> DataFrame:
+def mark_duplicates(events: DataFrame, earlier: DataFrame | None = None) -> DataFrame:
     """Mark every copy of an event after the first, with the rows partitioned by user.
 
     Two rows are the same event when they share ``user_id`` and ``event_id`` (event ids derived
@@ -285,47 +292,51 @@ def mark_duplicates(events: DataFrame, earlier_keys: DataFrame | None = None) ->
     Args:
         events: valid canonical events (``user_id``, ``event_id``, ``event_time``, ``event_date``,
             ``_content_hash``; ``event_date`` is the day of ``event_time``).
-        earlier_keys: optional ``(user_id, event_id, event_date)`` rows already stored by earlier
-            batches; events matching one are duplicates of that stored copy. None when nothing
-            is stored on the events' days: the comparison is skipped.
+        earlier: optional rows already stored by earlier batches on the events' days
+            (``user_id``, ``event_id``, ``event_date``, ``event_time``, and any other columns,
+            kept on those rows); events matching one on user, event id and day are duplicates of
+            that stored copy. None when nothing is stored on those days: the comparison is skipped.
 
     Returns:
         ``events`` hash-partitioned by ``user_id`` (the partitioning :func:`flag_bots` and
         :func:`sessionize` need too), plus ``_duplicate`` (string): null for the kept copy,
         ``exact`` for a copy identical in content, ``event_id`` for a different record reusing an
-        event id, and ``earlier_batch`` for an event an earlier batch already stored.
+        event id, and ``earlier_batch`` for an event an earlier batch already stored; and
+        ``_stored`` (boolean): false on every event. With ``earlier``, its rows come back too,
+        ``_stored`` true and ``_duplicate`` null, for :func:`flag_bots` to count.
     """
     S.require_columns(events, [S.USER_ID, S.EVENT_ID, S.EVENT_TIME, S.EVENT_DATE, CONTENT_HASH], "mark_duplicates")
     tiebreak = S.SOURCE_FILE if S.SOURCE_FILE in events.columns else CONTENT_HASH
-    if earlier_keys is None:
-        rows = events
+    if earlier is None:
+        rows = events.withColumn(STORED, F.lit(False))
         same_event = Window.partitionBy(S.USER_ID, S.EVENT_ID).orderBy(S.EVENT_TIME, CONTENT_HASH, tiebreak)
         position = F.row_number().over(same_event)
         first_content = F.first(CONTENT_HASH).over(same_event)
         stored_that_day = F.lit(False)
     else:
-        # The stored keys travel with the events through the one shuffle by user: a join on
-        # (user, event id, day) would shuffle every event twice more once the keys are too many
-        # to broadcast (a late or redelivered stretch of days, a backfill).
-        stored = earlier_keys.select(S.USER_ID, S.EVENT_ID, S.EVENT_DATE).withColumn(_STORED, F.lit(True))
-        rows = events.withColumn(_STORED, F.lit(False)).unionByName(stored, allowMissingColumns=True)
-        # Day by day, a day's stored keys first, then its new rows by time and content (the day
+        S.require_columns(earlier, [S.USER_ID, S.EVENT_ID, S.EVENT_TIME, S.EVENT_DATE], "mark_duplicates (earlier)")
+        # The stored rows travel with the events through the one shuffle by user: a join on
+        # (user, event id, day) would shuffle every event twice more once they are too many to
+        # broadcast (a late or redelivered stretch of days, a backfill).
+        rows = events.withColumn(STORED, F.lit(False)).unionByName(
+            earlier.withColumn(STORED, F.lit(True)), allowMissingColumns=True)
+        # Day by day, a day's stored rows first, then its new rows by time and content (the day
         # follows from the time, so the new rows keep their order by time).
         so_far = Window.partitionBy(S.USER_ID, S.EVENT_ID).orderBy(
-            S.EVENT_DATE, F.col(_STORED).desc(), S.EVENT_TIME, CONTENT_HASH, tiebreak,
+            S.EVENT_DATE, F.col(STORED).desc(), S.EVENT_TIME, CONTENT_HASH, tiebreak,
         ).rowsBetween(Window.unboundedPreceding, Window.currentRow)
-        position = F.row_number().over(so_far) - F.sum(F.col(_STORED).cast("int")).over(so_far)
+        position = F.row_number().over(so_far) - F.sum(F.col(STORED).cast("int")).over(so_far)
         first_content = F.first(CONTENT_HASH, ignorenulls=True).over(so_far)
-        stored_day = F.last(F.when(F.col(_STORED), F.col(S.EVENT_DATE)), ignorenulls=True).over(so_far)
+        stored_day = F.last(F.when(F.col(STORED), F.col(S.EVENT_DATE)), ignorenulls=True).over(so_far)
         stored_that_day = F.coalesce(stored_day == F.col(S.EVENT_DATE), F.lit(False))
-    marked = rows.repartition(S.USER_ID).withColumn(
+    return rows.repartition(S.USER_ID).withColumn(
         DUPLICATE,
-        F.when(stored_that_day, F.lit(DUPLICATE_EARLIER_BATCH))
+        F.when(F.col(STORED), F.lit(None).cast("string"))
+        .when(stored_that_day, F.lit(DUPLICATE_EARLIER_BATCH))
         .when(position == 1, F.lit(None).cast("string"))
         .when(F.col(CONTENT_HASH) == first_content, F.lit(DUPLICATE_EXACT))
         .otherwise(F.lit(DUPLICATE_EVENT_ID)),
     )
-    return marked if earlier_keys is None else marked.where(~F.col(_STORED)).drop(_STORED)
 
 
 def flag_bots(events: DataFrame, rules: BotRules) -> DataFrame:
@@ -337,7 +348,9 @@ def flag_bots(events: DataFrame, rules: BotRules) -> DataFrame:
     :func:`sessionize` needs too, so the two share one sort.)
 
     Args:
-        events: canonical events with ``user_id``, ``event_time`` and ``event_date``.
+        events: canonical events with ``user_id``, ``event_time`` and ``event_date``; rows earlier
+            batches stored on those days (``_stored``, from :func:`mark_duplicates`) count
+            towards the limits like the rest, so a day is judged on all its events known so far.
 
     Returns:
         ``events`` plus ``_bot`` (boolean).
@@ -355,7 +368,7 @@ def flag_bots(events: DataFrame, rules: BotRules) -> DataFrame:
     )
 
 
-def sessionize(events: DataFrame, gap_minutes: int) -> DataFrame:
+def sessionize(events: DataFrame, gap_minutes: int, apart: str | None = None) -> DataFrame:
     """Fill in ``session_id`` where the source had none.
 
     A user's events are ordered by time; a new session starts at the first one and after every gap
@@ -365,6 +378,9 @@ def sessionize(events: DataFrame, gap_minutes: int) -> DataFrame:
     Args:
         events: canonical events with ``user_id``, ``event_time``, ``event_date``, ``session_id``.
         gap_minutes: the inactivity gap that ends a session.
+        apart: optional boolean column, constant over each user's day: the rows where it is true
+            (a user's bot days) form sessions among themselves, and the rest as if those rows
+            were not there. Needs ``gap_minutes`` under a day.
 
     Returns:
         ``events`` with ``session_id`` (string) never null.
@@ -372,11 +388,18 @@ def sessionize(events: DataFrame, gap_minutes: int) -> DataFrame:
     S.require_columns(events, [S.USER_ID, S.EVENT_TIME, S.EVENT_DATE, S.SESSION_ID], "sessionize")
     # Ordered by day then time (the same order), so the sort flag_bots made is reused.
     ordered = Window.partitionBy(S.USER_ID).orderBy(S.EVENT_DATE, S.EVENT_TIME)
+    so_far = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     previous = F.lag(S.EVENT_TIME).over(ordered)
+    if apart is not None:
+        if gap_minutes >= MINUTES_PER_DAY:
+            raise ValueError(f"sessionize: a gap of {gap_minutes} minutes (a day or more) cannot keep days apart")
+        # ``apart`` is constant over a user's day, so a row whose predecessor is of the other kind
+        # is a day or more after its own kind's last row: more than the gap, a new session either
+        # way. And no session of one kind can span a day of the other.
+        previous = F.when(F.lag(apart).over(ordered) == F.col(apart), previous)
+    started_at = F.last(F.when(F.col("_starts"), F.col(S.EVENT_TIME)), ignorenulls=True).over(so_far)
     starts = previous.isNull() | (
         F.unix_timestamp(S.EVENT_TIME) - F.unix_timestamp(previous) > gap_minutes * 60)
-    started_at = F.last(F.when(F.col("_starts"), F.col(S.EVENT_TIME)), ignorenulls=True).over(
-        ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow))
     derived = F.substring(content_hash(F.col(S.USER_ID), F.col("_started_at")), 1, 24)
     return (
         events.withColumn("_starts", starts)

@@ -8,6 +8,12 @@ that is half written. The list of moves is saved first as ``<table>/_commit.json
 driver dies during the swap, the next write to the table finishes the pending commit before
 doing anything else, so a rerun repairs the table; a driver that dies before the commit leaves only
 its staging directory, which the next write removes. One job writes a table at a time.
+
+A routed write (:func:`write_routed`) fills several tables from one pass over the rows: they are
+staged once under the first table, and each table's journal names where its rows wait, so a
+table's pending commit may need another table's staging directory; a routed write therefore
+finishes the pending commits of all its tables before it clears any staging. Tables written
+together that way are always written together.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from shoprec.io.fs import HadoopFS, is_hidden
@@ -67,13 +74,8 @@ def write_partitions(
         RowCountError: the staged rows differ from ``expected_rows``; the table is untouched.
     """
     fs = HadoopFS(df.sparkSession)
-    finish_pending_commit(fs, table_path)
-    # With no commit pending, what is left in staging or trash belongs to writes whose driver died
-    # before committing (one writer per table at a time): remove it.
-    for leftover in ("_staging", "_trash"):
-        fs.delete(f"{table_path}/{leftover}")
+    _clear_for_write(fs, table_path)
     staging = f"{table_path}/_staging/{write_id}"
-    fs.delete(staging)
     df.write.mode("overwrite").partitionBy(*partition_by).parquet(staging)
 
     added = fs.leaf_dirs(staging, len(partition_by))
@@ -85,10 +87,103 @@ def write_partitions(
             raise RowCountError(f"{table_path}: staged {staged} rows, expected {expected}; nothing committed")
     existing = fs.leaf_dirs(table_path, len(partition_by))
     removed = [rel for rel in existing if _selected(rel, replace)]
-    journal = {"write_id": write_id, "remove": removed, "add": added, "lineage": lineage}
+    return _commit(fs, table_path, {"write_id": write_id, "remove": removed, "add": added, "lineage": lineage})
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One table of a routed write (:func:`write_routed`) and the rows it must receive."""
+
+    table_path: str
+    expected_rows: int | Callable[[], int] | None = None
+
+
+def write_routed(
+    df: DataFrame,
+    route_column: str,
+    destinations: dict[str, Destination],
+    partition_by: list[str],
+    replace: dict[str, list[str]],
+    write_id: str,
+    lineage: dict[str, str],
+) -> dict[str, WriteResult]:
+    """Write several tables in one pass over ``df``: each row goes to the table its ``route_column`` names.
+
+    The tables share ``partition_by``, ``replace`` and the write id. The rows are staged once,
+    under the first table's staging directory, with the route as the innermost partition column;
+    every table's row count is checked before any table is committed, and each table's commit
+    then moves its partitions straight from there (one rename each, as for
+    :func:`write_partitions`), the first table last. The tables must be on one file system.
+    ``route_column`` is not written.
+
+    Args:
+        df: the rows; ``route_column`` holds a key of ``destinations`` on every row.
+        destinations: ``{route value: Destination}``; a table whose route has no rows still has
+            its ``replace`` slice replaced (by nothing).
+        partition_by, replace, write_id, lineage: as for :func:`write_partitions`.
+
+    Raises:
+        RowCountError: a table's staged rows differ from its expected count; no table is touched.
+        ValueError: rows carry a route with no destination; no table is touched.
+    """
+    fs = HadoopFS(df.sparkSession)
+    # Every pending commit first: one may still need rows staged under another of the tables.
+    for destination in destinations.values():
+        finish_pending_commit(fs, destination.table_path)
+    for destination in destinations.values():
+        _clear_for_write(fs, destination.table_path)
+    first = next(iter(destinations.values())).table_path
+    shared = f"{first}/_staging/{write_id}"
+    # The route innermost: each table's staged partition is the table's partition, one level down.
+    df.write.mode("overwrite").partitionBy(*partition_by, route_column).parquet(shared)
+    staged: dict[str, list[str]] = {}
+    for rel in fs.leaf_dirs(shared, len(partition_by) + 1) if fs.exists(shared) else []:
+        partition, leaf = rel.rsplit("/", 1)
+        staged.setdefault(leaf.split("=", 1)[1], []).append(partition)
+    if set(staged) - set(destinations):
+        fs.delete(shared)
+        raise ValueError(f"rows routed to {sorted(set(staged) - set(destinations))}, which have no destination "
+                         f"table (known: {sorted(destinations)}); nothing committed")
+    counted = {}
+    if staged and any(d.expected_rows is not None for d in destinations.values()):
+        counted = {r[0]: r[1] for r in df.sparkSession.read.parquet(shared).groupBy(route_column).count().collect()}
+    journals = {}
+    for route, destination in destinations.items():
+        expected = destination.expected_rows() if callable(destination.expected_rows) else destination.expected_rows
+        if expected is not None:
+            rows = counted.get(route, 0)
+            if rows != expected:
+                fs.delete(shared)
+                raise RowCountError(f"{destination.table_path}: staged {rows} rows, expected {expected}; "
+                                    "nothing committed")
+        existing = fs.leaf_dirs(destination.table_path, len(partition_by))
+        journals[route] = {
+            "write_id": write_id, "remove": [rel for rel in existing if _selected(rel, replace)],
+            "add": sorted(staged.get(route, [])), "lineage": lineage,
+            "staging": shared, "leaf": f"{route_column}={route}",
+        }
+    # The first table last: its staging directory holds the others' rows until they are in place.
+    order = list(journals)[1:] + list(journals)[:1]
+    results = {route: _commit(fs, destinations[route].table_path, journals[route]) for route in order}
+    fs.delete(shared)
+    if not fs.list_dir(f"{first}/_staging"):
+        fs.delete(f"{first}/_staging")
+    return {route: results[route] for route in destinations}
+
+
+def _clear_for_write(fs: HadoopFS, table_path: str) -> None:
+    """Finish a commit a dead driver left pending, then remove what dead writes left staged."""
+    finish_pending_commit(fs, table_path)
+    # With no commit pending, what is left in staging or trash belongs to writes whose driver died
+    # before committing (one writer per table at a time): remove it.
+    for leftover in ("_staging", "_trash"):
+        fs.delete(f"{table_path}/{leftover}")
+
+
+def _commit(fs: HadoopFS, table_path: str, journal: dict) -> WriteResult:
     fs.write_text(f"{table_path}/{COMMIT_JOURNAL}", json.dumps(journal, indent=1))
     _apply_commit(fs, table_path, journal)
-    return WriteResult(table_path, removed, added)
+    return WriteResult(table_path, journal["remove"], journal["add"])
 
 
 def read_table(spark: SparkSession, table_path: str, schema: StructType) -> DataFrame:
@@ -126,16 +221,23 @@ def finish_pending_commit(fs: HadoopFS, table_path: str) -> bool:
 def _apply_commit(fs: HadoopFS, table_path: str, journal: dict) -> None:
     """Idempotently move old partitions out and new ones in, as the journal lists."""
     write_id = journal["write_id"]
-    staging = f"{table_path}/_staging/{write_id}"
+    # A routed write's journal names the staging it shares with other tables (under the first
+    # table's), and the innermost directory that holds this table's rows of each partition.
+    staging = journal.get("staging") or f"{table_path}/_staging/{write_id}"
+    leaf = journal.get("leaf")
+
+    def staged(rel: str) -> str:
+        return f"{staging}/{rel}/{leaf}" if leaf else f"{staging}/{rel}"
+
     trash = f"{table_path}/_trash/{write_id}"
     added = set(journal["add"])
     for rel in journal["remove"]:
         live = f"{table_path}/{rel}"
         # A directory still in staging means this partition has not been swapped yet.
-        if fs.exists(live) and (rel not in added or fs.exists(f"{staging}/{rel}")):
+        if fs.exists(live) and (rel not in added or fs.exists(staged(rel))):
             fs.rename(live, f"{trash}/{rel}")
     for rel in journal["add"]:
-        new = f"{staging}/{rel}"
+        new = staged(rel)
         if fs.exists(new):
             fs.delete(f"{table_path}/{rel}")
             fs.rename(new, f"{table_path}/{rel}")
@@ -144,7 +246,8 @@ def _apply_commit(fs: HadoopFS, table_path: str, journal: dict) -> None:
         _prune_empty_parents(fs, table_path, rel)
     fs.delete(f"{table_path}/{COMMIT_JOURNAL}")
     fs.delete(trash)
-    fs.delete(staging)
+    if not leaf:  # a shared staging is removed by the routed write, once every table is committed
+        fs.delete(staging)
     if not fs.list_dir(f"{table_path}/_staging"):
         fs.delete(f"{table_path}/_staging")
     if not fs.list_dir(f"{table_path}/_trash"):
@@ -167,8 +270,6 @@ def read_snapshot(spark: SparkSession, table_path: str, date: str, column: str =
     Raises:
         FileNotFoundError: the table has no partition for ``date``.
     """
-    from pyspark.sql import functions as F
-
     if date not in snapshot_dates(spark, table_path, column):
         raise FileNotFoundError(f"{table_path} has no partition {column}={date}; run the job that writes it first")
     return spark.read.parquet(f"{table_path}/{column}={date}").withColumn(column, F.lit(date).cast("date"))
@@ -189,8 +290,6 @@ def latest_snapshot_date(spark: SparkSession, table_path: str, on_or_before: str
 def write_snapshot(df: DataFrame, table_path: str, date: str, write_id: str, lineage: dict[str, str],
                    column: str = RUN_DATE) -> WriteResult:
     """Write ``df`` as the ``date`` partition of a snapshot table, replacing that partition only."""
-    from pyspark.sql import functions as F
-
     dated = df.withColumn(column, F.lit(date).cast("date"))
     result = write_partitions(dated, table_path, [column], {column: [date]}, write_id, lineage)
     if not result.added:

@@ -3,7 +3,7 @@
 # Job name -> (module, one-line description). Modules are imported only when their job runs.
 JOBS = {
     "generate": ("shoprec.jobs.generate", "write a synthetic shop's raw event log"),
-    "clean_events": ("shoprec.jobs.clean_events", "raw logs -> events_clean (pseudonymous ids) + events_quarantine, user_id_map (restricted)"),
+    "clean_events": ("shoprec.jobs.clean_events", "raw logs -> events_clean, events_bot (pseudonymous ids) + events_quarantine, user_id_map (restricted)"),
     "build_profiles": ("shoprec.jobs.build_profiles", "events -> interactions, user/item profiles, cold-start candidates"),
     "train_als": ("shoprec.jobs.train_als", "tuned implicit ALS -> als_recs + similar_items, model registered"),
     "mine_rules": ("shoprec.jobs.mine_rules", "FP-Growth over baskets -> assoc_rules + bought_together"),

@@ -1,4 +1,5 @@
-"""clean_events: raw shop logs -> ``events_clean``, ``events_quarantine`` and ``user_id_map`` (partitioned Parquet).
+"""clean_events: raw shop logs -> ``events_clean``, ``events_bot``, ``events_quarantine`` and ``user_id_map``
+(partitioned Parquet).
 
 Run on a cluster::
 
@@ -25,6 +26,10 @@ written under the restricted root, outside the analysts' warehouse.
 The raw input is parsed once: the parsed rows are staged as Parquet under the restricted root
 (``_staging/clean_events/parsed``, removed at the end) and the three tables are written from them.
 
+The valid events of users' bot days go to ``events_bot`` (same schema), in the same write as
+``events_clean``. A run compares its events with what earlier batches stored on the same days:
+an event already stored is a duplicate, and a day's stored events count towards its bot limits.
+
 Rebuilding a batch replaces exactly that batch's partitions in every table, so running the same
 command twice gives the same tables. Row accounting is checked before anything is committed:
 input records = clean + quarantined + duplicates + bot-filtered.
@@ -49,13 +54,16 @@ from shoprec.io.fs import FileStatus, HadoopFS
 from shoprec.io.ingest_log import IngestLog
 from shoprec.io.sources import read_raw_records
 from shoprec.io.staging import Staging, staging_root
-from shoprec.io.tables import read_table, write_partitions
+from shoprec.io.tables import Destination, read_table, write_partitions, write_routed
 from shoprec.jobs.common import iso_date, job_parser, run_main
 from shoprec.spark import file_tasks_per_core
 from shoprec.tracking import JobRun, StageClock, job_run, write_report
 
 JOB = "clean_events"
 CLEAN_TABLE = "events_clean"
+# The valid events of users' bot days, in the clean schema: kept so that later batches judge a
+# day on all its events, and so that what the bot rules filter can be looked at.
+BOT_TABLE = "events_bot"
 QUARANTINE_TABLE = "events_quarantine"
 USER_ID_MAP_TABLE = "user_id_map"
 CLEAN_PARTITIONS = [S.EVENT_DATE, S.INGEST_BATCH]
@@ -68,6 +76,11 @@ SAMPLES_PER_REASON = 3
 PARSED_STAGING = "parsed"
 # Tasks per core the job's scans are split into at least (shoprec.spark.file_tasks_per_core).
 SCAN_TASKS_PER_CORE = 4
+# The events write routes each row to events_clean or events_bot by this (unwritten) column.
+_ROUTE = "shoprec_table"
+# On the stored rows of earlier batches: the row is in events_bot; the batch that stored it.
+_STORED_AS_BOT = "_stored_as_bot"
+_STORED_BATCH = "_stored_batch"
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +112,8 @@ class CleanSummary:
     accounting: dict[str, int] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     duplicates_by_kind: dict[str, int] = field(default_factory=dict)
+    # Rows earlier batches stored in events_clean on user-days this run judged bots (see _write_clean).
+    stored_clean_on_bot_days: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -237,6 +252,15 @@ class _Run:
                          self.tracking.run_id, lineage, expected_rows=expected_rows)
         self.clock.lap(f"write_{table.removeprefix('events_')}")
 
+    def write_routed(self, df: DataFrame, tables: dict[str, Destination], partition_by: list[str]) -> None:
+        """Write the rows of ``df`` to the tables their ``_ROUTE`` names, in one pass; time it as
+        the first table's write."""
+        lineage = {"run_id": self.tracking.run_id, "job": JOB, "run_date": self.run_date,
+                   "source": self.cfg.input.source}
+        write_routed(df, _ROUTE, tables, partition_by, {S.INGEST_BATCH: self.replaced}, self.tracking.run_id,
+                     lineage)
+        self.clock.lap(f"write_{next(iter(tables)).removeprefix('events_')}")
+
 
 def _clean_and_write(run: _Run, plan: dict[str, list[FileStatus]], secret: bytes | None) -> None:
     """One parse of the raw input, staged as Parquet under the restricted root and counted on its
@@ -294,10 +318,19 @@ def _pseudonymized(run: _Run, valid: DataFrame, secret: bytes) -> DataFrame:
 
 
 def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, first_date, last_date) -> None:
-    """Deduplicate, filter bots, sessionize and write ``events_clean``; account for every row."""
+    """Deduplicate, filter bots, sessionize and write ``events_clean`` (and the bots' rows to
+    ``events_bot``); account for every row.
+
+    The rows earlier batches stored on the run's days (both tables) take part: a new event one of
+    them already holds is an ``earlier_batch`` duplicate, and they count towards a day's bot
+    limits, so a bot's day whose events arrive in several batches is judged on all of them. Rows
+    already stored clean are not rewritten when their day turns out a bot's: they are counted
+    (``stored_clean_on_bot_days``) and a backfill of their batches re-judges them.
+    """
     summary = run.summary
-    earlier = _earlier_keys(run.spark, run.cfg, run.replaced, first_date, last_date)
+    earlier = _earlier_rows(run.spark, run.cfg, run.replaced, first_date, last_date)
     valid, second_inflow = _observed(valid, "valid", rows=F.lit(True), unmapped=F.col(S.USER_ID).isNull())
+    new_row = ~F.col(clean.STORED)
     deduped, dup_obs = _observed(
         clean.mark_duplicates(valid, earlier), "duplicates",
         exact=F.col(clean.DUPLICATE) == clean.DUPLICATE_EXACT,
@@ -305,11 +338,18 @@ def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, 
         earlier_batch=F.col(clean.DUPLICATE) == clean.DUPLICATE_EARLIER_BATCH)
     flagged, bot_obs = _observed(
         clean.flag_bots(deduped.where(F.col(clean.DUPLICATE).isNull()), run.cfg.clean.bots), "bots",
-        bot=F.col(clean.BOT))
-    kept = conform(clean.sessionize(flagged.where(~F.col(clean.BOT)), run.cfg.clean.session_gap_minutes),
-                   S.EVENTS_CLEAN, run.tracking.run_id)
+        bot=F.col(clean.BOT) & new_row)
+    stored_obs = None
+    if earlier is not None:
+        stored_obs = Observation("stored_on_bot_days")
+        on_bot_day = F.col(clean.BOT) & F.col(clean.STORED) & ~F.col(_STORED_AS_BOT)
+        flagged = flagged.observe(stored_obs, F.sum(on_bot_day.cast("long")).alias("rows"),
+                                  F.min(F.when(on_bot_day, F.col(_STORED_BATCH))).alias("first_batch"))
+    events = clean.sessionize(flagged.where(new_row), run.cfg.clean.session_gap_minutes, apart=clean.BOT)
+    routed = conform(events.withColumn(_ROUTE, F.when(F.col(clean.BOT), F.lit(BOT_TABLE)).otherwise(F.lit(CLEAN_TABLE))),
+                     S.EVENTS_CLEAN, run.tracking.run_id, keep=[_ROUTE])
 
-    def expected_clean() -> int:
+    def expected(kind: str) -> int:
         seen_again = int(second_inflow.get["rows"] or 0)
         if second_inflow.get["unmapped"]:
             raise AccountingError(f"{second_inflow.get['unmapped']} valid rows found no pseudonym in "
@@ -318,9 +358,13 @@ def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, 
             raise AccountingError(f"{rows_valid} valid rows were parsed but {seen_again} reached the clean write "
                                   f"(was the staged parse changed meanwhile?); nothing committed to {CLEAN_TABLE}")
         summary.duplicates_by_kind = {k: int(v or 0) for k, v in dup_obs.get.items()}
-        return rows_valid - sum(summary.duplicates_by_kind.values()) - int(bot_obs.get["bot"] or 0)
+        bots = int(bot_obs.get["bot"] or 0)
+        return bots if kind == BOT_TABLE else rows_valid - sum(summary.duplicates_by_kind.values()) - bots
 
-    run.write(kept, CLEAN_TABLE, CLEAN_PARTITIONS, expected_rows=expected_clean)
+    run.write_routed(routed, {
+        CLEAN_TABLE: Destination(run.cfg.table_path(CLEAN_TABLE), lambda: expected(CLEAN_TABLE)),
+        BOT_TABLE: Destination(run.cfg.table_path(BOT_TABLE), lambda: expected(BOT_TABLE)),
+    }, CLEAN_PARTITIONS)
     rows_duplicate = sum(summary.duplicates_by_kind.values())
     rows_filtered = int(bot_obs.get["bot"] or 0)
     summary.accounting = {
@@ -332,34 +376,46 @@ def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, 
     if rows_input != (counts["rows_clean"] + counts["rows_quarantined"] + counts["rows_duplicate"]
                       + counts["rows_filtered_bot"]):
         raise AccountingError(f"row accounting does not add up: {summary.accounting}")
+    if stored_obs is not None:
+        summary.stored_clean_on_bot_days = int(stored_obs.get["rows"] or 0)
+    if summary.stored_clean_on_bot_days:
+        first_batch = stored_obs.get["first_batch"]
+        log.warning("clean_events %s: %d row(s) stored in %s by earlier batches (the first %s) fall on user-days "
+                    "this run judged bots and stay there; backfill those batches to re-judge them",
+                    run.run_date, summary.stored_clean_on_bot_days, CLEAN_TABLE, first_batch)
     run.tracking.log_metrics({
         **summary.accounting, "files_processed": summary.files, "batches": len(summary.batches),
+        "stored_clean_on_bot_days": summary.stored_clean_on_bot_days,
         **{f"quarantine_{reason}": rows for reason, rows in summary.quarantine_reasons.items()},
         **{f"duplicate_{kind}": rows for kind, rows in summary.duplicates_by_kind.items()},
     })
 
 
-def conform(df: DataFrame, schema, run_id: str) -> DataFrame:
-    """``df`` with exactly the table's columns, in order and of its types, stamped with the run id."""
+def conform(df: DataFrame, schema, run_id: str, keep: list[str] = ()) -> DataFrame:
+    """``df`` with exactly the table's columns, in order and of its types, stamped with the run id
+    (and the ``keep`` columns after them)."""
     return df.select(*[
         (F.lit(run_id) if f.name == S.INGEST_RUN_ID else F.col(f.name)).cast(f.dataType).alias(f.name)
         for f in schema.fields
-    ])
+    ], *keep)
 
 
-def _earlier_keys(spark: SparkSession, cfg: Config, replaced: list[str], first_date, last_date) -> DataFrame | None:
-    """Event keys already stored by batches this run does not rebuild, in the dates it touches;
-    None when there are none."""
-    path = cfg.table_path(CLEAN_TABLE)
+def _earlier_rows(spark: SparkSession, cfg: Config, replaced: list[str], first_date, last_date) -> DataFrame | None:
+    """The events batches this run does not rebuild stored on the days it touches (clean and
+    bots' rows alike; ``_stored_as_bot`` tells which); None when there are none."""
     if first_date is None:
         return None
-    stored = read_table(spark, path, S.EVENTS_CLEAN)
-    keys = stored.where(
-        F.col(S.EVENT_DATE).between(F.lit(first_date), F.lit(last_date)) & ~F.col(S.INGEST_BATCH).isin(*replaced)
-    ).select(S.USER_ID, S.EVENT_ID, S.EVENT_DATE)
-    # Both filters prune partitions, so this looks at one file at most: a first run, a full
-    # rebuild or a day nobody stored before skips the comparison with stored keys altogether.
-    return None if keys.isEmpty() else keys
+    stored = []
+    for table in (CLEAN_TABLE, BOT_TABLE):
+        rows = read_table(spark, cfg.table_path(table), S.EVENTS_CLEAN).where(
+            F.col(S.EVENT_DATE).between(F.lit(first_date), F.lit(last_date)) & ~F.col(S.INGEST_BATCH).isin(*replaced))
+        stored.append(rows.select(S.USER_ID, S.EVENT_ID, S.EVENT_DATE, S.EVENT_TIME,
+                                  F.col(S.INGEST_BATCH).cast("string").alias(_STORED_BATCH),
+                                  F.lit(table == BOT_TABLE).alias(_STORED_AS_BOT)))
+    rows = stored[0].unionByName(stored[1])
+    # The filters prune partitions, so this looks at a file or two at most: a first run, a full
+    # rebuild or a day nobody stored before skips the comparison with stored rows altogether.
+    return None if rows.isEmpty() else rows
 
 
 def quality_report(spark: SparkSession, cfg: Config, batches: list[str], summary: CleanSummary) -> dict:
@@ -383,6 +439,12 @@ def quality_report(spark: SparkSession, cfg: Config, batches: list[str], summary
     for r in clean_rows.groupBy(S.EVENT_DATE, S.EVENT_TYPE).count().orderBy(S.EVENT_DATE).collect():
         by_type[r[S.EVENT_TYPE]] = by_type.get(r[S.EVENT_TYPE], 0) + r["count"]
         by_date[str(r[S.EVENT_DATE])] = by_date.get(str(r[S.EVENT_DATE]), 0) + r["count"]
+    bots = read_table(spark, cfg.table_path(BOT_TABLE), S.EVENTS_CLEAN).where(F.col(S.INGEST_BATCH).isin(*batches)).agg(
+        F.count(F.lit(1)).alias("rows"), F.countDistinct(S.USER_ID).alias("users"),
+        F.countDistinct(S.USER_ID, S.EVENT_DATE).alias("user_days"),
+    ).first().asDict()
+    # Rows earlier batches stored clean on the days now judged bots' (left as they are).
+    bots["stored_clean_on_bot_days"] = summary.stored_clean_on_bot_days
     quarantine = read_table(spark, cfg.table_path(QUARANTINE_TABLE), S.EVENTS_QUARANTINE)
     ranked = quarantine.where(F.col(S.INGEST_BATCH).isin(*batches)).withColumn(
         "_n", F.row_number().over(Window.partitionBy(S.REASON).orderBy(S.SOURCE_FILE, S.RAW_RECORD)))
@@ -402,6 +464,7 @@ def quality_report(spark: SparkSession, cfg: Config, batches: list[str], summary
         "clean_profile": profile,
         "clean_by_event_type": by_type,
         "clean_by_event_date": by_date,
+        "bots": bots,
         "quarantine_samples": samples,
     }
 
