@@ -234,6 +234,11 @@ def test_a_bots_day_is_judged_on_all_its_batches(spark, make_config, tmp_path, c
     by_batch = {(str(r[S.INGEST_BATCH]), r["count"]) for r in table(spark, cfg, "events_bot").groupBy(S.INGEST_BATCH).count().collect()}
     assert by_batch == {(day, 25), ("2026-03-02", 13)}
     assert table(spark, cfg, "events_clean").count() == 14 + 1
+    # The bot's late events continue its stored session; user 1's rows of the day, now a bot's,
+    # form one in events_bot apart from the session its stored clean rows keep.
+    bot_sessions = {r[0] for r in table(spark, cfg, "events_bot").select(S.SESSION_ID).distinct().collect()}
+    clean_sessions = {r[0] for r in table(spark, cfg, "events_clean").select(S.SESSION_ID).distinct().collect()}
+    assert len(bot_sessions) == 2 and not bot_sessions & clean_sessions
 
     # A backfill of both batches judges the day as one: user 1's whole day is a bot's.
     rebuilt = clean_events.run(spark, cfg, "2026-03-02", backfill=(day, "2026-03-02"))
@@ -241,3 +246,32 @@ def test_a_bots_day_is_judged_on_all_its_batches(spark, make_config, tmp_path, c
     assert rebuilt.accounting["rows_clean"] == 3 and rebuilt.accounting["rows_filtered_bot"] == 50
     assert table(spark, cfg, "events_clean").select(S.EVENT_ID).distinct().count() == 3
     assert table(spark, cfg, "events_bot").count() == 50
+
+
+def test_a_late_event_continues_its_stored_session(spark, make_config, tmp_path):
+    landing, day, next_day = tmp_path / "landing", "2026-03-01", "2026-03-02"
+    write_log(landing / f"dt={day}", [("a", "4", f"{day}T10:00:00Z"), ("b", "4", f"{day}T10:10:00Z"),
+                                       ("c", "4", f"{day}T23:50:00Z")])
+    cfg = make_config(INPUT__PATH=landing)
+    clean_events.run(spark, cfg, day)
+    write_log(landing / f"dt={next_day}", [
+        ("d", "4", f"{day}T10:20:00Z"),         # late: 10 minutes after b
+        ("e", "4", f"{next_day}T00:05:00Z"),    # 15 minutes after c, past midnight
+        ("f", "4", f"{day}T09:45:00Z"),         # 15 minutes before a: opens the session a stored one
+        ("g", "4", f"{day}T12:00:00Z"),         # 100 minutes after d: a new session
+    ])
+    second = clean_events.run(spark, cfg, next_day)
+    assert second.accounting["rows_clean"] == 4
+
+    def sessions() -> dict[str, str]:
+        return {r[S.EVENT_ID]: r[S.SESSION_ID]
+                for r in table(spark, cfg, "events_clean").select(S.EVENT_ID, S.SESSION_ID).collect()}
+
+    got = sessions()
+    assert got["a"] == got["b"] == got["d"] and got["c"] == got["e"]
+    # The stored rows keep their ids, so f, which a full rebuild puts in a's session, has its own.
+    assert len({got["a"], got["c"], got["f"], got["g"]}) == 4
+    clean_events.run(spark, cfg, next_day, full_rebuild=True)
+    rebuilt = sessions()
+    assert rebuilt["f"] == rebuilt["a"] == rebuilt["b"] == rebuilt["d"] and rebuilt["c"] == rebuilt["e"]
+    assert rebuilt["c"] == got["c"] and rebuilt["g"] == got["g"]

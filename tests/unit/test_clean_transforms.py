@@ -206,7 +206,7 @@ def test_duplicates_bots_and_sessions_shuffle_the_events_once(spark):
     rows = events(spark, [("u1", "e1", at(0), day, "h1", "f1", None)])
     with session_settings(spark, NO_BROADCAST):
         flagged = clean.flag_bots(clean.mark_duplicates(rows, stored), BotRules())
-        chain = clean.sessionize(flagged.where(~flagged[clean.STORED]), 30, apart=clean.BOT)
+        chain = clean.sessionize(flagged, 30, apart=clean.BOT, stored=clean.STORED)
         plan = chain._jdf.queryExecution().executedPlan().toString()
     assert plan.count("Exchange hashpartitioning") == 1, plan
 
@@ -266,6 +266,40 @@ def test_sessionize_keeps_bot_days_apart(spark):
     assert {r[S.EVENT_ID]: r[S.SESSION_ID] for r in without.collect()} == {k: got[k] for k in "abc"}
     with pytest.raises(ValueError, match="a gap of 1440 minutes .* cannot keep days apart"):
         clean.sessionize(marked, 1440, apart="_is_bot")
+
+
+def test_sessionize_continues_stored_sessions(spark):
+    day = dt.date(2026, 1, 2)
+    stored = [
+        ("u1", "s1", at(0), day, "h", "f", "kept"),
+        ("u1", "s2", at(10), day, "h", "f", "kept"),
+        ("u1", "s3", at(120), day, "h", "f", "later"),
+        ("u2", "s4", at(0), day, "h", "f", "other"),
+    ]
+    new = [
+        ("u1", "before", at(-15), day, "h", "f", None),   # opens the session before its first stored row
+        ("u1", "between", at(5), day, "h", "f", None),    # after s1: continues it
+        ("u1", "after", at(25), day, "h", "f", None),     # 15 minutes after s2: continues it
+        ("u1", "apart", at(60), day, "h", "f", None),     # 35 minutes after "after": a new session
+        ("u1", "bridge", at(100), day, "h", "f", None),   # 20 minutes before s3: a session until s3
+        ("u1", "tail", at(140), day, "h", "f", None),     # 20 minutes after s3: continues it
+        ("u1", "given", at(145), day, "h", "f", "own"),   # the source's own id is kept
+        ("u3", "alone", at(0), day, "h", "f", None),
+    ]
+    rows = events(spark, stored + new).withColumn(
+        clean.STORED, F.col(S.EVENT_ID).startswith("s") & (F.length(S.EVENT_ID) == 2))
+    got = {r[S.EVENT_ID]: r[S.SESSION_ID] for r in clean.sessionize(rows, 30, stored=clean.STORED).collect()}
+    assert {k: got[k] for k in ("s1", "s2", "s3", "s4", "between", "after", "tail", "given")} == {
+        "s1": "kept", "s2": "kept", "s3": "later", "s4": "other",
+        "between": "kept", "after": "kept", "tail": "later", "given": "own"}
+    assert len({got["before"], got["apart"], got["bridge"], got["alone"], "kept", "later"}) == 6
+    # Without the stored rows marked, no new event takes a stored id.
+    unmarked = clean.sessionize(rows.drop(clean.STORED), 30)
+    assert not {r[S.SESSION_ID] for r in unmarked.where(~F.col(S.EVENT_ID).isin("s1", "s2", "s3", "s4", "given"))
+                .collect()} & {"kept", "later", "other"}
+    # New events with nothing stored near them get the ids they get without any stored row.
+    alone = clean.sessionize(events(spark, [r for r in new if r[1] == "alone"]), 30).first()
+    assert got["alone"] == alone[S.SESSION_ID]
 
 
 def test_sessionize_splits_on_gaps_and_keeps_given_ids(spark):

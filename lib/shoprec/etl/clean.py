@@ -6,8 +6,8 @@ Every function here takes and returns DataFrames; none reads or writes storage. 
     parse_records -> to_canonical -> (quarantine | mark_duplicates -> flag_bots -> sessionize)
 
 Earlier batches' stored rows of the same days may join the events at ``mark_duplicates``
-(flagged ``_stored``): a new event is a duplicate of a stored one, and a day's stored events
-count towards its bot limits.
+(flagged ``_stored``): a new event is a duplicate of a stored one, a day's stored events
+count towards its bot limits, and a new event can continue a stored session.
 """
 
 from __future__ import annotations
@@ -368,7 +368,7 @@ def flag_bots(events: DataFrame, rules: BotRules) -> DataFrame:
     )
 
 
-def sessionize(events: DataFrame, gap_minutes: int, apart: str | None = None) -> DataFrame:
+def sessionize(events: DataFrame, gap_minutes: int, apart: str | None = None, stored: str | None = None) -> DataFrame:
     """Fill in ``session_id`` where the source had none.
 
     A user's events are ordered by time; a new session starts at the first one and after every gap
@@ -381,6 +381,12 @@ def sessionize(events: DataFrame, gap_minutes: int, apart: str | None = None) ->
         apart: optional boolean column, constant over each user's day: the rows where it is true
             (a user's bot days) form sessions among themselves, and the rest as if those rows
             were not there. Needs ``gap_minutes`` under a day.
+        stored: optional boolean column marking rows earlier batches stored, with the
+            ``session_id`` they were stored with (never null). They take part in the gaps, keep
+            their ids, and an event without an id that follows one of them in the same session
+            (no longer gap in between) continues that stored session, under its id. Events of a
+            session that only begins before its first stored row get a session id of their own
+            until that row: the stored rows cannot be given a new id without rewriting them.
 
     Returns:
         ``events`` with ``session_id`` (string) never null.
@@ -401,9 +407,17 @@ def sessionize(events: DataFrame, gap_minutes: int, apart: str | None = None) ->
     starts = previous.isNull() | (
         F.unix_timestamp(S.EVENT_TIME) - F.unix_timestamp(previous) > gap_minutes * 60)
     derived = F.substring(content_hash(F.col(S.USER_ID), F.col("_started_at")), 1, 24)
-    return (
-        events.withColumn("_starts", starts)
-        .withColumn("_started_at", started_at)
-        .withColumn(S.SESSION_ID, F.coalesce(F.col(S.SESSION_ID), derived))
-        .drop("_starts", "_started_at")
-    )
+    rows = events.withColumn("_starts", starts)
+    if stored is None:
+        rows = rows.withColumn("_started_at", started_at)
+        session = F.coalesce(F.col(S.SESSION_ID), derived)
+    else:
+        # The latest row so far that started a session or was stored: when it is a stored row,
+        # no session started after it, so the current row continues its session. (One window
+        # pass with the start, both from ``_starts``.)
+        marker = F.last(F.when(F.col("_starts") | F.col(stored),
+                               F.struct(F.col(stored).alias("stored"), F.col(S.SESSION_ID).alias("id"))),
+                        ignorenulls=True).over(so_far)
+        rows = rows.withColumns({"_started_at": started_at, "_marker": marker})
+        session = F.coalesce(F.col(S.SESSION_ID), F.when(F.col("_marker.stored"), F.col("_marker.id")), derived)
+    return rows.withColumn(S.SESSION_ID, session).drop("_starts", "_started_at", "_marker")

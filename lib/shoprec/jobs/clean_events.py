@@ -38,6 +38,8 @@ input records = clean + quarantined + duplicates + bot-filtered.
 from __future__ import annotations
 
 import argparse
+import calendar
+import datetime as dt
 import fnmatch
 import logging
 import re
@@ -322,8 +324,10 @@ def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, 
     ``events_bot``); account for every row.
 
     The rows earlier batches stored on the run's days (both tables) take part: a new event one of
-    them already holds is an ``earlier_batch`` duplicate, and they count towards a day's bot
-    limits, so a bot's day whose events arrive in several batches is judged on all of them. Rows
+    them already holds is an ``earlier_batch`` duplicate, they count towards a day's bot limits,
+    so a bot's day whose events arrive in several batches is judged on all of them, and a new
+    event within a session gap after a stored one of its table continues that session (stored
+    rows up to a gap before and after the run's days are read for that). Rows
     already stored clean are not rewritten when their day turns out a bot's: they are counted
     (``stored_clean_on_bot_days``) and a backfill of their batches re-judges them.
     """
@@ -339,13 +343,21 @@ def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, 
     flagged, bot_obs = _observed(
         clean.flag_bots(deduped.where(F.col(clean.DUPLICATE).isNull()), run.cfg.clean.bots), "bots",
         bot=F.col(clean.BOT) & new_row)
-    stored_obs = None
+    stored_obs, sessions_of = None, flagged.where(new_row)
     if earlier is not None:
+        # Stored rows just outside the run's days are there for sessions only: their days' bot
+        # limits were judged on all their rows, which the run does not read.
+        outside = F.col(clean.STORED) & ~F.col(S.EVENT_DATE).between(F.lit(first_date), F.lit(last_date))
+        flagged = flagged.withColumn(clean.BOT, F.when(outside, F.col(_STORED_AS_BOT)).otherwise(F.col(clean.BOT)))
         stored_obs = Observation("stored_on_bot_days")
         on_bot_day = F.col(clean.BOT) & F.col(clean.STORED) & ~F.col(_STORED_AS_BOT)
         flagged = flagged.observe(stored_obs, F.sum(on_bot_day.cast("long")).alias("rows"),
                                   F.min(F.when(on_bot_day, F.col(_STORED_BATCH))).alias("first_batch"))
-    events = clean.sessionize(flagged.where(new_row), run.cfg.clean.session_gap_minutes, apart=clean.BOT)
+        # A new event continues a stored session of its own table only: stored clean rows of a
+        # day now judged a bot's stay clean, and their sessions with them.
+        sessions_of = flagged.where(new_row | (F.col(_STORED_AS_BOT) == F.col(clean.BOT)))
+    events = clean.sessionize(sessions_of, run.cfg.clean.session_gap_minutes, apart=clean.BOT,
+                              stored=None if earlier is None else clean.STORED).where(new_row)
     routed = conform(events.withColumn(_ROUTE, F.when(F.col(clean.BOT), F.lit(BOT_TABLE)).otherwise(F.lit(CLEAN_TABLE))),
                      S.EVENTS_CLEAN, run.tracking.run_id, keep=[_ROUTE])
 
@@ -401,15 +413,23 @@ def conform(df: DataFrame, schema, run_id: str, keep: list[str] = ()) -> DataFra
 
 
 def _earlier_rows(spark: SparkSession, cfg: Config, replaced: list[str], first_date, last_date) -> DataFrame | None:
-    """The events batches this run does not rebuild stored on the days it touches (clean and
-    bots' rows alike; ``_stored_as_bot`` tells which); None when there are none."""
+    """The events batches this run does not rebuild stored on the days it touches, and within a
+    session gap of them (clean and bots' rows alike; ``_stored_as_bot`` tells which); None when
+    there are none."""
     if first_date is None:
         return None
+    # Epoch seconds, not a zone-less time: the bounds are UTC whatever the driver's zone.
+    margin = dt.timedelta(minutes=cfg.clean.session_gap_minutes)
+    since = calendar.timegm((dt.datetime.combine(first_date, dt.time()) - margin).timetuple())
+    until = calendar.timegm((dt.datetime.combine(last_date + dt.timedelta(days=1), dt.time()) + margin).timetuple())
+    near = (F.col(S.EVENT_DATE).between(F.lit(first_date - dt.timedelta(days=1)), F.lit(last_date + dt.timedelta(days=1)))
+            & (F.col(S.EVENT_TIME) >= F.timestamp_seconds(F.lit(since)))
+            & (F.col(S.EVENT_TIME) < F.timestamp_seconds(F.lit(until))))
     stored = []
     for table in (CLEAN_TABLE, BOT_TABLE):
         rows = read_table(spark, cfg.table_path(table), S.EVENTS_CLEAN).where(
-            F.col(S.EVENT_DATE).between(F.lit(first_date), F.lit(last_date)) & ~F.col(S.INGEST_BATCH).isin(*replaced))
-        stored.append(rows.select(S.USER_ID, S.EVENT_ID, S.EVENT_DATE, S.EVENT_TIME,
+            near & ~F.col(S.INGEST_BATCH).isin(*replaced))
+        stored.append(rows.select(S.USER_ID, S.EVENT_ID, S.EVENT_DATE, S.EVENT_TIME, S.SESSION_ID,
                                   F.col(S.INGEST_BATCH).cast("string").alias(_STORED_BATCH),
                                   F.lit(table == BOT_TABLE).alias(_STORED_AS_BOT)))
     rows = stored[0].unionByName(stored[1])
