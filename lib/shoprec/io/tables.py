@@ -79,15 +79,10 @@ def write_partitions(
     df.write.mode("overwrite").partitionBy(*partition_by).parquet(staging)
 
     added = fs.leaf_dirs(staging, len(partition_by))
-    if expected_rows is not None:
-        expected = expected_rows() if callable(expected_rows) else expected_rows
-        staged = df.sparkSession.read.parquet(staging).count() if added else 0
-        if staged != expected:
-            fs.delete(staging)
-            raise RowCountError(f"{table_path}: staged {staged} rows, expected {expected}; nothing committed")
-    existing = fs.leaf_dirs(table_path, len(partition_by))
-    removed = [rel for rel in existing if _selected(rel, replace)]
-    return _commit(fs, table_path, {"write_id": write_id, "remove": removed, "add": added, "lineage": lineage})
+    _check_rows(fs, table_path, expected_rows, lambda: df.sparkSession.read.parquet(staging).count() if added else 0,
+                staging)
+    return _commit(fs, table_path, {"write_id": write_id, "remove": _replaced(fs, table_path, partition_by, replace),
+                                    "add": added, "lineage": lineage})
 
 
 @dataclass(frozen=True)
@@ -131,7 +126,7 @@ def write_routed(
     for destination in destinations.values():
         finish_pending_commit(fs, destination.table_path)
     for destination in destinations.values():
-        _clear_for_write(fs, destination.table_path)
+        _remove_leftovers(fs, destination.table_path)
     first = next(iter(destinations.values())).table_path
     shared = f"{first}/_staging/{write_id}"
     # The route innermost: each table's staged partition is the table's partition, one level down.
@@ -149,16 +144,9 @@ def write_routed(
         counted = {r[0]: r[1] for r in df.sparkSession.read.parquet(shared).groupBy(route_column).count().collect()}
     journals = {}
     for route, destination in destinations.items():
-        expected = destination.expected_rows() if callable(destination.expected_rows) else destination.expected_rows
-        if expected is not None:
-            rows = counted.get(route, 0)
-            if rows != expected:
-                fs.delete(shared)
-                raise RowCountError(f"{destination.table_path}: staged {rows} rows, expected {expected}; "
-                                    "nothing committed")
-        existing = fs.leaf_dirs(destination.table_path, len(partition_by))
+        _check_rows(fs, destination.table_path, destination.expected_rows, lambda: counted.get(route, 0), shared)
         journals[route] = {
-            "write_id": write_id, "remove": [rel for rel in existing if _selected(rel, replace)],
+            "write_id": write_id, "remove": _replaced(fs, destination.table_path, partition_by, replace),
             "add": sorted(staged.get(route, [])), "lineage": lineage,
             "staging": shared, "leaf": f"{route_column}={route}",
         }
@@ -174,10 +162,33 @@ def write_routed(
 def _clear_for_write(fs: HadoopFS, table_path: str) -> None:
     """Finish a commit a dead driver left pending, then remove what dead writes left staged."""
     finish_pending_commit(fs, table_path)
+    _remove_leftovers(fs, table_path)
+
+
+def _remove_leftovers(fs: HadoopFS, table_path: str) -> None:
+    """Remove a table's staging and trash; only once no commit of it is pending."""
     # With no commit pending, what is left in staging or trash belongs to writes whose driver died
-    # before committing (one writer per table at a time): remove it.
+    # before committing (one writer per table at a time).
     for leftover in ("_staging", "_trash"):
         fs.delete(f"{table_path}/{leftover}")
+
+
+def _check_rows(fs: HadoopFS, table_path: str, expected_rows: int | Callable[[], int] | None,
+                staged_rows: Callable[[], int], staging: str) -> None:
+    """Raise RowCountError, removing ``staging``, when the staged rows are not the ones expected
+    (``expected_rows`` None: no check)."""
+    if expected_rows is None:
+        return
+    expected = expected_rows() if callable(expected_rows) else expected_rows
+    staged = staged_rows()
+    if staged != expected:
+        fs.delete(staging)
+        raise RowCountError(f"{table_path}: staged {staged} rows, expected {expected}; nothing committed")
+
+
+def _replaced(fs: HadoopFS, table_path: str, partition_by: list[str], replace: dict[str, list[str]]) -> list[str]:
+    """The table's partition directories (relative) that ``replace`` selects."""
+    return [rel for rel in fs.leaf_dirs(table_path, len(partition_by)) if _selected(rel, replace)]
 
 
 def _commit(fs: HadoopFS, table_path: str, journal: dict) -> WriteResult:

@@ -361,17 +361,24 @@ def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, 
     routed = conform(events.withColumn(_ROUTE, F.when(F.col(clean.BOT), F.lit(BOT_TABLE)).otherwise(F.lit(CLEAN_TABLE))),
                      S.EVENTS_CLEAN, run.tracking.run_id, keep=[_ROUTE])
 
-    def expected(kind: str) -> int:
-        seen_again = int(second_inflow.get["rows"] or 0)
-        if second_inflow.get["unmapped"]:
-            raise AccountingError(f"{second_inflow.get['unmapped']} valid rows found no pseudonym in "
-                                  f"{USER_ID_MAP_TABLE}; nothing committed to {CLEAN_TABLE}")
-        if seen_again != rows_valid:
-            raise AccountingError(f"{rows_valid} valid rows were parsed but {seen_again} reached the clean write "
-                                  f"(was the staged parse changed meanwhile?); nothing committed to {CLEAN_TABLE}")
-        summary.duplicates_by_kind = {k: int(v or 0) for k, v in dup_obs.get.items()}
-        bots = int(bot_obs.get["bot"] or 0)
-        return bots if kind == BOT_TABLE else rows_valid - sum(summary.duplicates_by_kind.values()) - bots
+    rows_expected: dict[str, int] = {}
+
+    def expected(table: str) -> int:
+        # Asked once per table once the write has run: the checks and the counts are made once.
+        if not rows_expected:
+            seen_again = int(second_inflow.get["rows"] or 0)
+            if second_inflow.get["unmapped"]:
+                raise AccountingError(f"{second_inflow.get['unmapped']} valid rows found no pseudonym in "
+                                      f"{USER_ID_MAP_TABLE}; nothing committed to {CLEAN_TABLE}")
+            if seen_again != rows_valid:
+                raise AccountingError(f"{rows_valid} valid rows were parsed but {seen_again} reached the clean "
+                                      f"write (was the staged parse changed meanwhile?); nothing committed to "
+                                      f"{CLEAN_TABLE}")
+            summary.duplicates_by_kind = {k: int(v or 0) for k, v in dup_obs.get.items()}
+            bots = int(bot_obs.get["bot"] or 0)
+            rows_expected.update({BOT_TABLE: bots,
+                                  CLEAN_TABLE: rows_valid - sum(summary.duplicates_by_kind.values()) - bots})
+        return rows_expected[table]
 
     run.write_routed(routed, {
         CLEAN_TABLE: Destination(run.cfg.table_path(CLEAN_TABLE), lambda: expected(CLEAN_TABLE)),
