@@ -251,7 +251,7 @@ def test_a_bots_day_is_judged_on_all_its_batches(spark, make_config, tmp_path, c
 def test_a_late_event_continues_its_stored_session(spark, make_config, tmp_path):
     landing, day, next_day = tmp_path / "landing", "2026-03-01", "2026-03-02"
     write_log(landing / f"dt={day}", [("a", "4", f"{day}T10:00:00Z"), ("b", "4", f"{day}T10:10:00Z"),
-                                       ("c", "4", f"{day}T23:50:00Z")])
+                                       ("c", "4", f"{day}T23:50:00Z"), ("h", "5", f"{day}T23:00:00Z")])
     cfg = make_config(INPUT__PATH=landing)
     clean_events.run(spark, cfg, day)
     write_log(landing / f"dt={next_day}", [
@@ -259,9 +259,10 @@ def test_a_late_event_continues_its_stored_session(spark, make_config, tmp_path)
         ("e", "4", f"{next_day}T00:05:00Z"),    # 15 minutes after c, past midnight
         ("f", "4", f"{day}T09:45:00Z"),         # 15 minutes before a: opens the session a stored one
         ("g", "4", f"{day}T12:00:00Z"),         # 100 minutes after d: a new session
+        ("i", "5", f"{next_day}T00:20:00Z"),    # 80 minutes after h: a new session
     ])
     second = clean_events.run(spark, cfg, next_day)
-    assert second.accounting["rows_clean"] == 4
+    assert second.accounting["rows_clean"] == 5
 
     def sessions() -> dict[str, str]:
         return {r[S.EVENT_ID]: r[S.SESSION_ID]
@@ -270,7 +271,7 @@ def test_a_late_event_continues_its_stored_session(spark, make_config, tmp_path)
     got = sessions()
     assert got["a"] == got["b"] == got["d"] and got["c"] == got["e"]
     # The stored rows keep their ids, so f, which a full rebuild puts in a's session, has its own.
-    assert len({got["a"], got["c"], got["f"], got["g"]}) == 4
+    assert len({got["a"], got["c"], got["f"], got["g"], got["h"], got["i"]}) == 6
     clean_events.run(spark, cfg, next_day, full_rebuild=True)
     rebuilt = sessions()
     assert rebuilt["f"] == rebuilt["a"] == rebuilt["b"] == rebuilt["d"] and rebuilt["c"] == rebuilt["e"]

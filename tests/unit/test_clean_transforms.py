@@ -242,9 +242,14 @@ def test_a_days_stored_events_count_towards_its_bot_limits(spark):
                               BotRules(max_events_per_minute=4, max_events_per_day=6))
     new = {(r[S.USER_ID], r[S.EVENT_DATE]): r[clean.BOT] for r in new_events(flagged).collect()}
     assert new == {("late", day): True, ("burst", day): True, ("spread", next_day): False}
+    # Which user-days hold new rows (the spread user's stored burst is alone on its day).
+    new_on_day = {(r[S.USER_ID], r[S.EVENT_DATE]): r[clean.NEW_ON_DAY]
+                  for r in flagged.select(S.USER_ID, S.EVENT_DATE, clean.NEW_ON_DAY).distinct().collect()}
+    assert new_on_day == {("late", day): True, ("burst", day): True, ("spread", day): False,
+                          ("spread", next_day): True}
     # Without the stored rows, each run would judge its own few events alone.
     alone = clean.flag_bots(events(spark, rows), BotRules(max_events_per_minute=4, max_events_per_day=6))
-    assert alone.where(clean.BOT).count() == 0
+    assert alone.where(clean.BOT).count() == 0 and clean.NEW_ON_DAY not in alone.columns
 
 
 def test_sessionize_keeps_bot_days_apart(spark):

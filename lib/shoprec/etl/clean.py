@@ -26,6 +26,7 @@ BOT = "_bot"
 # Marks the rows earlier batches stored among a run's events: they are compared and counted
 # with the new events (duplicates, bot limits) but are not the run's own.
 STORED = "_stored"
+NEW_ON_DAY = "_new_on_day"
 
 MINUTES_PER_DAY = 24 * 60
 
@@ -353,19 +354,20 @@ def flag_bots(events: DataFrame, rules: BotRules) -> DataFrame:
             towards the limits like the rest, so a day is judged on all its events known so far.
 
     Returns:
-        ``events`` plus ``_bot`` (boolean).
+        ``events`` plus ``_bot`` (boolean), and, when ``events`` has ``_stored``,
+        ``_new_on_day`` (boolean): whether the user's day holds a row that is not stored (taken
+        in the same pass over the day, for the caller to leave out stored days nothing joins).
     """
     S.require_columns(events, [S.USER_ID, S.EVENT_TIME, S.EVENT_DATE], "flag_bots")
     in_a_minute = F.expr(
         f"count(1) OVER (PARTITION BY {S.USER_ID}, {S.EVENT_DATE} ORDER BY {S.EVENT_TIME} "
         "RANGE BETWEEN INTERVAL 59 SECONDS PRECEDING AND CURRENT ROW)")
     user_day = Window.partitionBy(S.USER_ID, S.EVENT_DATE)
-    return (
-        events.withColumn("_in_a_minute", in_a_minute)
-        .withColumn(BOT, (F.max("_in_a_minute").over(user_day) > rules.max_events_per_minute)
-                    | (F.count(F.lit(1)).over(user_day) > rules.max_events_per_day))
-        .drop("_in_a_minute")
-    )
+    per_day = {BOT: (F.max("_in_a_minute").over(user_day) > rules.max_events_per_minute)
+               | (F.count(F.lit(1)).over(user_day) > rules.max_events_per_day)}
+    if STORED in events.columns:
+        per_day[NEW_ON_DAY] = F.max(~F.col(STORED)).over(user_day)
+    return events.withColumn("_in_a_minute", in_a_minute).withColumns(per_day).drop("_in_a_minute")
 
 
 def sessionize(events: DataFrame, gap_minutes: int, apart: str | None = None, stored: str | None = None) -> DataFrame:

@@ -327,7 +327,7 @@ def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, 
     them already holds is an ``earlier_batch`` duplicate, they count towards a day's bot limits,
     so a bot's day whose events arrive in several batches is judged on all of them, and a new
     event within a session gap after a stored one of its table continues that session (stored
-    rows up to a gap before and after the run's days are read for that). Rows
+    rows up to a gap before the run's days are read for that). Rows
     already stored clean are not rewritten when their day turns out a bot's: they are counted
     (``stored_clean_on_bot_days``) and a backfill of their batches re-judges them.
     """
@@ -354,8 +354,13 @@ def _write_clean(run: _Run, valid: DataFrame, rows_input: int, rows_valid: int, 
         flagged = flagged.observe(stored_obs, F.sum(on_bot_day.cast("long")).alias("rows"),
                                   F.min(F.when(on_bot_day, F.col(_STORED_BATCH))).alias("first_batch"))
         # A new event continues a stored session of its own table only: stored clean rows of a
-        # day now judged a bot's stay clean, and their sessions with them.
-        sessions_of = flagged.where(new_row | (F.col(_STORED_AS_BOT) == F.col(clean.BOT)))
+        # day now judged a bot's stay clean, and their sessions with them. And only a stored row
+        # before it can matter: one on its day, or within a gap of the midnight before it (the
+        # rest, say a redelivered day's, would only slow the session windows down).
+        last_minutes = F.col(S.EVENT_TIME) >= F.to_timestamp(F.date_add(S.EVENT_DATE, 1)) - F.expr(
+            f"INTERVAL {run.cfg.clean.session_gap_minutes} MINUTES")
+        sessions_of = flagged.where(new_row | ((F.col(_STORED_AS_BOT) == F.col(clean.BOT))
+                                               & (F.col(clean.NEW_ON_DAY) | last_minutes)))
     events = clean.sessionize(sessions_of, run.cfg.clean.session_gap_minutes, apart=clean.BOT,
                               stored=None if earlier is None else clean.STORED).where(new_row)
     routed = conform(events.withColumn(_ROUTE, F.when(F.col(clean.BOT), F.lit(BOT_TABLE)).otherwise(F.lit(CLEAN_TABLE))),
@@ -421,17 +426,16 @@ def conform(df: DataFrame, schema, run_id: str, keep: list[str] = ()) -> DataFra
 
 def _earlier_rows(spark: SparkSession, cfg: Config, replaced: list[str], first_date, last_date) -> DataFrame | None:
     """The events batches this run does not rebuild stored on the days it touches, and within a
-    session gap of them (clean and bots' rows alike; ``_stored_as_bot`` tells which); None when
-    there are none."""
+    session gap before them (clean and bots' rows alike; ``_stored_as_bot`` tells which); None
+    when there are none."""
     if first_date is None:
         return None
-    # Epoch seconds, not a zone-less time: the bounds are UTC whatever the driver's zone.
-    margin = dt.timedelta(minutes=cfg.clean.session_gap_minutes)
-    since = calendar.timegm((dt.datetime.combine(first_date, dt.time()) - margin).timetuple())
-    until = calendar.timegm((dt.datetime.combine(last_date + dt.timedelta(days=1), dt.time()) + margin).timetuple())
-    near = (F.col(S.EVENT_DATE).between(F.lit(first_date - dt.timedelta(days=1)), F.lit(last_date + dt.timedelta(days=1)))
-            & (F.col(S.EVENT_TIME) >= F.timestamp_seconds(F.lit(since)))
-            & (F.col(S.EVENT_TIME) < F.timestamp_seconds(F.lit(until))))
+    # A session can reach into the run's first day from the evening before. (Epoch seconds, not
+    # a zone-less time: the bound is UTC whatever the driver's zone.)
+    since = calendar.timegm((dt.datetime.combine(first_date, dt.time())
+                             - dt.timedelta(minutes=cfg.clean.session_gap_minutes)).timetuple())
+    near = (F.col(S.EVENT_DATE).between(F.lit(first_date - dt.timedelta(days=1)), F.lit(last_date))
+            & (F.col(S.EVENT_TIME) >= F.timestamp_seconds(F.lit(since))))
     stored = []
     for table in (CLEAN_TABLE, BOT_TABLE):
         rows = read_table(spark, cfg.table_path(table), S.EVENTS_CLEAN).where(
