@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+MINUTES_PER_DAY = 24 * 60
+
 ENV_PREFIX = "SHOPREC__"
 REMOTE_SCHEMES = ("hdfs://", "s3a://", "s3://", "gs://", "abfs://", "abfss://", "viewfs://", "file://")
 
@@ -465,8 +467,8 @@ def _check_semantics(cfg: Config) -> None:
             if cast not in ID_CASTS:
                 raise ConfigError(f"{key}.id_cast.{canonical}: {cast!r} is not one of {', '.join(ID_CASTS)}")
         _check_source_columns(source, key)
-    if not 0 < cfg.clean.session_gap_minutes < 24 * 60:
-        raise ConfigError("clean.session_gap_minutes: must be positive and under a day (1440)")
+    if not 0 < cfg.clean.session_gap_minutes < MINUTES_PER_DAY:
+        raise ConfigError(f"clean.session_gap_minutes: must be positive and under a day ({MINUTES_PER_DAY})")
     if not 0.0 <= cfg.generate.dirty_fraction < 1.0:
         raise ConfigError("generate.dirty_fraction: must be in [0, 1)")
     if not cfg.privacy.secret_env:

@@ -16,7 +16,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
-from shoprec.config import BotRules, CleanConfig, SourceConfig
+from shoprec.config import MINUTES_PER_DAY, BotRules, CleanConfig, SourceConfig
 
 FIELDS = "_fields"
 PARSE_ERROR = "_parse_error"
@@ -27,8 +27,6 @@ BOT = "_bot"
 # with the new events (duplicates, bot limits) but are not the run's own.
 STORED = "_stored"
 NEW_ON_DAY = "_new_on_day"
-
-MINUTES_PER_DAY = 24 * 60
 
 DUPLICATE_EXACT = "exact"
 DUPLICATE_EVENT_ID = "event_id"
