@@ -36,6 +36,10 @@ MAPPABLE_COLUMNS = (
     PRICE, QUANTITY, CATEGORY, BRAND, QUERY, RATING, ORDER_ID,
 )
 
+# events_clean columns (events_bot's too) nearly unique within each file: written without a Parquet
+# dictionary (shoprec.io.tables.parquet_writer).
+EVENTS_NEARLY_UNIQUE = (EVENT_ID, EVENT_TIME, SESSION_ID)
+
 # events_clean: one row per kept event, partitioned by event_date then ingest_batch.
 EVENTS_CLEAN = T.StructType([
     T.StructField(EVENT_ID, T.StringType(), False),

@@ -18,6 +18,7 @@ from shoprec.jobs import clean_events
 from shoprec.synthetic import generate_events, write_events
 from shoprec.tracking import TrackingError
 from tests.conftest import NO_BROADCAST, session_settings
+from tests.support.parquet_files import dictionary_encoded
 
 pytestmark = pytest.mark.integration
 DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
@@ -74,6 +75,10 @@ def test_accounting_lineage_and_mlflow(spark, make_config, raw_log):
     assert clean_rows.where(" OR ".join(f"{c} IS NULL" for c in required)).count() == 0
     assert clean_rows.where(F.col(S.EVENT_TYPE).isin(*S.EVENT_TYPES)).count() == acc["rows_clean"]
     assert clean_rows.groupBy(S.USER_ID, S.EVENT_ID).count().where("count > 1").count() == 0
+    # The nearly unique columns are written without a Parquet dictionary; the rest keep theirs.
+    encoded = dictionary_encoded(Path(cfg.table_path("events_clean")))
+    assert [encoded[c] for c in S.EVENTS_NEARLY_UNIQUE] == [False] * len(S.EVENTS_NEARLY_UNIQUE)
+    assert encoded[S.USER_ID] is True and encoded[S.EVENT_TYPE] is True
 
     # Lineage: every partition and every row names the MLflow run that wrote it.
     lineage_files = list(Path(cfg.table_path("events_clean")).rglob("_lineage.json"))

@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 from shoprec.config import load_config
 from shoprec.io.staging import Staging, staging_root
 from tests.conftest import PROJECT
+from tests.support.parquet_files import dictionary_encoded
 
 
 def test_a_kept_frame_reads_back_from_its_files_with_the_same_rows_and_schema(spark, tmp_path):
@@ -46,3 +47,11 @@ def test_staging_lives_under_the_restricted_root_one_directory_per_run(tmp_path)
     assert len(by_path) == 2
     assert all(root.startswith(f"{tmp_path}/wh_restricted/_staging/training_examples-") and "=" not in root
                for root in by_path)
+
+
+def test_a_kept_frame_s_plain_columns_are_written_without_a_dictionary(spark, tmp_path):
+    df = spark.createDataFrame([(f"u{i % 5}", f"e{i % 7}") for i in range(300)], "user_id string, event_id string")
+    with Staging(spark, str(tmp_path / "stage")) as staging:
+        kept = staging.keep(df, "parsed", plain_columns=["event_id"])
+        assert dictionary_encoded(tmp_path / "stage" / "parsed") == {"user_id": True, "event_id": False}
+        assert sorted(map(tuple, kept.collect())) == sorted(map(tuple, df.collect()))

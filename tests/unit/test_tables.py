@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from pyspark.sql import functions as F
 
 from shoprec.io.fs import HadoopFS
 from shoprec.io.tables import (COMMIT_JOURNAL, Destination, RowCountError, finish_pending_commit, write_partitions,
                                 write_routed)
+from tests.support.parquet_files import dictionary_encoded
 
 SCHEMA = "value int, day string, batch string"
 
@@ -151,3 +153,21 @@ def test_a_routed_commit_cut_short_is_finished_before_the_next_write_clears_the_
     assert rows(spark, dropped) == [(2, "d1", "b1")]
     assert rows(spark, kept) == [(5, "d2", "b2")]
     assert not fs.exists(f"{dropped}/{COMMIT_JOURNAL}") and not fs.exists(f"{kept}/_staging")
+
+
+def test_plain_columns_are_written_without_a_dictionary_and_the_rest_keep_theirs(spark, tmp_path):
+    # Few distinct values, many rows: Parquet keeps a dictionary for both columns unless told not to.
+    df = spark.createDataFrame([(f"tag{i % 3}", f"code{i % 4}", "d1", "b1", "kept" if i % 2 else "dropped")
+                                for i in range(400)], "tag string, code string, day string, batch string, kind string")
+    table = tmp_path / "t"
+    write_partitions(df.drop("kind"), str(table), ["day", "batch"], {"batch": ["b1"]}, "w1", {"run_id": "r1"},
+                     plain_columns=["code"])
+    assert dictionary_encoded(table) == {"tag": True, "code": False}
+    kept, dropped = tmp_path / "kept", tmp_path / "dropped"
+    write_routed(df, "kind", {"kept": Destination(str(kept), 200), "dropped": Destination(str(dropped), 200)},
+                 ["day", "batch"], {"batch": ["b1"]}, "w1", {"run_id": "r1"}, plain_columns=["tag"])
+    for routed in (kept, dropped):
+        assert dictionary_encoded(routed) == {"tag": False, "code": True}
+    # The rows are as written: only the encoding differs.
+    assert sorted(tuple(r) for r in spark.read.parquet(str(kept)).select("tag", "code").collect()) == sorted(
+        (r["tag"], r["code"]) for r in df.where(F.col("kind") == "kept").collect())

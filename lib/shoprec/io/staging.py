@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 
 from shoprec.config import Config
 from shoprec.io.fs import HadoopFS
+from shoprec.io.tables import parquet_writer
 
 STAGING_DIR = "_staging"
 
@@ -46,9 +48,10 @@ class Staging:
         self._fs.delete(self.root)
         return False
 
-    def keep(self, df: DataFrame, name: str) -> DataFrame:
-        """``df`` computed now, written under ``name`` and read back with the same schema."""
+    def keep(self, df: DataFrame, name: str, plain_columns: Sequence[str] = ()) -> DataFrame:
+        """``df`` computed now, written under ``name`` and read back with the same schema; the
+        ``plain_columns`` are written without a Parquet dictionary (``tables.parquet_writer``)."""
         path = f"{self.root}/{name}"
-        df.write.mode("overwrite").parquet(path)
+        parquet_writer(df, plain_columns).parquet(path)
         # The schema given, not inferred: an empty result reads back with its columns.
         return self.spark.read.schema(df.schema).parquet(path)

@@ -260,7 +260,7 @@ class _Run:
         lineage = {"run_id": self.tracking.run_id, "job": JOB, "run_date": self.run_date,
                    "source": self.cfg.input.source}
         write_routed(df, _ROUTE, tables, partition_by, {S.INGEST_BATCH: self.replaced}, self.tracking.run_id,
-                     lineage)
+                     lineage, plain_columns=S.EVENTS_NEARLY_UNIQUE)
         self.clock.lap(f"write_{next(iter(tables)).removeprefix('events_')}")
 
 
@@ -285,7 +285,7 @@ def _clean_and_write(run: _Run, plan: dict[str, list[FileStatus]], secret: bytes
                               F.max(F.when(is_valid, F.col(S.EVENT_DATE))).alias("last"))
     # One clean_events runs at a time: what is staged there belongs to a run whose driver died.
     with Staging(run.spark, staging_root(run.cfg, JOB)) as staging:
-        parsed = staging.keep(counted, PARSED_STAGING)
+        parsed = staging.keep(counted, PARSED_STAGING, plain_columns=[*S.EVENTS_NEARLY_UNIQUE, clean.CONTENT_HASH])
         run.clock.lap("parse")
         counts = {k: int(v or 0) for k, v in inflow.get.items()}
         run.summary.quarantine_reasons = {r: counts[r] for r in S.Reason.ALL if counts[r]}
