@@ -68,7 +68,8 @@ EVENT_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("item_id", "string", "the shop's item id; null only for searches"),
     ("event_type", "string", "view, cart, remove_from_cart, purchase, search or rating"),
     ("event_time", "timestamp", "when the event happened, UTC"),
-    ("session_id", "string", "the source's session id, or one derived from clean.session_gap_minutes of inactivity"),
+    ("session_id", "string", "the source's session id, or one derived from clean.session_gap_minutes of inactivity "
+                             "(a session continues across daily batches, midnight included)"),
     ("price", "double", "unit price, >= 0; null where the source has none"),
     ("quantity", "int", "units; null where the source has none"),
     ("category", "string", "item category, trimmed and lower-cased; null where absent"),
