@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 def dictionary_encoded(path: Path) -> dict[str, bool | None]:
     """Per column, whether the Parquet files under ``path`` store it with a dictionary: True in
     every file, False in none, None when the files differ."""
-    seen: dict[str, list[bool]] = {}
+    seen: dict[str, set[bool]] = {}
     files = list(path.rglob("*.parquet"))
     assert files, f"no Parquet file under {path}"
     for f in files:
@@ -18,6 +18,5 @@ def dictionary_encoded(path: Path) -> dict[str, bool | None]:
         for group in range(metadata.num_row_groups):
             for i in range(metadata.num_columns):
                 column = metadata.row_group(group).column(i)
-                seen.setdefault(column.path_in_schema, []).append(column.has_dictionary_page)
-    return {column: all(flags) if all(flags) or not any(flags) else None for column, flags in seen.items()}
-
+                seen.setdefault(column.path_in_schema, set()).add(column.has_dictionary_page)
+    return {column: flags.pop() if len(flags) == 1 else None for column, flags in seen.items()}
