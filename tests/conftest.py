@@ -8,8 +8,10 @@ import hmac
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +26,16 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # so two runs of the same input give the same pseudonyms.
 PSEUDONYM_SECRET_ENV = "SHOPREC_PSEUDONYM_SECRET"
 os.environ.setdefault(PSEUDONYM_SECRET_ENV, secrets.token_hex(32))
+
+
+def pytest_report_header(config) -> str:
+    """Free space where the tests write: a full run needs about 12 GiB at its peak (the cluster
+    tier's executors each unpack the shipped environment), and a disk that fills mid-run fails
+    Spark tasks with errors far from the cause."""
+    temp = config.option.basetemp or tempfile.gettempdir()
+    while not os.path.exists(temp):
+        temp = os.path.dirname(temp)
+    return f"free disk under {temp}: {shutil.disk_usage(temp).free / 2 ** 30:.1f} GiB"
 
 
 def expected_pseudonym(user_id: str) -> str:

@@ -71,6 +71,23 @@ def standalone_cluster(tmp_path_factory):
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
+        remove_executor_files(root)
+
+
+def remove_executor_files(root: Path) -> None:
+    """Delete what the executors left in the workers' directories except their stdout and stderr.
+
+    Each executor of an app shipped with ``--archives`` unpacks the job environment (about 2 GiB),
+    and pytest keeps the base temporary directories of earlier sessions: without this, every
+    session would leave gigabytes behind and a few sessions fill the disk."""
+    for executor in root.glob("work-*/app-*/*"):
+        for entry in executor.iterdir():
+            if entry.name in ("stdout", "stderr"):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def submit_command(master: str, dist: Path, job: str, *options: str, app_args: tuple[str, ...] = ()) -> list[str]:
