@@ -29,7 +29,7 @@ os.environ.setdefault(PSEUDONYM_SECRET_ENV, secrets.token_hex(32))
 
 
 def pytest_report_header(config) -> str:
-    """Free space where the tests write: a full run needs about 12 GiB at its peak (the cluster
+    """Free space where the tests write: a full run needs about 14 GiB at its peak (the cluster
     tier's executors each unpack the shipped environment), and a disk that fills mid-run fails
     Spark tasks with errors far from the cause."""
     temp = config.option.basetemp or tempfile.gettempdir()
