@@ -72,3 +72,37 @@ def test_the_cg_solver_is_scored_into_its_own_report(spark, tmp_path):
     details = json.loads((reports / "movielens_ml-tiny_cg_details.json").read_text())
     assert details["als_solver"] == {"name": "cg", "blocks": 2, "cg_steps": 3}
     assert "solver cg" in (reports / "movielens_ml-tiny_cg.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_pipeline_row_chooses_id_embeddings_on_the_validation_part(spark, tmp_path):
+    """The pipeline row: both choices of id embeddings are trained and scored on the validation
+    part, the better one is the one the test part sees, and the reports say so."""
+    import dataclasses
+
+    from shoprec.config import load_config
+    from tests.conftest import PROJECT
+
+    bench = load_benchmark("bench_movielens")
+    data = tmp_path / "ml-tiny"
+    data.mkdir()
+    (data / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in ratings()))
+    cfg = load_config(PROJECT / "conf" / "base.yaml")
+    cfg = dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, epochs=2, batch_size=64,
+                                                              validation_percent=20))
+    reports = tmp_path / "reports"
+    grid = [AlsParams(rank=4, reg_param=0.1, alpha=5.0, max_iter=5)]
+    results = bench.run_benchmark(spark, data, grid, seed=1, reports=reports, als_solver=AlsSolver(blocks=1),
+                                  cfg=cfg, work=tmp_path / "work")
+
+    assert set(results) == {"popularity", "als", "pipeline"}
+    assert all(0.0 <= v <= 1.0 for v in results["pipeline"].values())
+    details = json.loads((reports / "movielens_ml-tiny_details.json").read_text())
+    selection = details["pipeline"]["inner_selection"]
+    scores = selection["ndcg@10"]
+    assert set(scores) == {"als", "pipeline id_embeddings=false", "pipeline id_embeddings=true"}
+    assert scores["als"] == max(t["ndcg@10"] for t in details["tuning"])
+    assert selection["id_embeddings"] == (scores["pipeline id_embeddings=true"] > scores["pipeline id_embeddings=false"])
+    assert details["pipeline"]["id_embeddings"] == selection["id_embeddings"]
+    assert (tmp_path / "work" / "select-id-embeddings-true" / "ranker" / "model").is_dir()
+    assert "chosen on the validation part" in (reports / "movielens_ml-tiny.md").read_text()
