@@ -162,8 +162,8 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
         "id_embeddings": id_embeddings}
 
 
-def select_pipeline(spark: SparkSession, cfg, fit: DataFrame, validation: DataFrame, best: A.AlsParams,
-                    als_ndcg: float, work: Path, solver: str = "mllib") -> dict:
+def select_pipeline(spark: SparkSession, cfg, fit: DataFrame, validation: DataFrame, validation_users: DataFrame,
+                    best: A.AlsParams, als_ndcg: float, work: Path, solver: str = "mllib") -> dict:
     """Choose the ranker's id embeddings inside the training part: the ranker learns on the fit
     part split again 75/25 (:data:`INNER_SEED`; features from the larger share, labels from the
     smaller), ranks candidates built from the whole fit part, and each choice is scored on the
@@ -173,15 +173,14 @@ def select_pipeline(spark: SparkSession, cfg, fit: DataFrame, validation: DataFr
         ``{"split", "ndcg@10": {"als", "pipeline id_embeddings=false", ...=true}, "id_embeddings"}``.
     """
     inner_fit, inner_labels = (df.cache() for df in stratified_split(fit, 0.75, INNER_SEED))
-    users = validation.select(S.USER_ID).distinct().cache()
     scores = {"als": round(als_ndcg, 5)}
     for option in (False, True):
-        recs, _ = pipeline_recs(spark, cfg, inner_fit, inner_labels, fit, users, best,
+        recs, _ = pipeline_recs(spark, cfg, inner_fit, inner_labels, fit, validation_users, best,
                                 work / f"select-id-embeddings-{str(option).lower()}", solver, option)
         ndcg = ranking_metrics(recs, validation, K)[f"ndcg@{K}"]
         scores[f"pipeline id_embeddings={str(option).lower()}"] = round(ndcg, 5)
         print(f"inner selection, id_embeddings={option}: ndcg@{K} {ndcg:.4f}", flush=True)
-    for df in (inner_fit, inner_labels, users):
+    for df in (inner_fit, inner_labels):
         df.unpersist()
     chosen = scores["pipeline id_embeddings=true"] > scores["pipeline id_embeddings=false"]
     return {"split": f"fit part 75/25 (seed {INNER_SEED}) for features/labels, scored on validation",
@@ -221,8 +220,8 @@ def run_benchmark(spark: SparkSession, data: Path, grid: list[A.AlsParams], seed
     pipeline = {}
     if cfg is not None:
         def run_pipeline():
-            selection = select_pipeline(spark, cfg, fit, validation, best, max(t["ndcg@10"] for t in tuning),
-                                        work, solver)
+            selection = select_pipeline(spark, cfg, fit, validation, validation_users, best,
+                                        max(t["ndcg@10"] for t in tuning), work, solver)
             recs, details = pipeline_recs(spark, cfg, fit, validation, train, test_users, best, work, solver,
                                           selection["id_embeddings"])
             pipeline.update(details, inner_selection=selection)

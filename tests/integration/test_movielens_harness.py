@@ -1,12 +1,14 @@
 """The MovieLens benchmark harness: both file formats, the report names, the protocol's guarantees."""
 
+import dataclasses
 import json
 import random
 
 import pytest
 
+from shoprec.config import load_config
 from shoprec.models.als import AlsParams, AlsSolver
-from tests.conftest import load_benchmark
+from tests.conftest import PROJECT, load_benchmark
 
 pytestmark = pytest.mark.integration
 
@@ -78,11 +80,6 @@ def test_the_cg_solver_is_scored_into_its_own_report(spark, tmp_path):
 def test_the_pipeline_row_chooses_id_embeddings_on_the_validation_part(spark, tmp_path):
     """The pipeline row: both choices of id embeddings are trained and scored on the validation
     part, the better one is the one the test part sees, and the reports say so."""
-    import dataclasses
-
-    from shoprec.config import load_config
-    from tests.conftest import PROJECT
-
     bench = load_benchmark("bench_movielens")
     data = tmp_path / "ml-tiny"
     data.mkdir()
