@@ -22,8 +22,9 @@ Horovod training on the Spark executors, ``score``'s ranking and rules) on the r
 candidates from the tuned ALS, ALS-similar items and popularity, profile and source features, the
 ranker trained on the fit part with the validation part as labels, then candidates and features
 rebuilt from the whole training part, ranked by that ranker, training items left out, top 10.
-Whether the ranker gets id embeddings is chosen first, inside the training part
-(:func:`select_pipeline`), so the pipeline row, too, is scored on the test part once.
+The candidate mix, the ranker's loss and whether it gets id embeddings are chosen first, inside
+the training part (:func:`select_pipeline`), so the pipeline row, too, is scored on the test part
+once.
 """
 
 from __future__ import annotations
@@ -55,11 +56,18 @@ K = 10
 SPLIT_SEED = 42
 VALIDATION_SEED = 43
 METRICS = ("precision", "recall", "ndcg", "map")
-PIPELINE_CANDIDATES = {"als": 100, "similar": 20, "popular": 30}
-# The ranker's id embeddings (user and item hash buckets) are chosen inside the training part on
-# each run (select_pipeline): the fit part is split again 75/25 with this seed for the ranker's
-# features and labels, and each choice is scored on the validation part. The test part plays no role.
+# The pipeline's options, chosen inside the training part on each run (select_pipeline), one after
+# the other in this order, each alternative tried on the best options so far; the first value of
+# each is where the search starts. The fit part is split again 75/25 with INNER_SEED for the
+# ranker's features and labels, and each try is scored on the validation part. The test part plays
+# no role.
+PIPELINE_CHOICES = {
+    "candidates": ({"als": 100, "similar": 20, "popular": 30}, {"als": 100}),
+    "loss": ("pointwise", "listwise"),
+    "id_embeddings": (False, True),
+}
 INNER_SEED = 44
+SOURCE_NAMES = {"als": "the tuned ALS", "similar": "ALS-similar items", "popular": "popularity"}
 # Published numbers for the same protocol (Microsoft Recommenders, MovieLens 100k, top 10).
 PUBLISHED = {
     "Spark ALS (explicit)": {"ndcg@10": 0.044},
@@ -112,26 +120,45 @@ def as_events(ratings: DataFrame) -> DataFrame:
                             for f in fields])
 
 
-def pipeline_config(cfg, best: A.AlsParams, models_root: Path, solver: str = "mllib", id_embeddings: bool = False):
+def default_options() -> dict:
+    """The pipeline options the selection starts from: the first value of each choice."""
+    return {name: values[0] for name, values in PIPELINE_CHOICES.items()}
+
+
+def describe(options: dict) -> str:
+    """``candidates=als:100+similar:20 loss=pointwise id_embeddings=false``: options as one label."""
+    parts = []
+    for name, value in options.items():
+        if isinstance(value, dict):
+            value = "+".join(f"{source}:{n}" for source, n in value.items())
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        parts.append(f"{name}={value}")
+    return " ".join(parts)
+
+
+def pipeline_config(cfg, best: A.AlsParams, models_root: Path, solver: str = "mllib", options: dict | None = None):
     """The production config bent to a ratings dataset: no time decay (the split is random), ALS
     candidates with the tuned parameters, no basket or catalogue sources (MovieLens has neither),
-    training items excluded, top 10."""
+    training items excluded, top 10; the candidates, loss and id embeddings of ``options``
+    (:data:`PIPELINE_CHOICES`; the defaults when none)."""
     from dataclasses import replace
 
+    options = {**default_options(), **(options or {})}
     return replace(
         cfg,
         profiles=replace(cfg.profiles, history_days=365_000, half_life_days=1e9, interaction_half_life_days=1e9,
                          min_confidence=0.0, interaction_weights={"rating": 1.0}),
         als=replace(cfg.als, blocks=2, exclude="seen", solver=solver),
         ranker=replace(cfg.ranker, als_rank=best.rank, als_reg_param=best.reg_param, als_alpha=best.alpha,
-                       candidates=PIPELINE_CANDIDATES, relevant_event_types=["rating"], models_root=str(models_root),
-                       id_embeddings=id_embeddings),
+                       candidates=options["candidates"], relevant_event_types=["rating"], models_root=str(models_root),
+                       loss=options["loss"], id_embeddings=options["id_embeddings"]),
         score=replace(cfg.score, top_k=K, max_per_category=K))
 
 
 def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFrame, train: DataFrame,
                   users: DataFrame, best: A.AlsParams, work: Path, solver: str = "mllib",
-                  id_embeddings: bool = False) -> tuple[DataFrame, dict]:
+                  options: dict | None = None) -> tuple[DataFrame, dict]:
     """Top ``K`` for ``users`` from the whole pipeline: the ranker learns on ``fit`` (features) and
     ``validation`` (labels), then ranks candidates built from ``train``."""
     from shoprec.evaluation.holdout import exclusions
@@ -140,7 +167,7 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
     from shoprec.jobs.train_ranker import settings_for, train_on_spark
     from shoprec.spark import CacheScope
 
-    pcfg = pipeline_config(cfg, best, work, solver, id_embeddings)
+    pcfg = pipeline_config(cfg, best, work, solver, options)
     last = train.agg(F.max("ts")).first()[0]
     import datetime as dt
 
@@ -152,39 +179,52 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
     with CacheScope() as scope:
         inputs = features_before(spark, pcfg, as_events(train), cutoff, scope)
         inputs["als_recs"] = inputs["als"].recommend(users, exclusions(inputs["interactions"], "seen"),
-                                                     PIPELINE_CANDIDATES["als"])
+                                                     pcfg.ranker.candidates["als"])
         recs = recommend_with_ranker(pcfg, inputs, users, result["model_path"], spec, K, exclude="seen")
         recs = recs.select(S.USER_ID, "rank", S.ITEM_ID).localCheckpoint(eager=True)
     history = result["history"]
     return recs, {
         "training_set": counts, "best_val_auc": round(result["best_val_auc"], 4), "epochs": len(history),
-        "val_auc_per_epoch": [round(h["val_auc"], 4) for h in history], "candidates": PIPELINE_CANDIDATES,
-        "id_embeddings": id_embeddings}
+        "val_auc_per_epoch": [round(h["val_auc"], 4) for h in history], "candidates": pcfg.ranker.candidates,
+        "loss": pcfg.ranker.loss, "id_embeddings": pcfg.ranker.id_embeddings}
 
 
 def select_pipeline(spark: SparkSession, cfg, fit: DataFrame, validation: DataFrame, validation_users: DataFrame,
                     best: A.AlsParams, als_ndcg: float, work: Path, solver: str = "mllib") -> dict:
-    """Choose the ranker's id embeddings inside the training part: the ranker learns on the fit
-    part split again 75/25 (:data:`INNER_SEED`; features from the larger share, labels from the
-    smaller), ranks candidates built from the whole fit part, and each choice is scored on the
-    validation part; the higher nDCG@10 wins (without id embeddings on a tie).
+    """Choose the pipeline's options inside the training part: the ranker learns on the fit part
+    split again 75/25 (:data:`INNER_SEED`; features from the larger share, labels from the
+    smaller), ranks candidates built from the whole fit part, and each try is scored on the
+    validation part. A coordinate search over :data:`PIPELINE_CHOICES`: the defaults first, then
+    each alternative of each choice in turn on the best options so far, kept only when its nDCG@10
+    is higher (the earlier try wins a tie).
 
     Returns:
-        ``{"split", "ndcg@10": {"als", "pipeline id_embeddings=false", ...=true}, "id_embeddings"}``.
+        ``{"split", "als_ndcg@10", "tried": [{"options", "ndcg@10"}, ...], "options"}`` (the
+        chosen options, the best of those tried).
     """
     inner_fit, inner_labels = (df.cache() for df in stratified_split(fit, 0.75, INNER_SEED))
-    scores = {"als": round(als_ndcg, 5)}
-    for option in (False, True):
+    tried = []
+
+    def score(options: dict) -> float:
         recs, _ = pipeline_recs(spark, cfg, inner_fit, inner_labels, fit, validation_users, best,
-                                work / f"select-id-embeddings-{str(option).lower()}", solver, option)
+                                work / f"select-{len(tried)}", solver, options)
         ndcg = ranking_metrics(recs, validation, K)[f"ndcg@{K}"]
-        scores[f"pipeline id_embeddings={str(option).lower()}"] = round(ndcg, 5)
-        print(f"inner selection, id_embeddings={option}: ndcg@{K} {ndcg:.4f}", flush=True)
+        tried.append({"options": describe(options), "ndcg@10": round(ndcg, 5)})
+        print(f"inner selection, {describe(options)}: ndcg@{K} {ndcg:.4f}", flush=True)
+        return ndcg
+
+    chosen = default_options()
+    chosen_ndcg = score(chosen)
+    for name, values in PIPELINE_CHOICES.items():
+        for value in values[1:]:
+            option = {**chosen, name: value}
+            ndcg = score(option)
+            if ndcg > chosen_ndcg:
+                chosen, chosen_ndcg = option, ndcg
     for df in (inner_fit, inner_labels):
         df.unpersist()
-    chosen = scores["pipeline id_embeddings=true"] > scores["pipeline id_embeddings=false"]
     return {"split": f"fit part 75/25 (seed {INNER_SEED}) for features/labels, scored on validation",
-            f"ndcg@{K}": scores, "id_embeddings": chosen}
+            "als_ndcg@10": round(als_ndcg, 5), "tried": tried, "options": chosen}
 
 
 def report_name(data: Path, solver: str = "mllib") -> str:
@@ -223,7 +263,7 @@ def run_benchmark(spark: SparkSession, data: Path, grid: list[A.AlsParams], seed
             selection = select_pipeline(spark, cfg, fit, validation, validation_users, best,
                                         max(t["ndcg@10"] for t in tuning), work, solver)
             recs, details = pipeline_recs(spark, cfg, fit, validation, train, test_users, best, work, solver,
-                                          selection["id_embeddings"])
+                                          selection["options"])
             pipeline.update(details, inner_selection=selection)
             return recs
         candidates.append(("pipeline", run_pipeline))
@@ -298,14 +338,17 @@ def markdown(name: str, results: dict, best: A.AlsParams, counts: dict, seconds:
     for model, m in PUBLISHED.items():
         lines.append(f"| published {model} | | | {m['ndcg@10']:.3f} | |")
     if pipeline:
-        lines += ["", f"Pipeline: candidates {pipeline['candidates']} from the tuned ALS, ALS-similar items and "
-                  f"popularity; the ranker (Horovod, {pipeline['epochs']} epochs) reached validation AUC "
-                  f"{pipeline['best_val_auc']} on the fit/validation split of the training part."]
+        sources = ", ".join(f"{n} from {SOURCE_NAMES.get(source, source)}" for source, n in pipeline["candidates"].items())
+        lines += ["", f"Pipeline: candidates {sources}, the ranker with {pipeline['loss']} loss and id embeddings "
+                  f"{'on' if pipeline['id_embeddings'] else 'off'} (Horovod, {pipeline['epochs']} epochs) reached "
+                  f"validation AUC {pipeline['best_val_auc']} on the fit/validation split of the training part."]
         selection = pipeline.get("inner_selection")
         if selection:
-            scores = ", ".join(f"{k} {v:.4f}" for k, v in selection["ndcg@10"].items())
-            lines.append(f"Id embeddings {'on' if selection['id_embeddings'] else 'off'}, chosen on the validation "
-                         f"part (nDCG@10: {scores}).")
+            lines += ["", f"Options chosen on the validation part, one after the other on an inner split of the fit "
+                      f"part (ALS there: nDCG@10 {selection['als_ndcg@10']:.4f}):", "",
+                      "| options tried | nDCG@10 |", "|---|---|"]
+            lines += [f"| {t['options']} | {t['ndcg@10']:.4f} |" for t in selection["tried"]]
+            lines += ["", f"Chosen: {describe(selection['options'])}."]
     lines += ["", "MAP@10 here divides by min(|relevant|, 10) (Spark's definition); the published tables divide by "
               "|relevant|, which gives smaller numbers, so compare nDCG and precision.", ""]
     return "\n".join(lines)

@@ -105,8 +105,8 @@ def plain_tf_rate(training_set: Path, settings: dict, cfg) -> dict:
     from shoprec.models.ranker.train import auc, read_split
 
     spec = json.loads((training_set / "_feature_spec.json").read_text())
-    features, labels = read_split(str(training_set), "train")
-    val_features, val_labels = read_split(str(training_set), "validation")
+    features, labels, _ = read_split(str(training_set), "train")
+    val_features, val_labels, _ = read_split(str(training_set), "validation")
     ranker = cfg.ranker
     model = build_ranker(RankerSpec(categorical=spec["categorical"], dense=spec["dense"],
                                     embedding_dim=ranker.embedding_dim, cross_layers=ranker.cross_layers,

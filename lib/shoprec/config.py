@@ -223,6 +223,8 @@ class RankerConfig:
     batch_size: int = 512
     learning_rate: float = 0.001
     patience: int = 2
+    loss: str = "pointwise"         # pointwise | listwise (softmax over each user's candidates)
+    early_stopping: str = "auc"     # auc | ndcg: the validation metric that picks the epoch kept
     embedding_dim: int = 16
     id_embeddings: bool = True      # user and item id buckets as model inputs (false: features only)
     cross_layers: int = 2
@@ -529,6 +531,10 @@ def _check_models(cfg: Config) -> None:
         raise ConfigError(f"als.tuning_metric: {cfg.als.tuning_metric!r} is not one of ndcg, precision, recall, map, hit_rate")
     if not 0.0 < cfg.search.min_match <= 1.0:
         raise ConfigError(f"search.min_match: must be in (0, 1], got {cfg.search.min_match}")
+    if cfg.ranker.loss not in ("pointwise", "listwise"):
+        raise ConfigError(f"ranker.loss: {cfg.ranker.loss!r} is not one of pointwise, listwise")
+    if cfg.ranker.early_stopping not in ("auc", "ndcg"):
+        raise ConfigError(f"ranker.early_stopping: {cfg.ranker.early_stopping!r} is not one of auc, ndcg")
     if cfg.rules.basket not in ("order", "session", "user_day"):
         raise ConfigError(f"rules.basket: {cfg.rules.basket!r} is not one of order, session, user_day")
     for key, value in (("rules.min_support", cfg.rules.min_support), ("rules.min_confidence", cfg.rules.min_confidence)):

@@ -20,19 +20,21 @@ CATEGORICAL = {"user_bucket": 64, "item_bucket": 64}
 DENSE = ["a", "b"]
 
 
-def write_training_set(root: Path, workers: int = 2) -> None:
-    """A learnable set: positives when user and item buckets share parity, or feature a is high."""
+def write_training_set(root: Path, workers: int = 2, rows_per_user: int = 1) -> None:
+    """A learnable set: positives when user and item buckets share parity, and feature a is high.
+    ``rows_per_user`` candidates per user (a user's bucket is the same on each of its rows)."""
     rng = np.random.default_rng(0)
+    users_so_far = [0]  # users are numbered across parts, so no user is in two splits
 
     def part(n: int) -> pa.Table:
-        users, items = rng.integers(1, 64, n), rng.integers(1, 64, n)
+        user_numbers = users_so_far[0] + np.arange(n) // rows_per_user
+        users_so_far[0] = int(user_numbers[-1]) + 1
+        users, items = 1 + user_numbers % 63, rng.integers(1, 64, n)
         dense = rng.normal(size=(n, 2)).astype("float32")
         label = ((users % 2 == items % 2) & (dense[:, 0] > 0)).astype("float64")
-        return pa.table({"user_id": [f"u{next(serial)}" for _ in range(n)], "item_id": [f"i{i}" for i in items],
+        return pa.table({"user_id": [f"u{u}" for u in user_numbers], "item_id": [f"i{k}" for k in range(n)],
                          "user_bucket": users.astype("int32"), "item_bucket": items.astype("int32"),
                          "dense": list(dense), "label": label})
-
-    serial = iter(range(10**9))
 
     for shard in range(workers):
         (root / "split=train" / f"shard={shard}").mkdir(parents=True)
@@ -73,6 +75,31 @@ def test_two_ranks_train_in_lockstep(tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert (out / "rank-0.weights.sha256").read_text() == digests[0]
     assert not (out / "checkpoints" / "ckpt-99.index").exists()
+
+
+def test_listwise_training_keeps_the_epoch_with_the_best_per_user_ndcg(tmp_path):
+    from shoprec.models.ranker.train import ndcg_per_user, read_split
+
+    tf = pytest.importorskip("tensorflow")
+    training_set, out = tmp_path / "training_set", tmp_path / "out"
+    write_training_set(training_set, rows_per_user=20)
+    run = _horovodrun(training_set, out, "--epochs", "4", "--patience", "4", "--loss", "listwise",
+                      "--early-stopping", "ndcg")
+    output, _ = run.communicate(timeout=900)
+    assert run.returncode == 0, output[-3000:]
+    digests = [(out / f"rank-{r}.weights.sha256").read_text() for r in (0, 1)]
+    assert digests[0] == digests[1]
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 4
+    features, labels, groups = read_split(str(training_set), "validation")
+    chance = np.mean([ndcg_per_user(groups, labels, np.random.default_rng(seed).random(len(labels)))
+                      for seed in range(5)])
+    best = max(h["val_ndcg"] for h in history)
+    assert best > chance + 0.1, (best, chance)
+    # The saved model is the kept epoch's: scoring the validation set again gives its nDCG.
+    model = tf.keras.models.load_model(str(out / "model"))
+    scores = model(features, training=False).numpy()
+    assert ndcg_per_user(groups, labels, scores) == pytest.approx(best, abs=1e-6)
 
 
 def _horovodrun(training_set: Path, out: Path, *extra: str, **popen) -> subprocess.Popen:

@@ -192,6 +192,8 @@ def test_evaluate_compares_every_recommender(spark, cfg, profiles):
                        / "_feature_spec.json").read_text())
     assert spec["cutoff"] == "2026-04-05" and spec["run_date"] == "2026-04-06"
     assert 0.0 <= run.data.metrics["pipeline_best_val_auc"] <= 1.0
+    assert 0.0 <= run.data.metrics["pipeline_best_val_ndcg"] <= 1.0
+    assert 1 <= run.data.metrics["pipeline_best_epoch"] <= run.data.metrics["pipeline_epochs"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metric_bars.png", "precision_recall_at_k.png", "comparison.md"} <= artifacts
     # The staged intermediate results are gone with the run.

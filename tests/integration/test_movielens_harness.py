@@ -77,9 +77,9 @@ def test_the_cg_solver_is_scored_into_its_own_report(spark, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_pipeline_row_chooses_id_embeddings_on_the_validation_part(spark, tmp_path):
-    """The pipeline row: both choices of id embeddings are trained and scored on the validation
-    part, the better one is the one the test part sees, and the reports say so."""
+def test_the_pipeline_row_chooses_its_options_on_the_validation_part(spark, tmp_path):
+    """The pipeline row: the defaults and each alternative of each choice are trained and scored
+    on the validation part, the best is the one the test part sees, and the reports say so."""
     bench = load_benchmark("bench_movielens")
     data = tmp_path / "ml-tiny"
     data.mkdir()
@@ -96,10 +96,19 @@ def test_the_pipeline_row_chooses_id_embeddings_on_the_validation_part(spark, tm
     assert all(0.0 <= v <= 1.0 for v in results["pipeline"].values())
     details = json.loads((reports / "movielens_ml-tiny_details.json").read_text())
     selection = details["pipeline"]["inner_selection"]
-    scores = selection["ndcg@10"]
-    assert set(scores) == {"als", "pipeline id_embeddings=false", "pipeline id_embeddings=true"}
-    assert scores["als"] == max(t["ndcg@10"] for t in details["tuning"])
-    assert selection["id_embeddings"] == (scores["pipeline id_embeddings=true"] > scores["pipeline id_embeddings=false"])
-    assert details["pipeline"]["id_embeddings"] == selection["id_embeddings"]
-    assert (tmp_path / "work" / "select-id-embeddings-true" / "ranker" / "model").is_dir()
-    assert "chosen on the validation part" in (reports / "movielens_ml-tiny.md").read_text()
+    assert selection["als_ndcg@10"] == max(t["ndcg@10"] for t in details["tuning"])
+    tried = selection["tried"]
+    # The defaults, then one try per alternative value of each choice.
+    assert len(tried) == 1 + sum(len(values) - 1 for values in bench.PIPELINE_CHOICES.values())
+    assert tried[0]["options"] == bench.describe(bench.default_options())
+    assert len({t["options"] for t in tried}) == len(tried)
+    best = max(t["ndcg@10"] for t in tried)
+    chosen = selection["options"]
+    assert next(t for t in tried if t["options"] == bench.describe(chosen))["ndcg@10"] == best
+    assert details["pipeline"]["candidates"] == chosen["candidates"]
+    assert details["pipeline"]["loss"] == chosen["loss"]
+    assert details["pipeline"]["id_embeddings"] == chosen["id_embeddings"]
+    assert all((tmp_path / "work" / f"select-{i}" / "ranker" / "model").is_dir() for i in range(len(tried)))
+    report = (reports / "movielens_ml-tiny.md").read_text()
+    assert "Options chosen on the validation part" in report
+    assert f"Chosen: {bench.describe(chosen)}." in report

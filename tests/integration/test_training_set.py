@@ -122,6 +122,11 @@ def test_train_ranker_with_horovod_on_spark(spark, cfg, trained):
     run = client.search_runs([experiment.experiment_id], f"tags.mlflow.runName = 'train_ranker-{RUN_DATE}'")[0]
     # Rank 0 logged every epoch to the job's run.
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_ndcg")] == [1, 2]
+    # The kept epoch is the one with the best validation AUC (ranker.early_stopping's default).
+    best = max(result["history"], key=lambda h: (h["val_auc"], -h["epoch"]))
+    assert run.data.metrics["best_epoch"] == best["epoch"] == result["best_epoch"]
+    assert run.data.metrics["best_val_ndcg"] == pytest.approx(best["val_ndcg"])
     name, version = run.data.tags["shoprec.registered_model"].split("/")
     assert client.get_model_version(name, version).run_id == run.info.run_id
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -133,7 +138,7 @@ def test_train_ranker_with_horovod_on_spark(spark, cfg, trained):
 
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     model = mlflow.tensorflow.load_model(f"models:/{name}/{version}")
-    features, labels = read_split(f"{cfg.table_path('training_set')}/run_date={RUN_DATE}", "validation")
+    features, labels, _ = read_split(f"{cfg.table_path('training_set')}/run_date={RUN_DATE}", "validation")
     scores = model(features, training=False).numpy()
     assert scores.shape == labels.shape
     # Its signature names every input, so a pyfunc loader scores the same arrays the same way.

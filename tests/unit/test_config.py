@@ -73,6 +73,8 @@ def test_environment_overrides_single_keys():
     ("als:\n  solver: sgd\n", "als.solver: 'sgd' is not one of mllib, cg"),
     ("als:\n  cg_steps: 0\n", "als.cg_steps: must be at least 1, got 0"),
     ("als:\n  relevant_event_types: [click]\n", "als.relevant_event_types: ['click']"),
+    ("ranker:\n  loss: pairwise\n", "ranker.loss: 'pairwise' is not one of pointwise, listwise"),
+    ("ranker:\n  early_stopping: loss\n", "ranker.early_stopping: 'loss' is not one of auc, ndcg"),
     ("rules:\n  basket: cart\n", "rules.basket: 'cart' is not one of order, session, user_day"),
     ("rules:\n  min_support: 0\n", "rules.min_support: must be in (0, 1]"),
     ("evaluate:\n  holdout_days: 0\n", "evaluate.holdout_days: must be positive"),

@@ -117,7 +117,9 @@ def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame,
     clock.lap("pipeline_training_set")
     shutil.rmtree(local_path(f"{root}/ranker"), ignore_errors=True)  # a rerun trains afresh, never from old checkpoints
     result = train_on_spark(cfg, settings_for(cfg, last_day, None, False, training_set, f"{root}/ranker"))
-    tracking.log_metrics({"pipeline_best_val_auc": result["best_val_auc"], "pipeline_epochs": len(result["history"])})
+    tracking.log_metrics({f"pipeline_{k}": result[k] for k in ("best_val_auc", "best_val_ndcg", "best_epoch")
+                          if result[k] is not None and result[k] == result[k]})  # NaN: one-class validation
+    tracking.log_metrics({"pipeline_epochs": len(result["history"])})
     clock.lap("pipeline_ranker")
 
     inputs = features_before(spark, cfg, train_events, cutoff, scope)

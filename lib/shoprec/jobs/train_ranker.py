@@ -54,26 +54,31 @@ def settings_for(cfg: Config, run_date: str, run_id: str | None, resume: bool, t
         training_set=training_set or f"{cfg.table_path(TRAINING_SET)}/run_date={run_date}",
         out=out or f"{ranker.models_root.rstrip('/')}/ranker/{run_date}",
         epochs=ranker.epochs, batch_size=ranker.batch_size, learning_rate=ranker.learning_rate,
-        patience=ranker.patience, embedding_dim=ranker.embedding_dim, cross_layers=ranker.cross_layers,
+        patience=ranker.patience, loss=ranker.loss, early_stopping=ranker.early_stopping, embedding_dim=ranker.embedding_dim, cross_layers=ranker.cross_layers,
         hidden_units=list(ranker.hidden_units), dropout=ranker.dropout, seed=ranker.seed, resume=resume,
         mlflow_tracking_uri=cfg.mlflow.tracking_uri if run_id else None, mlflow_run_id=run_id)
 
 
 def plot_learning_curves(history: list[dict]):
-    """Loss and AUC per epoch, training and validation."""
+    """Loss and AUC per epoch (training and validation), and the validation's per-user nDCG@10."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for axes, metric in ((left, "loss"), (right, "auc")):
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
+    for axes, metric in ((left, "loss"), (middle, "auc")):
         axes.plot(epochs, [h[f"train_{metric}"] for h in history], marker="o", label="train")
         axes.plot(epochs, [h[f"val_{metric}"] for h in history], marker="o", label="validation")
         axes.set_xlabel("epoch")
         axes.set_title(metric)
         axes.legend()
+    # Histories saved before the metric existed (a --resume across versions) have no nDCG.
+    right.plot(epochs, [h.get("val_ndcg", float("nan")) for h in history], marker="o", label="validation")
+    right.set_xlabel("epoch")
+    right.set_title("nDCG@10 per user")
+    right.legend()
     figure.tight_layout()
     return figure
 
@@ -134,16 +139,20 @@ def run(spark: SparkSession, cfg: Config, run_date: str, resume: bool = False) -
         settings = settings_for(cfg, run_date, tracking.run_id if tracking.tracked else None, resume)
         result = train_on_spark(cfg, settings)
         history = result["history"]
-        tracking.log_metrics({"best_val_auc": result["best_val_auc"], "epochs_run": len(history),
-                              "workers": result["ranks"], "examples_per_rank": result["examples_per_rank"]})
+        summary = {"best_val_auc": result["best_val_auc"], "best_val_ndcg": result["best_val_ndcg"],
+                   "best_epoch": result["best_epoch"], "epochs_run": len(history),
+                   "workers": result["ranks"], "examples_per_rank": result["examples_per_rank"]}
+        # A one-class validation set has no AUC or nDCG: such metrics are left out, not logged as NaN.
+        tracking.log_metrics({k: v for k, v in summary.items() if v is not None and v == v})
         tracking.log_dict({"settings": asdict(settings), "history": history}, "training.json")
         tracking.log_figure(plot_learning_curves(history), "learning_curves.png")
         tracking.log_text((training_set / FEATURE_SPEC).read_text(), "feature_spec.json")
         version = log_ranker(result, cfg, tracking)
         if version:
             tracking.set_tags({"shoprec.registered_model": f"{cfg.ranker.registered_model}/{version}"})
-        log.info("train_ranker %s: best validation AUC %.4f after %d epochs on %d workers", run_date,
-                 result["best_val_auc"], len(history), result["ranks"])
+        log.info("train_ranker %s: epoch %s kept (validation AUC %.4f, nDCG@10 %.4f, early stopping on %s) of %d "
+                 "on %d workers", run_date, result["best_epoch"], result["best_val_auc"], result["best_val_ndcg"],
+                 settings.early_stopping, len(history), result["ranks"])
         return {k: v for k, v in result.items() if k != "settings"}
 
 
@@ -154,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def execute(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
         result = run(spark, cfg, args.run_date, resume=args.resume)
-        print(f"train_ranker {args.run_date}: " + json.dumps({"best_val_auc": result["best_val_auc"],
+        print(f"train_ranker {args.run_date}: " + json.dumps({"best_epoch": result["best_epoch"],
+                                                             "best_val_auc": result["best_val_auc"],
+                                                             "best_val_ndcg": result["best_val_ndcg"],
                                                              "epochs": len(result["history"])}))
 
     return run_main(JOB, parser, execute, argv)
