@@ -19,9 +19,10 @@ different things to the two solvers); popularity recommends the items most users
 
 ``pipeline`` is the production path (:mod:`shoprec.jobs.build_training_set`, ``train_ranker``'s
 Horovod training on the Spark executors, ``score``'s ranking and rules) on the ratings as events:
-candidates from the tuned ALS, ALS-similar items and popularity, profile and source features, the
-ranker trained on the fit part with the validation part as labels, then candidates and features
-rebuilt from the whole training part, ranked by that ranker, training items left out, top 10.
+candidates from the tuned ALS (with ALS-similar items and popularity, if chosen), profile and
+source features, the ranker trained on the fit part with the validation part as labels, then
+candidates and features rebuilt from the whole training part, ranked by that ranker, training
+items left out, top 10.
 The candidate mix, the ranker's loss and whether it gets id embeddings are chosen first, inside
 the training part (:func:`select_pipeline`), so the pipeline row, too, is scored on the test part
 once.
