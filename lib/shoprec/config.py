@@ -24,6 +24,10 @@ from typing import Any
 
 import yaml
 
+# The training module's own lists of choices (it imports nothing heavy at module level).
+from shoprec.models.ranker.train import EARLY_STOPPING as RANKER_EARLY_STOPPING
+from shoprec.models.ranker.train import LOSSES as RANKER_LOSSES
+
 MINUTES_PER_DAY = 24 * 60
 
 ENV_PREFIX = "SHOPREC__"
@@ -531,10 +535,11 @@ def _check_models(cfg: Config) -> None:
         raise ConfigError(f"als.tuning_metric: {cfg.als.tuning_metric!r} is not one of ndcg, precision, recall, map, hit_rate")
     if not 0.0 < cfg.search.min_match <= 1.0:
         raise ConfigError(f"search.min_match: must be in (0, 1], got {cfg.search.min_match}")
-    if cfg.ranker.loss not in ("pointwise", "listwise"):
-        raise ConfigError(f"ranker.loss: {cfg.ranker.loss!r} is not one of pointwise, listwise")
-    if cfg.ranker.early_stopping not in ("auc", "ndcg"):
-        raise ConfigError(f"ranker.early_stopping: {cfg.ranker.early_stopping!r} is not one of auc, ndcg")
+    if cfg.ranker.loss not in RANKER_LOSSES:
+        raise ConfigError(f"ranker.loss: {cfg.ranker.loss!r} is not one of {', '.join(RANKER_LOSSES)}")
+    if cfg.ranker.early_stopping not in RANKER_EARLY_STOPPING:
+        raise ConfigError(f"ranker.early_stopping: {cfg.ranker.early_stopping!r} is not one of "
+                          f"{', '.join(RANKER_EARLY_STOPPING)}")
     if cfg.rules.basket not in ("order", "session", "user_day"):
         raise ConfigError(f"rules.basket: {cfg.rules.basket!r} is not one of order, session, user_day")
     for key, value in (("rules.min_support", cfg.rules.min_support), ("rules.min_confidence", cfg.rules.min_confidence)):

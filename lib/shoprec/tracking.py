@@ -35,6 +35,12 @@ class StageClock:
         self._last = now
 
 
+def defined_metrics(metrics: dict[str, float | None]) -> dict[str, float]:
+    """``metrics`` without the undefined ones (None, or NaN such as a one-class set's AUC), which
+    are left out rather than logged as NaN."""
+    return {k: v for k, v in metrics.items() if v is not None and v == v}
+
+
 class TrackingError(RuntimeError):
     """The MLflow tracking store could not be reached or written."""
 

@@ -51,7 +51,7 @@ from shoprec.models.content import content_features, content_similar_items, reco
 from shoprec.models.popularity import ALL, SCOPE, popular_items, popularity_score, recommend_popular
 from shoprec.models.ranker.train import local_path
 from shoprec.spark import CacheScope
-from shoprec.tracking import StageClock, job_run, write_report
+from shoprec.tracking import StageClock, defined_metrics, job_run, write_report
 
 JOB = "evaluate"
 EVAL_METRICS = "eval_metrics"
@@ -117,9 +117,9 @@ def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame,
     clock.lap("pipeline_training_set")
     shutil.rmtree(local_path(f"{root}/ranker"), ignore_errors=True)  # a rerun trains afresh, never from old checkpoints
     result = train_on_spark(cfg, settings_for(cfg, last_day, None, False, training_set, f"{root}/ranker"))
-    tracking.log_metrics({f"pipeline_{k}": result[k] for k in ("best_val_auc", "best_val_ndcg", "best_epoch")
-                          if result[k] is not None and result[k] == result[k]})  # NaN: one-class validation
-    tracking.log_metrics({"pipeline_epochs": len(result["history"])})
+    tracking.log_metrics(defined_metrics({**{f"pipeline_{k}": result[k] for k in ("best_val_auc", "best_val_ndcg",
+                                                                                 "best_epoch")},
+                                          "pipeline_epochs": len(result["history"])}))
     clock.lap("pipeline_ranker")
 
     inputs = features_before(spark, cfg, train_events, cutoff, scope)

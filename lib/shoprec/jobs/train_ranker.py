@@ -35,7 +35,7 @@ from shoprec.config import Config
 from shoprec.jobs.build_training_set import FEATURE_SPEC, TRAINING_SET
 from shoprec.jobs.common import job_parser, run_main
 from shoprec.models.ranker.train import TrainSettings, train
-from shoprec.tracking import JobRun, job_run
+from shoprec.tracking import JobRun, defined_metrics, job_run
 
 JOB = "train_ranker"
 
@@ -54,8 +54,8 @@ def settings_for(cfg: Config, run_date: str, run_id: str | None, resume: bool, t
         training_set=training_set or f"{cfg.table_path(TRAINING_SET)}/run_date={run_date}",
         out=out or f"{ranker.models_root.rstrip('/')}/ranker/{run_date}",
         epochs=ranker.epochs, batch_size=ranker.batch_size, learning_rate=ranker.learning_rate,
-        patience=ranker.patience, loss=ranker.loss, early_stopping=ranker.early_stopping, embedding_dim=ranker.embedding_dim, cross_layers=ranker.cross_layers,
-        hidden_units=list(ranker.hidden_units), dropout=ranker.dropout, seed=ranker.seed, resume=resume,
+        patience=ranker.patience, loss=ranker.loss, early_stopping=ranker.early_stopping,
+        embedding_dim=ranker.embedding_dim, cross_layers=ranker.cross_layers, hidden_units=list(ranker.hidden_units), dropout=ranker.dropout, seed=ranker.seed, resume=resume,
         mlflow_tracking_uri=cfg.mlflow.tracking_uri if run_id else None, mlflow_run_id=run_id)
 
 
@@ -139,11 +139,10 @@ def run(spark: SparkSession, cfg: Config, run_date: str, resume: bool = False) -
         settings = settings_for(cfg, run_date, tracking.run_id if tracking.tracked else None, resume)
         result = train_on_spark(cfg, settings)
         history = result["history"]
-        summary = {"best_val_auc": result["best_val_auc"], "best_val_ndcg": result["best_val_ndcg"],
-                   "best_epoch": result["best_epoch"], "epochs_run": len(history),
-                   "workers": result["ranks"], "examples_per_rank": result["examples_per_rank"]}
-        # A one-class validation set has no AUC or nDCG: such metrics are left out, not logged as NaN.
-        tracking.log_metrics({k: v for k, v in summary.items() if v is not None and v == v})
+        tracking.log_metrics(defined_metrics({
+            "best_val_auc": result["best_val_auc"], "best_val_ndcg": result["best_val_ndcg"],
+            "best_epoch": result["best_epoch"], "epochs_run": len(history),
+            "workers": result["ranks"], "examples_per_rank": result["examples_per_rank"]}))
         tracking.log_dict({"settings": asdict(settings), "history": history}, "training.json")
         tracking.log_figure(plot_learning_curves(history), "learning_curves.png")
         tracking.log_text((training_set / FEATURE_SPEC).read_text(), "feature_spec.json")

@@ -246,6 +246,9 @@ def train(settings: TrainSettings) -> dict | None:
         return loss
 
     rng = np.random.default_rng(settings.seed + rank)
+    # allgather concatenates the ranks' strided validation slices (rank 0's, then rank 1's, ...):
+    # these row numbers put the gathered scores back in row order.
+    gathered_rows = np.concatenate([np.arange(len(val_labels))[r::size] for r in range(size)])
     n = len(labels)
     # Every rank must run the same number of steps, or the allreduce of the last ones would hang.
     steps = int(hvd.allreduce(tf.constant(max(n // settings.batch_size, 1)), op=hvd.Min).numpy())
@@ -262,13 +265,11 @@ def train(settings: TrainSettings) -> dict | None:
         # Throughput of the whole job: every rank's examples over the slowest rank's time.
         seconds = float(hvd.allreduce(tf.constant(time.perf_counter() - started), op=hvd.Max).numpy())
         train_loss = float(hvd.allreduce(tf.constant(np.mean(losses)), op=hvd.Average).numpy())
-        # Validation: each rank scores a slice; gathering the slices (rank 0's, then rank 1's, ...)
-        # and putting them back in row order gives the whole set's AUC, nDCG and loss.
+        # Validation: each rank scores a slice; the gathered slices give the whole set's AUC, nDCG and loss.
         part = slice(rank, None, size)
         scores = model({k: v[part] for k, v in val_features.items()}, training=False).numpy()
-        gathered = hvd.allgather(tf.constant(scores)).numpy()
         val_scores = np.empty(len(val_labels), dtype="float32")
-        val_scores[np.concatenate([np.arange(len(val_labels))[r::size] for r in range(size)])] = gathered
+        val_scores[gathered_rows] = hvd.allgather(tf.constant(scores)).numpy()
         if listwise:
             val_loss = float(listwise_loss(tf.constant(val_labels), tf.constant(val_scores), tf.constant(val_groups),
                                            int(val_groups.max()) + 1 if len(val_groups) else 1).numpy())
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--learning-rate", type=float, default=0.001)
-    parser.add_argument("--patience", type=int, default=2, help="epochs without a better validation AUC before stopping")
+    parser.add_argument("--patience", type=int, default=2, help="epochs without a better validation metric (--early-stopping) before stopping")
     parser.add_argument("--loss", choices=LOSSES, default="pointwise",
                         help="pointwise: cross-entropy per example; listwise: softmax over each user's candidates")
     parser.add_argument("--early-stopping", choices=EARLY_STOPPING, default="auc",
