@@ -75,7 +75,48 @@ def build_session(cfg: SparkConfig, app_name: str | None = None) -> SparkSession
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    keep_gateway_sockets_from_forked_children()
     return spark
+
+
+_fork_guard_registered = False
+# The driver's idle Py4J connections while a fork is under way (see below).
+_connections_over_fork: list = []
+
+
+def keep_gateway_sockets_from_forked_children() -> None:
+    """Make a process forked from the driver leave the driver's Py4J sockets alone (once per process).
+
+    A child made with ``fork`` inherits the driver's connections to its JVM. Python drops the other
+    threads' locals in a forked child, which garbage-collects their connections there, and a
+    collected connection shuts its socket down: that cuts the parent's connection too, whose next
+    call then fails, and Py4J reconnects and logs the failure with a traceback. Horovod forks the
+    driver in every ``horovod.spark.run`` (to check how its extension was built), so without this
+    each training printed a ``ConnectionResetError``. The connections are held across the fork,
+    and the child forgets their sockets before letting go of them; if it calls the JVM at all,
+    it opens connections of its own.
+    """
+    global _fork_guard_registered
+    if not _fork_guard_registered:
+        os.register_at_fork(before=_hold_idle_connections, after_in_parent=_connections_over_fork.clear,
+                            after_in_child=_forget_held_connections)
+        _fork_guard_registered = True
+
+
+def _hold_idle_connections() -> None:
+    context = SparkContext._active_spark_context
+    gateway = getattr(context, "_gateway", None) if context is not None else None
+    # Only idle connections are pooled in the deque; one in use belongs to a thread busy in the JVM.
+    _connections_over_fork[:] = list(getattr(getattr(gateway, "_gateway_client", None), "deque", ()))
+
+
+def _forget_held_connections() -> None:
+    for connection in _connections_over_fork:
+        # close() returns at once when the socket is None; the child's copies of the file
+        # descriptors close with the socket objects, which leaves the parent's connections open.
+        connection.socket = None
+        connection.stream = None
+    _connections_over_fork.clear()
 
 
 # Spark packs a scan's files into about one task per core by default (at most

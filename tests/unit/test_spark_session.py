@@ -1,9 +1,14 @@
 """Driver launch settings from the config are reported when spark-submit did not get them; a cache
-scope releases what it cached and nothing else; scans split finer inside ``file_tasks_per_core``."""
+scope releases what it cached and nothing else; scans split finer inside ``file_tasks_per_core``;
+a process forked from the driver leaves the driver's connections to its JVM open."""
 
 from __future__ import annotations
 
+import gc
 import gzip
+import multiprocessing
+import threading
+import weakref
 
 from shoprec.config import SparkConfig
 from shoprec.spark import FILE_SPLITS_CONF, CacheScope, file_tasks_per_core, late_launch_settings
@@ -89,3 +94,33 @@ def test_file_tasks_per_core_leaves_a_split_setting_the_session_made(spark, tmp_
         assert spark.read.text(path).rdd.getNumPartitions() == tasks_inside
     finally:
         spark.conf.unset(FILE_SPLITS_CONF)
+
+
+def test_a_child_forked_from_the_driver_leaves_the_drivers_jvm_connections_open(spark):
+    # What Horovod's extension check does in every horovod.spark.run: fork the driver while other
+    # threads hold connections to the JVM. The child drops those threads' connections.
+    client = spark.sparkContext._gateway._gateway_client
+    jvm = spark.sparkContext._jvm
+    connections, called, forked = {}, threading.Event(), threading.Event()
+
+    def thread_with_a_connection():
+        jvm.java.lang.System.nanoTime()
+        # Weakly: a strong reference here would keep the child from collecting the connection.
+        connections["before"] = weakref.ref(client.get_thread_connection())
+        called.set()
+        forked.wait(60)
+        jvm.java.lang.System.nanoTime()
+        connections["after"] = client.get_thread_connection()
+
+    holder = threading.Thread(target=thread_with_a_connection)
+    holder.start()
+    assert called.wait(60)
+    child = multiprocessing.get_context("fork").Process(target=gc.collect)
+    child.start()
+    child.join(60)
+    forked.set()
+    holder.join(60)
+    assert child.exitcode == 0
+    # The same connection served the call after the fork: it was not cut and replaced.
+    assert connections["after"] is connections["before"]()
+    assert connections["after"].socket is not None
