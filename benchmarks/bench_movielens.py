@@ -181,7 +181,7 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
         inputs = features_before(spark, pcfg, as_events(train), cutoff, scope)
         inputs["als_recs"] = inputs["als"].recommend(users, exclusions(inputs["interactions"], "seen"),
                                                      pcfg.ranker.candidates["als"])
-        recs = recommend_with_ranker(pcfg, inputs, users, result["model_path"], spec, K, exclude="seen")
+        recs = recommend_with_ranker(pcfg, inputs, users, result["model_path"], spec, K)
         recs = recs.select(S.USER_ID, "rank", S.ITEM_ID).localCheckpoint(eager=True)
     history = result["history"]
     return recs, {

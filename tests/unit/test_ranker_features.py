@@ -17,11 +17,25 @@ def test_candidates_merge_sources_and_keep_their_limits(spark):
     popular = spark.createDataFrame([(1, "p", 10.0), (2, "a", 9.0)], "rank int, item_id string, score double")
     got = {r.item_id: r for r in X.candidates(users, seeds, als, together, similar, content, popular,
                                               {"als": 2, "rules": 5, "similar": 5, "content": 5, "popular": 1}).collect()}
-    assert set(got) == {"a", "b", "d", "e", "p"}  # als limited to 2; popular to 1; the seed itself never
+    assert set(got) == {"a", "b", "d", "e", "p"}  # als limited to 2; popular to 1
     assert (got["b"].als_rank, got["b"].rules_score, got["b"].rules_seed, got["b"].n_sources) == (2, 3.0, "s1", 2)
     assert (got["a"].als_score, got["a"].content_score, got["a"].content_seed, got["a"].n_sources) == (0.9, 0.4, "s1", 2)
     assert got["p"].popular_rank == 1 and got["p"].als_score is None
     assert got["d"].rules_rank == 2
+
+
+def test_a_users_own_items_stay_candidates(spark):
+    # Whether a user is shown an item again is the exclusion rule's call, not the candidates'.
+    users = spark.createDataFrame([("u",)], "user_id string")
+    seeds = spark.createDataFrame([("u", "s1", 5.0)], "user_id string, seed_item_id string, confidence double")
+    als = spark.createDataFrame([("u", 1, "s1", 0.9), ("u", 2, "a", 0.8)], "user_id string, rank int, item_id string, score double")
+    empty = spark.createDataFrame([], "item_id string, similar_item_id string, score double")
+    together = spark.createDataFrame([], "item_id string, bought_with_item_id string, lift double")
+    popular = spark.createDataFrame([(1, "s1", 10.0)], "rank int, item_id string, score double")
+    got = {r.item_id: r for r in X.candidates(users, seeds, als, together, empty, empty, popular,
+                                              {"als": 5, "popular": 1}).collect()}
+    assert set(got) == {"s1", "a"}
+    assert (got["s1"].als_rank, got["s1"].popular_rank, got["s1"].n_sources) == (1, 1, 2)
 
 
 def test_labels_shards_and_standardisation(spark):

@@ -10,11 +10,11 @@ Candidates come from the run date's tables (``als_recs``, ``bought_together``, `
 ``content_similar_items``, ``popular_items``) exactly as build_training_set makes them, features
 from the run date's profiles, standardised with the statistics the model was trained with. The
 newest ranker trained on or before the run date (``ranker.models_root/ranker/<date>/model``) is
-loaded once per Python worker on the executors and scores the candidates with ``mapInPandas``.
+loaded once per Python worker on the executors and scores the candidates with ``mapInArrow``.
 
-Business rules (``score.*``): items the user bought are removed; at most
-``score.max_per_category`` items per category; the top ``score.top_k`` are kept; a user left with
-fewer is filled from the popular items. Each recommendation names its source (the candidate
+Business rules (``score.*``): the items ``als.exclude`` names (by default, those the user bought)
+are removed; at most ``score.max_per_category`` items per category; the top ``score.top_k`` are
+kept; a user left with fewer is filled from the popular items. Each recommendation names its source (the candidate
 source that ranked it best) and a reason ("bought with X", "similar to X", ...).
 """
 
@@ -168,8 +168,10 @@ def load_spec(cfg: Config, model_root: Path) -> dict:
 
 
 def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, model_dir: str,
-                          spec: dict, top_k: int, exclude: str = "purchased") -> DataFrame:
-    """Rank ``users``' candidates with a trained ranker and apply the business rules.
+                          spec: dict, top_k: int) -> DataFrame:
+    """Rank ``users``' candidates with a trained ranker and apply the business rules; the items
+    ``als.exclude`` names (the user's purchases by default) are never recommended, as the
+    ranker's training set left them out of its examples.
 
     Args:
         inputs: ``interactions``, ``user_profile`` (with segments), ``item_profile``, ``affinity``
@@ -180,8 +182,6 @@ def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: Data
         model_dir: the saved Keras model.
         spec: the feature spec of the model's training set (categorical columns, standardisation).
         top_k: recommendations per user.
-        exclude: which of the user's items are never recommended: ``purchased`` (the product's
-            rule), ``seen`` (every item the user interacted with) or ``none``.
 
     Returns:
         ``user_id, rank, item_id, score, source, reason`` (see :func:`apply_business_rules`).
@@ -199,7 +199,8 @@ def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: Data
     items = inputs["item_profile"].select(S.ITEM_ID, F.col(S.CATEGORY).alias("_c"))
     fill = inputs["popular"].join(items, S.ITEM_ID, "left").select(
         "rank", S.ITEM_ID, F.col("_c").alias(S.CATEGORY), "score")
-    return apply_business_rules(scored, exclusions(inputs["interactions"], exclude), fill, users,
+    # The rule the training set applied to its examples (als.exclude: purchased by default).
+    return apply_business_rules(scored, exclusions(inputs["interactions"], cfg.als.exclude), fill, users,
                                 top_k, cfg.score.max_per_category)
 
 

@@ -113,8 +113,10 @@ def candidates(users: DataFrame, seeds: DataFrame, als_recs: DataFrame, bought_t
         if source in ("rules", "similar", "content"):
             aggregates.append(F.max(F.when(mine, F.col(SEED_ITEM))).alias(f"{source}_seed"))
     merged = ranked.groupBy(S.USER_ID, S.ITEM_ID).agg(*aggregates, F.countDistinct("source").cast("int").alias("n_sources"))
-    # A user's own seed items are not candidates: the user already knows them.
-    return merged.join(seeds.select(S.USER_ID, F.col(SEED_ITEM).alias(S.ITEM_ID)), [S.USER_ID, S.ITEM_ID], "left_anti")
+    # A user's own items stay candidates (ALS proposes them back; rules and similar items can
+    # reach one seed from another): whether a user is shown an item again is the exclusion
+    # rule's call (als.exclude), which the training set and the business rules both apply.
+    return merged
 
 
 def category_affinity(events: DataFrame, as_of) -> DataFrame:
