@@ -14,8 +14,9 @@ loaded once per Python worker on the executors and scores the candidates with ``
 
 Business rules (``score.*``): the items ``als.exclude`` names (by default, those the user bought)
 are removed; at most ``score.max_per_category`` items per category; the top ``score.top_k`` are
-kept; a user left with fewer is filled from the popular items. Each recommendation names its source (the candidate
-source that ranked it best) and a reason ("bought with X", "similar to X", ...).
+kept; a user left with fewer is filled from the popular items. Each recommendation names its
+source (the candidate source that ranked it best) and a reason ("bought with X", "similar to X",
+...).
 """
 
 from __future__ import annotations
