@@ -121,9 +121,9 @@ def as_events(ratings: DataFrame) -> DataFrame:
                             for f in fields])
 
 
-def default_options() -> dict:
+def default_options(choices: dict = PIPELINE_CHOICES) -> dict:
     """The pipeline options the selection starts from: the first value of each choice."""
-    return {name: values[0] for name, values in PIPELINE_CHOICES.items()}
+    return {name: values[0] for name, values in choices.items()}
 
 
 def describe(options: dict) -> str:
@@ -163,7 +163,7 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
     """Top ``K`` for ``users`` from the whole pipeline: the ranker learns on ``fit`` (features) and
     ``validation`` (labels), then ranks candidates built from ``train``."""
     from shoprec.evaluation.holdout import exclusions
-    from shoprec.jobs.build_training_set import features_before, write_examples
+    from shoprec.jobs.build_training_set import als_candidate_count, features_before, write_examples
     from shoprec.jobs.score import recommend_with_ranker
     from shoprec.jobs.train_ranker import settings_for, train_on_spark
     from shoprec.spark import CacheScope
@@ -179,8 +179,9 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
     result = train_on_spark(pcfg, settings_for(pcfg, cutoff, None, False, training_set, str(work / "ranker")))
     with CacheScope() as scope:
         inputs = features_before(spark, pcfg, as_events(train), cutoff, scope)
-        inputs["als_recs"] = inputs["als"].recommend(users, exclusions(inputs["interactions"], "seen"),
-                                                     pcfg.ranker.candidates["als"])
+        # As train_als writes als_recs: the config's exclusion rule ("seen" here) and candidate count.
+        inputs["als_recs"] = inputs["als"].recommend(users, exclusions(inputs["interactions"], pcfg.als.exclude),
+                                                     als_candidate_count(pcfg))
         recs = recommend_with_ranker(pcfg, inputs, users, result["model_path"], spec, K)
         recs = recs.select(S.USER_ID, "rank", S.ITEM_ID).localCheckpoint(eager=True)
     history = result["history"]
@@ -191,11 +192,13 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
 
 
 def select_pipeline(spark: SparkSession, cfg, fit: DataFrame, validation: DataFrame, validation_users: DataFrame,
-                    best: A.AlsParams, als_ndcg: float, work: Path, solver: str = "mllib") -> dict:
+                    best: A.AlsParams, als_ndcg: float, work: Path, solver: str = "mllib",
+                    choices: dict = PIPELINE_CHOICES) -> dict:
     """Choose the pipeline's options inside the training part: the ranker learns on the fit part
     split again 75/25 (:data:`INNER_SEED`; features from the larger share, labels from the
     smaller), ranks candidates built from the whole fit part, and each try is scored on the
-    validation part. A coordinate search over :data:`PIPELINE_CHOICES`: the defaults first, then
+    validation part. A coordinate search over ``choices`` (:data:`PIPELINE_CHOICES` unless a
+    smaller search is asked for; options not among them keep their defaults): the defaults first, then
     each alternative of each choice in turn on the best options so far, kept only when its nDCG@10
     is higher (the earlier try wins a tie).
 
@@ -214,9 +217,9 @@ def select_pipeline(spark: SparkSession, cfg, fit: DataFrame, validation: DataFr
         print(f"inner selection, {describe(options)}: ndcg@{K} {ndcg:.4f}", flush=True)
         return ndcg
 
-    chosen = default_options()
+    chosen = {**default_options(), **default_options(choices)}
     chosen_ndcg = score(chosen)
-    for name, values in PIPELINE_CHOICES.items():
+    for name, values in choices.items():
         for value in values[1:]:
             option = {**chosen, name: value}
             ndcg = score(option)
@@ -237,9 +240,10 @@ def report_name(data: Path, solver: str = "mllib") -> str:
 
 def run_benchmark(spark: SparkSession, data: Path, grid: list[A.AlsParams], seed: int, reports: Path,
                   als_solver: A.AlsSolver = A.AlsSolver(blocks=2), cfg=None, work: Path | None = None,
-                  command: str | None = None) -> dict:
+                  command: str | None = None, choices: dict = PIPELINE_CHOICES) -> dict:
     """Tune on validation, score the test part once, write the reports; return the test metrics.
-    ALS is fitted by ``als_solver``."""
+    ALS is fitted by ``als_solver``; the pipeline row (when ``cfg`` is given) chooses its options
+    among ``choices``."""
     started = time.perf_counter()
     solver = als_solver.name
     ratings = read_ratings(spark, data).cache()
@@ -262,7 +266,7 @@ def run_benchmark(spark: SparkSession, data: Path, grid: list[A.AlsParams], seed
     if cfg is not None:
         def run_pipeline():
             selection = select_pipeline(spark, cfg, fit, validation, validation_users, best,
-                                        max(t["ndcg@10"] for t in tuning), work, solver)
+                                        max(t["ndcg@10"] for t in tuning), work, solver, choices)
             recs, details = pipeline_recs(spark, cfg, fit, validation, train, test_users, best, work, solver,
                                           selection["options"])
             pipeline.update(details, inner_selection=selection)
