@@ -87,7 +87,9 @@ def read_split(training_set: str, split: str, shards: list[int] | None = None):
     spec = json.loads((local_path(training_set) / "_feature_spec.json").read_text())
     features = {name: table.column(name).to_numpy().astype("int32") for name in spec["categorical"]}
     features["dense"] = np.stack(table.column("dense").to_numpy(zero_copy_only=False)).astype("float32")
-    users = table.column("user_id").to_numpy(zero_copy_only=False)
+    # Dictionary codes stand for the user ids: equal ids, equal codes, so the sorted rows' runs are
+    # the same, without a Python object per row.
+    users = table.column("user_id").combine_chunks().dictionary_encode().indices.to_numpy()
     return features, table.column("label").to_numpy().astype("float32"), segments_of(users)
 
 
@@ -219,13 +221,18 @@ def train(settings: TrainSettings) -> dict | None:
     out = local_path(settings.out)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, str(out / "checkpoints"), max_to_keep=2)
-    start_epoch, history, best, stale = 0, [], -1.0, 0
+    watched_name = f"val_{settings.early_stopping}"
+    # best_epoch: the epoch whose weights are kept (the first with the best watched metric); None
+    # while no epoch had it defined (a one-class validation set), and then the last weights are kept.
+    start_epoch, history, best, best_epoch, stale = 0, [], -1.0, None, 0
     if settings.resume and manager.latest_checkpoint:
         # The model and optimizer from the last checkpoint, and the early-stopping state saved with it.
         checkpoint.restore(manager.latest_checkpoint)
         start_epoch = int(Path(manager.latest_checkpoint).name.split("-")[-1])
         state = json.loads((out / "checkpoints" / f"state-{start_epoch}.json").read_text())
         history, best, stale = state["history"], state.get("best", state.get("best_auc")), state["stale"]
+        # States saved before best_epoch was kept: the first epoch that reached the best.
+        best_epoch = state.get("best_epoch", next((h["epoch"] for h in history if h[watched_name] == best), None))
     elif settings.resume:
         raise FileNotFoundError(f"--resume: no checkpoint under {out / 'checkpoints'}")
     elif rank == 0 and out.exists():
@@ -283,16 +290,16 @@ def train(settings: TrainSettings) -> dict | None:
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_auc": train_auc,
                         "val_loss": val_loss, "val_auc": val_auc, "val_ndcg": val_ndcg,
                         "examples_per_s": steps * settings.batch_size * size / max(seconds, 1e-9)})
-        watched = val_auc if settings.early_stopping == "auc" else val_ndcg
+        watched = history[-1][watched_name]
         if watched > best:
-            best, stale = watched, 0
+            best, best_epoch, stale = watched, epoch + 1, 0
             if rank == 0:
                 model.save_weights(str(out / "best" / "weights"))
         else:
             stale += 1
         if rank == 0:
             # The state first: a checkpoint is only found by --resume once its state is there.
-            state = {"history": history, "best": best, "stale": stale}
+            state = {"history": history, "best": best, "best_epoch": best_epoch, "stale": stale}
             (out / "checkpoints").mkdir(parents=True, exist_ok=True)
             (out / "checkpoints" / f"state-{epoch + 1}.json").write_text(json.dumps(state))
             manager.save(checkpoint_number=epoch + 1)
@@ -311,10 +318,7 @@ def train(settings: TrainSettings) -> dict | None:
         model.save_weights(str(out / "best" / "weights"))
     model.save(str(out / "model"))
     (out / "history.json").write_text(json.dumps(history, indent=1))
-    watched_name = f"val_{settings.early_stopping}"
-    defined = [h for h in history if h[watched_name] == h[watched_name]]  # NaN: a one-class validation set
-    # The epoch whose weights were kept: the first with the best watched metric, else the last.
-    chosen = max(defined, key=lambda h: (h[watched_name], -h["epoch"])) if defined else (history[-1] if history else {})
+    chosen = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {})
     return {"history": history, "best_epoch": chosen.get("epoch"), "best_val_auc": chosen.get("val_auc", float("nan")),
             "best_val_ndcg": chosen.get("val_ndcg", float("nan")), "model_path": str(out / "model"), "ranks": size,
             "settings": asdict(settings), "examples_per_rank": n}
