@@ -138,6 +138,7 @@ class GenerateConfig:
     categories: int = 24
     brands: int = 60
     dirty_fraction: float = 0.02
+    brand_loyalty: float = 0.6      # share of sessions looking for the user's brand of the category
     bot_users: int = 3
     partitions: int = 4
     seed: int = 42
@@ -206,6 +207,8 @@ class EvaluateConfig:
     k: int = 10
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
     relevant_event_types: list[str] = field(default_factory=lambda: ["cart", "purchase"])
+    # The search backtest also scores these search.ranker_weight values (search_fused_<weight>).
+    search_ranker_weights: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,7 @@ class SearchConfig:
     top_k: int = 20                 # results kept per (user, query)
     min_match: float = 1.0          # share of the search's best text score an item needs to match
     max_matches: int = 200          # matches per search the ranker scores
+    ranker_weight: float = 0.25     # the ranker's share in the fused order (0: text order, 1: ranker's)
     followup_event_types: list[str] = field(default_factory=lambda: ["view", "cart", "purchase"])
 
 
@@ -477,6 +481,8 @@ def _check_semantics(cfg: Config) -> None:
         raise ConfigError(f"clean.session_gap_minutes: must be positive and under a day ({MINUTES_PER_DAY})")
     if not 0.0 <= cfg.generate.dirty_fraction < 1.0:
         raise ConfigError("generate.dirty_fraction: must be in [0, 1)")
+    if not 0.0 <= cfg.generate.brand_loyalty <= 1.0:
+        raise ConfigError(f"generate.brand_loyalty: must be in [0, 1], got {cfg.generate.brand_loyalty}")
     if not cfg.privacy.secret_env:
         raise ConfigError("privacy.secret_env: must name an environment variable")
     _check_models(cfg)
@@ -535,6 +541,11 @@ def _check_models(cfg: Config) -> None:
         raise ConfigError(f"als.tuning_metric: {cfg.als.tuning_metric!r} is not one of ndcg, precision, recall, map, hit_rate")
     if not 0.0 < cfg.search.min_match <= 1.0:
         raise ConfigError(f"search.min_match: must be in (0, 1], got {cfg.search.min_match}")
+    if not 0.0 <= cfg.search.ranker_weight <= 1.0:
+        raise ConfigError(f"search.ranker_weight: must be in [0, 1], got {cfg.search.ranker_weight}")
+    if not all(0.0 <= w <= 1.0 for w in cfg.evaluate.search_ranker_weights):
+        raise ConfigError(f"evaluate.search_ranker_weights: each must be in [0, 1], got "
+                          f"{cfg.evaluate.search_ranker_weights}")
     if cfg.ranker.loss not in RANKER_LOSSES:
         raise ConfigError(f"ranker.loss: {cfg.ranker.loss!r} is not one of {', '.join(RANKER_LOSSES)}")
     if cfg.ranker.early_stopping not in RANKER_EARLY_STOPPING:

@@ -3,7 +3,8 @@
 The shop has a catalogue of items in categories and brands with category price ranges; item
 popularity follows a power law, and so does user activity (a few heavy, repeat buyers, a long
 tail of occasional visitors). Each visit is a session: sometimes a search first, then views
-mostly within one category (often one of the user's favourites), then, for some, a cart, and a
+mostly within one category (often one of the user's favourites) and, in most sessions, of the
+user's brand in that category where the shop has it (brand loyalty), then, for some, a cart, and a
 purchase or a removal from the cart; two buyers in five also cart and buy the item's companion
 from another category (a phone and its case), which gives association rules something to find.
 A few bot users fire hundreds of views in minutes.
@@ -42,6 +43,8 @@ CATEGORY_NAMES = (
 SYLLABLES = ("ka", "zo", "mi", "ra", "te", "lu", "vo", "sen", "tri", "no", "qua", "bel", "dex", "fi", "gor", "hy")
 SECONDS_PER_DAY = 86_400
 LINES_PER_CHUNK = 200_000
+# A loyal session's item is the first of this many popularity draws that is of the user's brand.
+BRAND_TRIES = 8
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Catalogue:
     user_weight: np.ndarray
     user_favourite: np.ndarray
     item_companion: np.ndarray
+    user_brand: np.ndarray  # (users, categories): each user's brand in each category
 
 
 def build_catalogue(cfg: GenerateConfig) -> Catalogue:
@@ -101,11 +105,15 @@ def build_catalogue(cfg: GenerateConfig) -> Catalogue:
     companion_category = stocked[(np.searchsorted(stocked, item_category) + 1) % len(stocked)]
     draw = np.searchsorted(cum, companion_category + rng.random(cfg.items), side="right")
     item_companion = np.clip(draw, first[companion_category], first[companion_category + 1] - 1)
+    # Drawn last, so that the catalogue above is the same whatever the loyalty.
+    brand_choices = np.array(category_brands)
+    user_brand = brand_choices[np.arange(n_cat), rng.integers(0, brand_choices.shape[1], size=(cfg.users, n_cat))]
     return Catalogue(
         category_names=[name for name, _ in categories], brand_names=brands,
         item_category=item_category, item_brand=item_brand, item_price=item_price,
         item_cum_weight=cum, category_first_item=first, category_weight=category_weight,
         user_weight=user_weight, user_favourite=user_favourite, item_companion=item_companion,
+        user_brand=user_brand,
     )
 
 
@@ -137,6 +145,16 @@ def _sessions(rng: np.random.Generator, cat: Catalogue, cfg: GenerateConfig, n_s
     session_category = category[session]
     items = np.searchsorted(cat.item_cum_weight, session_category + rng.random(total), side="right")
     items = np.clip(items, cat.category_first_item[session_category], cat.category_first_item[session_category + 1] - 1)
+    # Brand loyalty: in a loyal session each item is the first of BRAND_TRIES popularity draws that
+    # is of the user's brand in the category (the first draw when none is: the shop may not stock it).
+    loyal = np.flatnonzero((rng.random(n_sessions) < cfg.brand_loyalty)[session])
+    loyal_category = session_category[loyal]
+    tries = np.searchsorted(cat.item_cum_weight, loyal_category[:, None] + rng.random((len(loyal), BRAND_TRIES)),
+                            side="right")
+    tries = np.clip(tries, cat.category_first_item[loyal_category][:, None],
+                    cat.category_first_item[loyal_category + 1][:, None] - 1)
+    hit = cat.item_brand[tries] == cat.user_brand[users[session[loyal]], loyal_category][:, None]
+    items[loyal] = tries[np.arange(len(loyal)), np.where(hit.any(axis=1), hit.argmax(axis=1), 0)]
     # Cart, purchase and removal are of the session's last viewed item.
     last_view = offset + searches + n_views - 1
     items = np.where(after_views >= 0, items[last_view[session]], items)

@@ -164,13 +164,19 @@ def test_evaluate_compares_every_recommender(spark, cfg, profiles):
     table = snapshot(spark, cfg, "eval_metrics")
     assert table.count() == len(rows)
     models = {r.model for r in table.select("model").distinct().collect()}
-    assert models == {"popularity", "als", "rules", "content", "pipeline", "search_text", "search_ranker"}
+    fused = {f"search_fused_{weight:g}" for weight in cfg.evaluate.search_ranker_weights}
+    assert models == {"popularity", "als", "rules", "content", "pipeline", "search_text", "search_ranker", *fused}
     searches = {(r.model, r.metric): r.value for r in table.where(F.col("model").startswith("search_")
                                                                   & (F.col("k") == 10)).collect()}
-    for model in ("search_text", "search_ranker"):
+    for model in ("search_text", "search_ranker", *fused):
         assert {"precision", "recall", "ndcg", "map", "hit_rate"} <= {m for (name, m) in searches if name == model}
         assert 0.0 < searches[(model, "hit_rate")] <= 1.0  # searches in this log are followed by views of matches
-    models -= {"search_text", "search_ranker"}
+    # search_ranker is the fused order at the configured weight.
+    configured = f"search_fused_{cfg.search.ranker_weight:g}"
+    assert configured in fused
+    assert {m: v for (name, m), v in searches.items() if name == configured} == {
+        m: v for (name, m), v in searches.items() if name == "search_ranker"}
+    models -= {"search_text", "search_ranker", *fused}
     at_k = {(r.model, r.metric): r.value for r in table.where(F.col("k") == 10).collect()}
     for model in models:
         for metric in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "diversity"):

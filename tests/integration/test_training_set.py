@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -210,7 +211,10 @@ def test_search_rerank_orders_text_matches_with_the_ranker(spark, cfg, trained, 
     if not Path(cfg.table_path("als_recs")).exists():
         for job in (build_profiles, train_als, mine_rules):
             job.run(spark, cfg, RUN_DATE)
-    counts = search_rerank.run(spark, cfg, RUN_DATE)
+    # The ranker's order alone (search.ranker_weight 1.0), so that the ranks can be checked against
+    # the scores; fused_order's unit test covers the weights between.
+    ranker_order = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, ranker_weight=1.0))
+    counts = search_rerank.run(spark, ranker_order, RUN_DATE)
     results = read_snapshot(spark, cfg.table_path("search_results"), RUN_DATE)
     first_day = (dt.date.fromisoformat(RUN_DATE) - dt.timedelta(days=cfg.search.days - 1)).isoformat()
     recent = events_as_of(spark, cfg, RUN_DATE).where(

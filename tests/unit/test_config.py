@@ -77,6 +77,7 @@ def test_environment_overrides_single_keys():
     ("ranker:\n  early_stopping: loss\n", "ranker.early_stopping: 'loss' is not one of auc, ndcg"),
     ("rules:\n  basket: cart\n", "rules.basket: 'cart' is not one of order, session, user_day"),
     ("rules:\n  min_support: 0\n", "rules.min_support: must be in (0, 1]"),
+    ("search:\n  ranker_weight: 1.5\n", "search.ranker_weight: must be in [0, 1]"),
     ("evaluate:\n  holdout_days: 0\n", "evaluate.holdout_days: must be positive"),
     ("clean:\n  pseudonym_map_broadcast_rows: 0\n", "clean.pseudonym_map_broadcast_rows: must be positive"),
 ])

@@ -1,5 +1,6 @@
 """Text matching of queries to catalogue items (the first stage of search_rerank)."""
 
+import pytest
 from pyspark.sql import functions as F
 
 from shoprec.models import search as Q
@@ -69,3 +70,32 @@ def test_searches_with_the_same_words_get_the_same_matches_whoever_searched(spar
     assert sorted(by_search[("s1", "u1")]) == sorted(by_search[("s2", "u2")])
     assert {item for item, _, _ in by_search[("s1", "u1")]} == {"1", "6"}
     assert "_query_key" not in got.columns
+
+
+def test_fused_order_moves_from_the_text_order_to_the_rankers_with_its_weight(spark):
+    from shoprec.jobs.search_rerank import RRF_K, fused_order
+
+    # One search, four matches: the text order is a, b, c, d; the ranker's is d, c, b, a.
+    scored = spark.createDataFrame(
+        [("s", "a", 1.0, 1, 0.1), ("s", "b", 1.0, 2, 0.2), ("s", "c", 1.0, 3, 0.3), ("s", "d", 1.0, 4, 0.9)],
+        "search_id string, item_id string, text_score double, text_rank int, score double")
+
+    def order(weight, top_k=4):
+        rows = fused_order(scored, weight, top_k).orderBy("rank").collect()
+        assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+        return [r["item_id"] for r in rows]
+
+    assert order(0.0) == ["a", "b", "c", "d"]
+    assert order(1.0) == ["d", "c", "b", "a"]
+    # Equal weights: a and d (first in one order, last in the other) tie above b and c, and the
+    # text order breaks the tie.
+    assert order(0.5) == ["a", "d", "b", "c"]
+    # Between: the fused scores computed here from the two ranks, ties to the text order.
+    ranks = {"a": (1, 4), "b": (2, 3), "c": (3, 2), "d": (4, 1)}   # item: (text rank, ranker rank)
+    for weight in (0.3, 0.7):
+        fused = {item: weight / (RRF_K + ranker) + (1 - weight) / (RRF_K + text)
+                 for item, (text, ranker) in ranks.items()}
+        assert order(weight) == sorted(ranks, key=lambda item: (-fused[item], ranks[item][0]))
+    assert order(0.3, top_k=2) == order(0.3)[:2]
+    with pytest.raises(ValueError, match="ranker_weight"):
+        fused_order(scored, 1.5, 4)

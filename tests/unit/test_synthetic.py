@@ -46,6 +46,24 @@ def test_clean_log_has_a_shop_shape():
     assert any(r["user"] > cfg.users for r in records)
 
 
+def test_loyal_users_view_their_own_brand_of_the_category():
+    def own_brand_share(loyalty: float) -> float:
+        cfg = GenerateConfig(events=20000, partitions=2, dirty_fraction=0.0, bot_users=0, brand_loyalty=loyalty)
+        cat = build_catalogue(cfg)
+        views = [r for r in map(json.loads, lines_of(cfg)) if r["type"] == "view"]
+        own = [cat.brand_names[cat.user_brand[r["user"] - 1, cat.item_category[r["product"] - 1]]] == r["brand"]
+               for r in views]
+        return sum(own) / len(own)
+
+    # The catalogue and the users' brands do not depend on the loyalty, only the sessions do.
+    assert (build_catalogue(GenerateConfig(brand_loyalty=0.0)).user_brand
+            == build_catalogue(GenerateConfig(brand_loyalty=1.0)).user_brand).all()
+    indifferent, loyal = own_brand_share(0.0), own_brand_share(1.0)
+    # Without loyalty a view is of the user's brand about as often as a category's brand share
+    # (a category has up to 6 brands); with it, most views are.
+    assert indifferent < 0.35 and loyal > 0.6, (indifferent, loyal)
+
+
 def test_dirty_fraction_corrupts_records():
     cfg = GenerateConfig(events=20000, partitions=2, dirty_fraction=0.05)
     lines = lines_of(cfg)

@@ -41,7 +41,7 @@ from shoprec.jobs.build_profiles import events_as_of
 from shoprec.jobs.build_training_set import als_candidate_count, features_before, write_training_set
 from shoprec.jobs.common import job_parser, run_main
 from shoprec.jobs.score import recommend_with_ranker
-from shoprec.jobs.search_rerank import rerank
+from shoprec.jobs.search_rerank import fused_order, score_matches
 from shoprec.jobs.train_als import tune_on_holdout
 from shoprec.jobs.train_ranker import settings_for, train_on_spark
 from shoprec.models import als as A
@@ -169,9 +169,11 @@ def held_out_searches(events: DataFrame, cutoff: str, followup_types: list[str])
 
 def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, tracking,
                     staging: Staging) -> list[dict]:
-    """search_rerank on the held-out window's searches that were followed by an item event: the
-    ranker's order (``search_ranker``) against the text order alone (``search_text``: text score,
-    then popularity), each averaged over every such search (no match scores zero)."""
+    """search_rerank on the held-out window's searches that were followed by an item event: its
+    order (``search_ranker``: ``search.ranker_weight``) against the text order alone
+    (``search_text``: text score, then popularity) and the fused orders of
+    ``evaluate.search_ranker_weights`` (``search_fused_<weight>``), each averaged over every such
+    search (no match scores zero)."""
     settings = cfg.evaluate
     with CacheScope() as scope:
         searches, followups = held_out_searches(events, cutoff, cfg.search.followup_event_types)
@@ -190,8 +192,12 @@ def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, t
         matches = scope.cache(Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
                                             cfg.search.max_matches, popularity))
         depth = max([settings.k, *settings.ks])
+        # Scored once: every order below is a fusion of the same scores with the text order.
+        scored = scope.cache(score_matches(cfg, inputs, matches, ranker["model_path"], ranker["spec"]))
         orders = {"search_text": matches.where(F.col("text_rank") <= depth).withColumnRenamed("text_rank", "rank"),
-                  "search_ranker": rerank(cfg, inputs, matches, ranker["model_path"], ranker["spec"], depth)}
+                  "search_ranker": fused_order(scored, cfg.search.ranker_weight, depth)}
+        orders.update({f"search_fused_{weight:g}": fused_order(scored, weight, depth)
+                       for weight in settings.search_ranker_weights})
         rows = []
         for model, ranked in orders.items():
             # Cached: the metrics read it more than once, and the ranker's order costs a model pass.

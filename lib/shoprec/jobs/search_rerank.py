@@ -1,4 +1,4 @@
-"""search_rerank: personal search results, text matches ordered by the ranker -> ``search_results``.
+"""search_rerank: personal search results, text matches ordered for the user -> ``search_results``.
 
 Run on a cluster (after score's inputs exist for the run date: build_profiles, train_als,
 mine_rules, train_ranker)::
@@ -9,13 +9,15 @@ mine_rules, train_ranker)::
 
 The searches are the ``search`` events of the last ``search.days`` days up to the run date in
 ``events_clean`` (each distinct user and query once: results ready for when they search again),
-or any Parquet table with ``user_id`` and ``query`` columns given with ``--searches``. Each query is matched to the catalogue by text (:mod:`shoprec.models.search`:
-IDF-weighted words of category path, brand and title; ``search.min_match``,
-``search.max_matches``), then the user's matches are scored by the newest ranker trained on or
-before the run date, with the same features as ``score`` (a match the user's candidate sources
-also proposed keeps those sources' scores and ranks). Writes ``search_results`` (run_date
-partition): ``user_id, query, rank, item_id, score, text_score`` with the top ``search.top_k``
-per search. Purchased items stay in search results: someone searching for them may rebuy.
+or any Parquet table with ``user_id`` and ``query`` columns given with ``--searches``. Each query
+is matched to the catalogue by text (:mod:`shoprec.models.search`: IDF-weighted words of category
+path, brand and title; ``search.min_match``, ``search.max_matches``), then the user's matches are
+scored by the newest ranker trained on or before the run date, with the same features as
+``score`` (a match the user's candidate sources also proposed keeps those sources' scores and
+ranks), and ordered by the fusion of the ranker's order with the text order
+(``search.ranker_weight``, :func:`fused_order`). Writes ``search_results`` (run_date partition):
+``user_id, query, rank, item_id, score, text_score`` with the top ``search.top_k`` per search.
+Purchased items stay in search results: someone searching for them may rebuy.
 """
 
 from __future__ import annotations
@@ -66,17 +68,21 @@ def recent_searches(events: DataFrame, run_date: str, days: int) -> DataFrame:
     return keyed.groupBy(Q.SEARCH_ID, S.USER_ID).agg(F.max_by(S.QUERY, S.EVENT_TIME).alias(S.QUERY))
 
 
-def rerank(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_dir: str, spec: dict,
-           top_k: int) -> DataFrame:
-    """Order each search's matches by the ranker's score for that user.
+# Reciprocal rank fusion's damping constant (Cormack et al. 2009): a match's share from each order
+# is weight / (RRF_K + its rank there), so no single first place outweighs agreement lower down.
+RRF_K = 60
+
+
+def score_matches(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_dir: str,
+                  spec: dict) -> DataFrame:
+    """Each match scored by the ranker for the user who searched.
 
     Args:
         inputs: as for :func:`~shoprec.jobs.score.recommend_with_ranker`.
         matches: :func:`~shoprec.models.search.match_items` rows with ``user_id``.
 
     Returns:
-        the columns of ``matches`` plus ``score double`` and ``rank int`` (1..``top_k``): the
-        ranker's score first, then ``text_score``, then the text order.
+        the columns of ``matches`` plus ``score double`` (the ranker's probability).
     """
     ranker = cfg.ranker
     pairs = matches.select(S.USER_ID, S.ITEM_ID).distinct()
@@ -89,10 +95,40 @@ def rerank(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_
     examples = X.standardise(X.assemble(features, inputs["user_profile"], inputs["item_profile"], inputs["affinity"]),
                              {k: tuple(v) for k, v in spec["standardisation"].items()})
     scored = score_with_model(examples, model_dir, list(spec["categorical"])).select(S.USER_ID, S.ITEM_ID, "score")
-    order = Window.partitionBy(Q.SEARCH_ID).orderBy(F.col("score").desc(), F.col(Q.TEXT_SCORE).desc(),
-                                                    F.col("text_rank"))
-    return (matches.join(scored, [S.USER_ID, S.ITEM_ID])
-            .withColumn("rank", F.row_number().over(order).cast("int")).where(F.col("rank") <= top_k))
+    return matches.join(scored, [S.USER_ID, S.ITEM_ID])
+
+
+def fused_order(scored: DataFrame, ranker_weight: float, top_k: int) -> DataFrame:
+    """Each search's matches in the order that fuses the ranker's with the text order.
+
+    A match's fused score is ``ranker_weight / (RRF_K + ranker rank) + (1 - ranker_weight) /
+    (RRF_K + text_rank)``: 1.0 is the ranker's order (its score, then ``text_score``, then the text
+    order), 0.0 the text order (``text_score``, then popularity). Ties go to the text order.
+
+    Returns:
+        the columns of ``scored`` plus ``rank int`` (1..``top_k``).
+    """
+    if not 0.0 <= ranker_weight <= 1.0:
+        raise ValueError(f"search.ranker_weight must be within [0, 1], got {ranker_weight}")
+    by_ranker = Window.partitionBy(Q.SEARCH_ID).orderBy(F.col("score").desc(), F.col(Q.TEXT_SCORE).desc(),
+                                                        F.col("text_rank"))
+    fused = (F.lit(ranker_weight) / (RRF_K + F.col("_ranker_rank"))
+             + F.lit(1.0 - ranker_weight) / (RRF_K + F.col("text_rank")))
+    order = Window.partitionBy(Q.SEARCH_ID).orderBy(F.col("_fused").desc(), F.col("text_rank"))
+    return (scored.withColumn("_ranker_rank", F.row_number().over(by_ranker)).withColumn("_fused", fused)
+            .withColumn("rank", F.row_number().over(order).cast("int")).where(F.col("rank") <= top_k)
+            .drop("_ranker_rank", "_fused"))
+
+
+def rerank(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_dir: str, spec: dict,
+           top_k: int) -> DataFrame:
+    """Order each search's matches for the user who searched: :func:`score_matches`, then
+    :func:`fused_order` with ``search.ranker_weight``.
+
+    Returns:
+        the columns of ``matches`` plus ``score double`` and ``rank int`` (1..``top_k``).
+    """
+    return fused_order(score_matches(cfg, inputs, matches, model_dir, spec), cfg.search.ranker_weight, top_k)
 
 
 def read_searches(spark: SparkSession, path: str) -> DataFrame:
