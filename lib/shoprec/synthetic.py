@@ -105,8 +105,10 @@ def build_catalogue(cfg: GenerateConfig) -> Catalogue:
     companion_category = stocked[(np.searchsorted(stocked, item_category) + 1) % len(stocked)]
     draw = np.searchsorted(cum, companion_category + rng.random(cfg.items), side="right")
     item_companion = np.clip(draw, first[companion_category], first[companion_category + 1] - 1)
-    # Drawn last, so that the catalogue above is the same whatever the loyalty.
-    brand_choices = np.array(category_brands)
+    # Drawn last, so that the catalogue above is the same whatever the loyalty. In the smallest
+    # integer type that holds a brand: the table goes to every generator task (at 50M events, 500k
+    # users by 24 categories: 12 MB, against 96 MB as int64).
+    brand_choices = np.array(category_brands).astype(np.min_scalar_type(cfg.brands))
     user_brand = brand_choices[np.arange(n_cat), rng.integers(0, brand_choices.shape[1], size=(cfg.users, n_cat))]
     return Catalogue(
         category_names=[name for name, _ in categories], brand_names=brands,
