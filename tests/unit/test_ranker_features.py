@@ -61,3 +61,53 @@ def test_labels_shards_and_standardisation(spark):
 
     assert value[0] == pytest.approx((math.log1p(11.5) - 9.5) / 2.0, rel=1e-6)
     assert value[1] == 0.0
+
+
+def test_brand_affinity_is_the_users_share_of_events_with_the_brand_and_days_since_the_last(spark):
+    import datetime as dt
+
+    events = spark.createDataFrame([
+        ("u", "i1", "acme", dt.datetime(2026, 1, 1, 12)), ("u", "i2", "acme", dt.datetime(2026, 1, 3, 12)),
+        ("u", "i3", "zeta", dt.datetime(2026, 1, 2, 0)), ("u", "i4", None, dt.datetime(2026, 1, 4, 0)),
+        ("u", None, "acme", dt.datetime(2026, 1, 4, 0)),   # a search: no item, no affinity
+        ("v", "i3", "zeta", dt.datetime(2026, 1, 1, 0)),
+    ], "user_id string, item_id string, brand string, event_time timestamp")
+    got = {(r.user_id, r.brand): (r.brand_share, r.days_since_brand)
+           for r in X.brand_affinity(events, dt.datetime(2026, 1, 5)).collect()}
+    # u's item events with a brand: two of acme, one of zeta (the brandless one counts for none).
+    assert got == {("u", "acme"): (pytest.approx(2 / 3), pytest.approx(1.5)),
+                   ("u", "zeta"): (pytest.approx(1 / 3), pytest.approx(3.0)),
+                   ("v", "zeta"): (pytest.approx(1.0), pytest.approx(4.0))}
+
+
+def test_assembled_examples_carry_the_users_affinity_to_the_items_category_and_brand(spark):
+    import datetime as dt
+
+    as_of = dt.datetime(2026, 1, 5)
+    events = spark.createDataFrame([
+        ("u", "i1", "audio", "acme", dt.datetime(2026, 1, 4)), ("u", "i2", "tv", "zeta", dt.datetime(2026, 1, 3)),
+    ], "user_id string, item_id string, category string, brand string, event_time timestamp")
+    cands = spark.createDataFrame([("u", "i3", 1), ("u", "i4", 1)], "user_id string, item_id string, n_sources int")
+    for source in X.SOURCES:
+        cands = cands.withColumn(f"{source}_score", F.lit(None).cast("double")).withColumn(
+            f"{source}_rank", F.lit(None).cast("int"))
+    for source in ("rules", "similar", "content"):
+        cands = cands.withColumn(f"{source}_seed", F.lit(None).cast("string"))
+    users = spark.createDataFrame([("u",)], "user_id string")
+    for name in ("segment", "price_band"):
+        users = users.withColumn(name, F.lit(0))
+    users = users.withColumn("avg_purchase_price", F.lit(10.0))
+    for name in X.USER_DENSE:
+        users = users.withColumn(name, F.lit(1.0))
+    items = spark.createDataFrame([("i3", "audio", "zeta"), ("i4", "kitchen", "acme")],
+                                  "item_id string, category string, brand string")
+    for name in X.ITEM_DENSE:
+        items = items.withColumn(name, F.lit(1.0))
+    got = {r.item_id: r for r in X.assemble(cands, users, items, X.category_affinity(events, as_of),
+                                            X.brand_affinity(events, as_of)).collect()}
+    # i3: the user's category (audio) in another brand; i4: the user's brand (acme) in a new category.
+    assert (got["i3"].category_share, got["i3"].days_since_category) == (0.5, 1.0)
+    assert (got["i3"].brand_share, got["i3"].days_since_brand) == (0.5, 2.0)
+    assert (got["i4"].category_share, got["i4"].days_since_category) == (0.0, None)
+    assert (got["i4"].brand_share, got["i4"].days_since_brand) == (0.5, 1.0)
+    assert set(X.dense_features()) <= set(got["i3"].asDict())

@@ -125,7 +125,7 @@ def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame,
     inputs = features_before(spark, cfg, train_events, cutoff, scope)
     # Built once, as production reads them from tables: the pipeline's ranking and the search
     # backtest both use them, and each use of a lazy one would build it again.
-    for name in ("affinity", "popular", "bought_together", "similar_items", "content_similar"):
+    for name in ("affinity", "brand_affinity", "popular", "bought_together", "similar_items", "content_similar"):
         if inputs[name] is not None:
             inputs[name] = staging.keep(inputs[name], name)
     inputs["als_recs"] = als_candidates(cfg, inputs, users, staging, "als_recs")

@@ -158,6 +158,7 @@ def inputs_as_of(spark: SparkSession, cfg: Config, run_date: str) -> dict[str, D
     window = events_as_of(spark, cfg, run_date, history_start(run_date, cfg.profiles.history_days))
     return {"interactions": table("interactions"), "user_profile": table("user_profile"),
             "item_profile": table("item_profile"), "affinity": X.category_affinity(window, P.as_of_time(run_date)),
+            "brand_affinity": X.brand_affinity(window, P.as_of_time(run_date)),
             "als_recs": table("als_recs"), "bought_together": table("bought_together"),
             "similar_items": table("similar_items"), "content_similar": table("content_similar_items"),
             "popular": table("popular_items").where(F.col(SCOPE) == ALL)}
@@ -176,7 +177,8 @@ def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: Data
 
     Args:
         inputs: ``interactions``, ``user_profile`` (with segments), ``item_profile``, ``affinity``
-            (:func:`~shoprec.models.ranker.features.category_affinity`), ``als_recs``,
+            (:func:`~shoprec.models.ranker.features.category_affinity`), ``brand_affinity``
+            (:func:`~shoprec.models.ranker.features.brand_affinity`), ``als_recs``,
             ``bought_together``, ``similar_items``, ``content_similar`` and ``popular`` (one
             ranking: ``rank, item_id, score``), all as of the same instant.
         users: ``user_id`` rows to recommend to.
@@ -192,7 +194,8 @@ def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: Data
     cands = X.candidates(users, X.seed_items(inputs["interactions"], ranker.seeds_per_user), inputs["als_recs"],
                          inputs["bought_together"], inputs["similar_items"], inputs["content_similar"],
                          inputs["popular"], ranker.candidates)
-    examples = X.standardise(X.assemble(cands, inputs["user_profile"], inputs["item_profile"], inputs["affinity"]),
+    examples = X.standardise(X.assemble(cands, inputs["user_profile"], inputs["item_profile"], inputs["affinity"],
+                                        inputs["brand_affinity"]),
                              {k: tuple(v) for k, v in spec["standardisation"].items()})
     ranks = cands.select(S.USER_ID, S.ITEM_ID, *[f"{s}_rank" for s in X.SOURCES])
     scored = explain(score_with_model(examples.join(ranks, [S.USER_ID, S.ITEM_ID]), model_dir,

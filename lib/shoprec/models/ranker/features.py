@@ -21,11 +21,11 @@ USER_DENSE = ("recency_days", "frequency", "monetary", "n_view", "n_cart", "n_pu
               "active_days", "sessions")
 ITEM_DENSE = ("views_decayed", "carts_decayed", "purchases_decayed", "view_to_cart", "view_to_purchase",
               "distinct_buyers", "price_avg", "ratings_decayed", "rating_avg")
-CROSS_DENSE = ("category_share", "days_since_category", "price_ratio", "n_sources")
+CROSS_DENSE = ("category_share", "days_since_category", "brand_share", "days_since_brand", "price_ratio", "n_sources")
 SOURCE_DENSE = tuple(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rank"))
 LOG_SCALED = {"frequency", "monetary", "n_view", "n_cart", "n_purchase", "active_days", "sessions",
               "views_decayed", "carts_decayed", "purchases_decayed", "ratings_decayed", "distinct_buyers", "price_avg",
-              "days_since_category", "als_rank", "rules_rank", "similar_rank", "content_rank", "popular_rank",
+              "days_since_category", "days_since_brand", "als_rank", "rules_rank", "similar_rank", "content_rank", "popular_rank",
               "rules_score", "popular_score"}
 # Categorical features and their hash-bucket counts (the "vocabulary": xxhash64 mod buckets).
 CATEGORICAL = {"user_bucket": 1 << 16, "item_bucket": 1 << 16, "category_bucket": 1 << 10,
@@ -119,21 +119,31 @@ def candidates(users: DataFrame, seeds: DataFrame, als_recs: DataFrame, bought_t
     return merged
 
 
-def category_affinity(events: DataFrame, as_of) -> DataFrame:
-    """Per user and category: the share of the user's item events in it and the days since the
-    user's last event in it.
+def affinity(events: DataFrame, as_of, by: str) -> DataFrame:
+    """Per user and value of ``by`` (``category`` or ``brand``): the share of the user's item
+    events with that value and the days since the user's last event with it. Events without a
+    value count for no value (a log without brands gives no brand affinity).
 
     Returns:
-        ``user_id, category, category_share double, days_since_category double``.
+        ``user_id, <by>, <by>_share double, days_since_<by> double``.
     """
-    item_events = events.where(F.col(S.ITEM_ID).isNotNull() & F.col(S.CATEGORY).isNotNull())
-    per = item_events.groupBy(S.USER_ID, S.CATEGORY).agg(F.count(F.lit(1)).alias("_n"),
-                                                        F.max(S.EVENT_TIME).alias("_last"))
+    item_events = events.where(F.col(S.ITEM_ID).isNotNull() & F.col(by).isNotNull())
+    per = item_events.groupBy(S.USER_ID, by).agg(F.count(F.lit(1)).alias("_n"), F.max(S.EVENT_TIME).alias("_last"))
     total = Window.partitionBy(S.USER_ID)
     return per.select(
-        S.USER_ID, S.CATEGORY, (F.col("_n") / F.sum("_n").over(total)).alias("category_share"),
+        S.USER_ID, by, (F.col("_n") / F.sum("_n").over(total)).alias(f"{by}_share"),
         ((F.lit(as_of).cast("timestamp").cast("double") - F.col("_last").cast("double")) / P.SECONDS_PER_DAY)
-        .alias("days_since_category"))
+        .alias(f"days_since_{by}"))
+
+
+def category_affinity(events: DataFrame, as_of) -> DataFrame:
+    """:func:`affinity` by category: ``user_id, category, category_share, days_since_category``."""
+    return affinity(events, as_of, S.CATEGORY)
+
+
+def brand_affinity(events: DataFrame, as_of) -> DataFrame:
+    """:func:`affinity` by brand: ``user_id, brand, brand_share, days_since_brand``."""
+    return affinity(events, as_of, S.BRAND)
 
 
 def bucket(column: Column, buckets: int) -> Column:
@@ -141,8 +151,11 @@ def bucket(column: Column, buckets: int) -> Column:
     return F.when(column.isNull(), F.lit(0)).otherwise(F.pmod(F.xxhash64(column.cast("string")), F.lit(buckets - 1)) + 1).cast("int")
 
 
-def assemble(cands: DataFrame, user_profile: DataFrame, item_profile: DataFrame, affinity: DataFrame) -> DataFrame:
-    """Join candidates with user and item profiles and the user x item crosses.
+def assemble(cands: DataFrame, user_profile: DataFrame, item_profile: DataFrame, by_category: DataFrame,
+             by_brand: DataFrame) -> DataFrame:
+    """Join candidates with user and item profiles and the user x item crosses (the user's
+    affinity to the item's category, ``by_category`` from :func:`category_affinity`, and to its
+    brand, ``by_brand`` from :func:`brand_affinity`).
 
     Returns:
         ``user_id, item_id``, the categorical bucket columns of :data:`CATEGORICAL`, every raw
@@ -154,7 +167,8 @@ def assemble(cands: DataFrame, user_profile: DataFrame, item_profile: DataFrame,
     items = item_profile.select(S.ITEM_ID, S.CATEGORY, S.BRAND,
                                 *[F.col(c).cast("double").alias(f"item_{c}") for c in ITEM_DENSE])
     joined = (cands.join(users, S.USER_ID, "left").join(items, S.ITEM_ID, "left")
-              .join(affinity, [S.USER_ID, S.CATEGORY], "left"))
+              .join(by_category, [S.USER_ID, S.CATEGORY], "left")
+              .join(by_brand, [S.USER_ID, S.BRAND], "left"))
     return joined.select(
         S.USER_ID, S.ITEM_ID, S.CATEGORY, "rules_seed", "similar_seed", "content_seed",
         bucket(F.col(S.USER_ID), CATEGORICAL["user_bucket"]).alias("user_bucket"),
@@ -166,6 +180,8 @@ def assemble(cands: DataFrame, user_profile: DataFrame, item_profile: DataFrame,
         *[F.col(f"user_{c}") for c in USER_DENSE], *[F.col(f"item_{c}") for c in ITEM_DENSE],
         F.coalesce(F.col("category_share"), F.lit(0.0)).alias("category_share"),
         F.col("days_since_category"),
+        F.coalesce(F.col("brand_share"), F.lit(0.0)).alias("brand_share"),
+        F.col("days_since_brand"),
         (F.col("item_price_avg") / F.col("avg_purchase_price")).alias("price_ratio"),
         F.col("n_sources").cast("double").alias("n_sources"),
         *[F.col(c).cast("double").alias(c) for c in SOURCE_DENSE],
