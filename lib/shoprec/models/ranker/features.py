@@ -25,8 +25,8 @@ CROSS_DENSE = ("category_share", "days_since_category", "brand_share", "days_sin
 SOURCE_DENSE = tuple(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rank"))
 LOG_SCALED = {"frequency", "monetary", "n_view", "n_cart", "n_purchase", "active_days", "sessions",
               "views_decayed", "carts_decayed", "purchases_decayed", "ratings_decayed", "distinct_buyers", "price_avg",
-              "days_since_category", "days_since_brand", "als_rank", "rules_rank", "similar_rank", "content_rank", "popular_rank",
-              "rules_score", "popular_score"}
+              "days_since_category", "days_since_brand", "als_rank", "rules_rank", "similar_rank", "content_rank",
+              "popular_rank", "rules_score", "popular_score"}
 # Categorical features and their hash-bucket counts (the "vocabulary": xxhash64 mod buckets).
 CATEGORICAL = {"user_bucket": 1 << 16, "item_bucket": 1 << 16, "category_bucket": 1 << 10,
                "brand_bucket": 1 << 12, "segment": 64, "price_band": 16}
