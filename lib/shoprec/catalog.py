@@ -256,7 +256,8 @@ TABLES: tuple[Table, ...] = (
     _table(
         "eval_metrics", "evaluate", "run_date",
         "Offline evaluation on the hold-out days: every recommender and baseline, every metric and K.",
-        ("model", "string", "popularity, als, rules, content, pipeline (the whole ranked product), search_text, "
+        ("model", "string", "popularity, als, rules, content, pipeline (the whole ranked product), "
+                            "pipeline_uncapped (the same without the category cap), search_text, "
                             "search_ranker, search_fused_<weight> (evaluate.search_ranker_weights)"),
         ("metric", "string", "precision, recall, ndcg, map, hit_rate, coverage, diversity, novelty, users_served"),
         ("k", "int", "the cut-off"), ("value", "double", "the metric's value"), RUN_DATE,

@@ -165,7 +165,8 @@ def test_evaluate_compares_every_recommender(spark, cfg, profiles):
     assert table.count() == len(rows)
     models = {r.model for r in table.select("model").distinct().collect()}
     fused = {f"search_fused_{weight:g}" for weight in cfg.evaluate.search_ranker_weights}
-    assert models == {"popularity", "als", "rules", "content", "pipeline", "search_text", "search_ranker", *fused}
+    assert models == {"popularity", "als", "rules", "content", "pipeline", "pipeline_uncapped", "search_text",
+                      "search_ranker", *fused}
     searches = {(r.model, r.metric): r.value for r in table.where(F.col("model").startswith("search_")
                                                                   & (F.col("k") == 10)).collect()}
     for model in ("search_text", "search_ranker", *fused):

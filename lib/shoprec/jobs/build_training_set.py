@@ -76,7 +76,7 @@ def features_before(spark: SparkSession, cfg: Config, before: DataFrame, cutoff:
     limits = ranker.candidates
     inputs = {
         "interactions": interactions, "user_profile": users, "item_profile": items, "als": als,
-        "affinity": X.category_affinity(window, as_of), "brand_affinity": X.brand_affinity(window, as_of),
+        "category_affinity": X.category_affinity(window, as_of), "brand_affinity": X.brand_affinity(window, as_of),
         # The fill list of the business rules: always there, whatever the popular candidates' limit.
         "popular": popular_items(items, profiles.interaction_weights,
                                  max(limits.get("popular", 0), 1)).where(F.col(SCOPE) == ALL),
@@ -117,7 +117,7 @@ def examples_for(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, tr
         cands = cands.unionByName(negatives.join(cands.select(S.USER_ID, S.ITEM_ID), [S.USER_ID, S.ITEM_ID], "left_anti"))
     if excluded is not None:
         cands = cands.join(excluded, [S.USER_ID, S.ITEM_ID], "left_anti")
-    examples = X.assemble(cands, inputs["user_profile"], inputs["item_profile"], inputs["affinity"],
+    examples = X.assemble(cands, inputs["user_profile"], inputs["item_profile"], inputs["category_affinity"],
                           inputs["brand_affinity"])
     return X.with_labels(examples, truth) if truth is not None else examples
 

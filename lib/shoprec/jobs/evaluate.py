@@ -8,7 +8,8 @@ Run on a cluster::
 
 The last ``evaluate.holdout_days`` days up to the run date are held out. Popularity, ALS,
 association rules, content similarity and the whole pipeline (every candidate source ranked by a
-ranker trained with Horovod, then the business rules of ``score``) are each rebuilt here from the
+ranker trained with Horovod, then the business rules of ``score``; and, as ``pipeline_uncapped``,
+the same ranking without the category cap) are each rebuilt here from the
 events before the cut-off (ALS tuned, and the ranker labelled, on windows carved out of those
 events, never the held-out one),
 asked for their top K for every user with history and a cart or purchase in the window, and
@@ -40,7 +41,7 @@ from shoprec.io.tables import write_snapshot
 from shoprec.jobs.build_profiles import events_as_of
 from shoprec.jobs.build_training_set import als_candidate_count, features_before, write_training_set
 from shoprec.jobs.common import job_parser, run_main
-from shoprec.jobs.score import recommend_with_ranker
+from shoprec.jobs.score import rank_candidates, ranked_recommendations
 from shoprec.jobs.search_rerank import fused_order, score_matches
 from shoprec.jobs.train_als import tune_on_holdout
 from shoprec.jobs.train_ranker import settings_for, train_on_spark
@@ -91,22 +92,24 @@ def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: Dat
     similar = content_similar_items(content_features(items, profiles.content_features), profiles.content_similar_k)
     recs["content"] = recommend_by_content(train_interactions.join(users, S.USER_ID), similar, excluded, depth)
     clock.lap("baselines")
-    recs["pipeline"], ranker = backtest_pipeline(spark, cfg, train_events, users, cutoff, depth, tracking, clock,
-                                                 staging, scope)
-    return recs, ranker
+    pipeline, ranker = backtest_pipeline(spark, cfg, train_events, users, cutoff, depth, tracking, clock, staging,
+                                         scope)
+    return {**recs, **pipeline}, ranker
 
 
 def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame, users: DataFrame, cutoff: str,
                       depth: int, tracking, clock: StageClock, staging: Staging,
-                      scope: CacheScope) -> tuple[DataFrame, dict]:
+                      scope: CacheScope) -> tuple[dict[str, DataFrame], dict]:
     """The production pipeline (every candidate source, the ranker, the business rules) rebuilt
     from ``train_events`` only: the ranker learns from labels in the last ``ranker.label_days``
     before ``cutoff`` and features before those, then ranks candidates built from all of
     ``train_events``. Its training set and model go to ``ranker.models_root/backtest/<cutoff>``.
 
     Returns:
-        The recommendations, and the ranker with what it needs to score more pairs (``inputs``,
-        ``model_path``, ``spec``).
+        The recommendations, ``pipeline`` (the business rules of ``score``) and
+        ``pipeline_uncapped`` (the same without the category cap, ``score.max_per_category``: what
+        the cap costs or gains), and the ranker with what it needs to score more pairs
+        (``inputs``, ``model_path``, ``spec``).
     """
     root = f"{cfg.ranker.models_root.rstrip('/')}/backtest/{cutoff}"
     last_day = (dt.date.fromisoformat(cutoff) - dt.timedelta(days=1)).isoformat()
@@ -125,14 +128,19 @@ def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame,
     inputs = features_before(spark, cfg, train_events, cutoff, scope)
     # Built once, as production reads them from tables: the pipeline's ranking and the search
     # backtest both use them, and each use of a lazy one would build it again.
-    for name in ("affinity", "brand_affinity", "popular", "bought_together", "similar_items", "content_similar"):
+    for name in ("category_affinity", "brand_affinity", "popular", "bought_together", "similar_items",
+                 "content_similar"):
         if inputs[name] is not None:
             inputs[name] = staging.keep(inputs[name], name)
     inputs["als_recs"] = als_candidates(cfg, inputs, users, staging, "als_recs")
     clock.lap("pipeline_features")
-    recs = recommend_with_ranker(cfg, inputs, users, result["model_path"], spec, depth)
-    # Staged: the plan behind it is deep enough to overflow the driver's stack when planned again.
-    recs = staging.keep(recs.select(S.USER_ID, "rank", S.ITEM_ID, "score"), "pipeline_recommendations")
+    # Staged: the plan behind it is deep enough to overflow the driver's stack when planned again,
+    # and both orders below read it (the model's pass over the candidates is made once).
+    scored = staging.keep(rank_candidates(cfg, inputs, users, result["model_path"], spec).select(
+        S.USER_ID, S.ITEM_ID, S.CATEGORY, "score", "source", "reason"), "pipeline_scored")
+    recs = {name: staging.keep(ranked_recommendations(cfg, inputs, scored, users, depth, cap).select(
+                S.USER_ID, "rank", S.ITEM_ID, "score"), f"{name}_recommendations")
+            for name, cap in (("pipeline", cfg.score.max_per_category), ("pipeline_uncapped", None))}
     clock.lap("pipeline_recommend")
     return recs, {"inputs": inputs, "model_path": result["model_path"], "spec": spec}
 

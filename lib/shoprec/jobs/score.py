@@ -113,7 +113,7 @@ def explain(scored: DataFrame) -> DataFrame:
 
 
 def apply_business_rules(scored: DataFrame, purchased: DataFrame | None, popular: DataFrame, users: DataFrame,
-                         top_k: int, max_per_category: int) -> DataFrame:
+                         top_k: int, max_per_category: int | None) -> DataFrame:
     """Remove purchased items, cap items per category, keep the top ``top_k``, fill from popularity.
 
     Args:
@@ -121,15 +121,18 @@ def apply_business_rules(scored: DataFrame, purchased: DataFrame | None, popular
         purchased: ``(user_id, item_id)`` pairs never to recommend.
         popular: ``(rank, item_id, category, score)``, the fill list.
         users: every user who must get recommendations.
+        max_per_category: at most this many items of one category per user; None for no cap.
 
     Returns:
         ``user_id, rank int, item_id, score double, source, reason``.
     """
     if purchased is not None:
         scored = scored.join(purchased, [S.USER_ID, S.ITEM_ID], "left_anti")
-    per_category = Window.partitionBy(S.USER_ID, F.coalesce(F.col(S.CATEGORY), F.col(S.ITEM_ID))).orderBy(
-        F.col("score").desc(), F.col(S.ITEM_ID))
-    capped = scored.withColumn("_n", F.row_number().over(per_category)).where(F.col("_n") <= max_per_category)
+    capped = scored
+    if max_per_category is not None:
+        per_category = Window.partitionBy(S.USER_ID, F.coalesce(F.col(S.CATEGORY), F.col(S.ITEM_ID))).orderBy(
+            F.col("score").desc(), F.col(S.ITEM_ID))
+        capped = scored.withColumn("_n", F.row_number().over(per_category)).where(F.col("_n") <= max_per_category)
     ranked_model = capped.select(S.USER_ID, S.ITEM_ID, S.CATEGORY, "score", "source", "reason",
                                  F.lit(0).alias("_tier"), F.lit(0).alias("_popular_rank"))
     fill = (users.select(S.USER_ID).distinct()
@@ -141,10 +144,11 @@ def apply_business_rules(scored: DataFrame, purchased: DataFrame | None, popular
     if purchased is not None:
         fill = fill.join(purchased, [S.USER_ID, S.ITEM_ID], "left_anti")
     both = ranked_model.unionByName(fill)
-    # The category cap holds for the fill too.
-    per_category_all = Window.partitionBy(S.USER_ID, F.coalesce(F.col(S.CATEGORY), F.col(S.ITEM_ID))).orderBy(
-        "_tier", F.col("score").desc_nulls_last(), "_popular_rank", S.ITEM_ID)
-    both = both.withColumn("_n", F.row_number().over(per_category_all)).where(F.col("_n") <= max_per_category)
+    if max_per_category is not None:
+        # The category cap holds for the fill too.
+        per_category_all = Window.partitionBy(S.USER_ID, F.coalesce(F.col(S.CATEGORY), F.col(S.ITEM_ID))).orderBy(
+            "_tier", F.col("score").desc_nulls_last(), "_popular_rank", S.ITEM_ID)
+        both = both.withColumn("_n", F.row_number().over(per_category_all)).where(F.col("_n") <= max_per_category)
     order = Window.partitionBy(S.USER_ID).orderBy("_tier", F.col("score").desc_nulls_last(), "_popular_rank", S.ITEM_ID)
     return (both.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= top_k)
             .select(S.USER_ID, F.col("rank").cast("int").alias("rank"), S.ITEM_ID, "score", "source", "reason"))
@@ -157,7 +161,8 @@ def inputs_as_of(spark: SparkSession, cfg: Config, run_date: str) -> dict[str, D
 
     window = events_as_of(spark, cfg, run_date, history_start(run_date, cfg.profiles.history_days))
     return {"interactions": table("interactions"), "user_profile": table("user_profile"),
-            "item_profile": table("item_profile"), "affinity": X.category_affinity(window, P.as_of_time(run_date)),
+            "item_profile": table("item_profile"),
+            "category_affinity": X.category_affinity(window, P.as_of_time(run_date)),
             "brand_affinity": X.brand_affinity(window, P.as_of_time(run_date)),
             "als_recs": table("als_recs"), "bought_together": table("bought_together"),
             "similar_items": table("similar_items"), "content_similar": table("content_similar_items"),
@@ -169,14 +174,13 @@ def load_spec(cfg: Config, model_root: Path) -> dict:
     return json.loads(Path(f"{cfg.table_path('training_set')}/run_date={model_root.name}/_feature_spec.json").read_text())
 
 
-def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, model_dir: str,
-                          spec: dict, top_k: int) -> DataFrame:
-    """Rank ``users``' candidates with a trained ranker and apply the business rules; the items
-    ``als.exclude`` names (the user's purchases by default) are never recommended, as the
-    ranker's training set left them out of its examples.
+def rank_candidates(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, model_dir: str,
+                    spec: dict) -> DataFrame:
+    """Every candidate of ``users`` scored by a trained ranker, with the source that proposed it
+    best and a readable reason (no business rule applied yet).
 
     Args:
-        inputs: ``interactions``, ``user_profile`` (with segments), ``item_profile``, ``affinity``
+        inputs: ``interactions``, ``user_profile`` (with segments), ``item_profile``, ``category_affinity``
             (:func:`~shoprec.models.ranker.features.category_affinity`), ``brand_affinity``
             (:func:`~shoprec.models.ranker.features.brand_affinity`), ``als_recs``,
             ``bought_together``, ``similar_items``, ``content_similar`` and ``popular`` (one
@@ -184,28 +188,50 @@ def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: Data
         users: ``user_id`` rows to recommend to.
         model_dir: the saved Keras model.
         spec: the feature spec of the model's training set (categorical columns, standardisation).
-        top_k: recommendations per user.
 
     Returns:
-        ``user_id, rank, item_id, score, source, reason`` (see :func:`apply_business_rules`).
+        ``user_id, item_id, category, score, source, reason`` and the candidates' other columns.
     """
     ranker = cfg.ranker
     users = users.select(S.USER_ID).distinct()
     cands = X.candidates(users, X.seed_items(inputs["interactions"], ranker.seeds_per_user), inputs["als_recs"],
                          inputs["bought_together"], inputs["similar_items"], inputs["content_similar"],
                          inputs["popular"], ranker.candidates)
-    examples = X.standardise(X.assemble(cands, inputs["user_profile"], inputs["item_profile"], inputs["affinity"],
-                                        inputs["brand_affinity"]),
+    examples = X.standardise(X.assemble(cands, inputs["user_profile"], inputs["item_profile"],
+                                        inputs["category_affinity"], inputs["brand_affinity"]),
                              {k: tuple(v) for k, v in spec["standardisation"].items()})
     ranks = cands.select(S.USER_ID, S.ITEM_ID, *[f"{s}_rank" for s in X.SOURCES])
-    scored = explain(score_with_model(examples.join(ranks, [S.USER_ID, S.ITEM_ID]), model_dir,
-                                      list(spec["categorical"])))
+    return explain(score_with_model(examples.join(ranks, [S.USER_ID, S.ITEM_ID]), model_dir,
+                                    list(spec["categorical"])))
+
+
+def ranked_recommendations(cfg: Config, inputs: dict[str, DataFrame], scored: DataFrame, users: DataFrame,
+                           top_k: int, max_per_category: int | None) -> DataFrame:
+    """:func:`rank_candidates`' rows through the business rules: the items ``als.exclude`` names
+    (the user's purchases by default) are never recommended, as the ranker's training set left
+    them out of its examples; at most ``max_per_category`` items of a category (None: no cap);
+    filled from ``inputs["popular"]``.
+
+    Returns:
+        ``user_id, rank, item_id, score, source, reason`` (see :func:`apply_business_rules`).
+    """
     items = inputs["item_profile"].select(S.ITEM_ID, F.col(S.CATEGORY).alias("_c"))
     fill = inputs["popular"].join(items, S.ITEM_ID, "left").select(
         "rank", S.ITEM_ID, F.col("_c").alias(S.CATEGORY), "score")
-    # The rule the training set applied to its examples (als.exclude: purchased by default).
-    return apply_business_rules(scored, exclusions(inputs["interactions"], cfg.als.exclude), fill, users,
-                                top_k, cfg.score.max_per_category)
+    return apply_business_rules(scored, exclusions(inputs["interactions"], cfg.als.exclude), fill,
+                                users.select(S.USER_ID).distinct(), top_k, max_per_category)
+
+
+def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, model_dir: str,
+                          spec: dict, top_k: int) -> DataFrame:
+    """Rank ``users``' candidates with a trained ranker (:func:`rank_candidates`) and apply the
+    business rules with ``score.max_per_category`` (:func:`ranked_recommendations`).
+
+    Returns:
+        ``user_id, rank, item_id, score, source, reason`` (see :func:`apply_business_rules`).
+    """
+    scored = rank_candidates(cfg, inputs, users, model_dir, spec)
+    return ranked_recommendations(cfg, inputs, scored, users, top_k, cfg.score.max_per_category)
 
 
 def run(spark: SparkSession, cfg: Config, run_date: str) -> dict:

@@ -78,7 +78,7 @@ def score_matches(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame,
     """Each match scored by the ranker for the user who searched.
 
     Args:
-        inputs: as for :func:`~shoprec.jobs.score.recommend_with_ranker`.
+        inputs: as for :func:`~shoprec.jobs.score.rank_candidates`.
         matches: :func:`~shoprec.models.search.match_items` rows with ``user_id``.
 
     Returns:
@@ -92,8 +92,8 @@ def score_matches(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame,
                          inputs["popular"], ranker.candidates)
     features = pairs.join(cands, [S.USER_ID, S.ITEM_ID], "left").withColumn(
         "n_sources", F.coalesce(F.col("n_sources"), F.lit(0)))
-    examples = X.standardise(X.assemble(features, inputs["user_profile"], inputs["item_profile"], inputs["affinity"],
-                                        inputs["brand_affinity"]),
+    examples = X.standardise(X.assemble(features, inputs["user_profile"], inputs["item_profile"],
+                                        inputs["category_affinity"], inputs["brand_affinity"]),
                              {k: tuple(v) for k, v in spec["standardisation"].items()})
     scored = score_with_model(examples, model_dir, list(spec["categorical"])).select(S.USER_ID, S.ITEM_ID, "score")
     return matches.join(scored, [S.USER_ID, S.ITEM_ID])
