@@ -80,6 +80,36 @@ def test_brand_affinity_is_the_users_share_of_events_with_the_brand_and_days_sin
                    ("v", "zeta"): (pytest.approx(1.0), pytest.approx(4.0))}
 
 
+def test_both_affinities_from_one_aggregation_equal_each_alone_and_read_the_events_once(spark, tmp_path):
+    import datetime as dt
+
+    as_of = dt.datetime(2026, 1, 5)
+    # Events with a category and no brand, a brand and no category, both, neither, and no item.
+    spark.createDataFrame([
+        ("u", "i1", "audio", "acme", dt.datetime(2026, 1, 1, 12)), ("u", "i2", "audio", None, dt.datetime(2026, 1, 2)),
+        ("u", "i3", None, "zeta", dt.datetime(2026, 1, 3)), ("u", "i4", None, None, dt.datetime(2026, 1, 4)),
+        ("u", None, "audio", "acme", dt.datetime(2026, 1, 4, 6)), ("v", "i5", "tv", "zeta", dt.datetime(2026, 1, 2)),
+        ("v", "i6", "tv", "acme", dt.datetime(2026, 1, 3)),
+    ], "user_id string, item_id string, category string, brand string, event_time timestamp").write.parquet(
+        str(tmp_path / "events"))
+    events = spark.read.parquet(str(tmp_path / "events"))
+    by_category, by_brand = X.affinities(events, as_of)
+
+    def rows(df):
+        return sorted(tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in df.collect())
+
+    assert rows(by_category) == rows(X.category_affinity(events, as_of)) == [
+        ("u", "audio", 1.0, 3.0), ("v", "tv", 1.0, 2.0)]
+    assert rows(by_brand) == rows(X.brand_affinity(events, as_of)) == [
+        ("u", "acme", 0.5, 3.5), ("u", "zeta", 0.5, 2.0), ("v", "acme", 0.5, 2.0), ("v", "zeta", 0.5, 3.0)]
+    pairs = events.select("user_id", "category", "brand").distinct()
+    joined = pairs.join(by_category, ["user_id", "category"], "left").join(by_brand, ["user_id", "brand"], "left")
+    joined.collect()
+    # The final plan: one scan for the pairs, one for both affinities (the second reuses its shuffle).
+    final = joined._jdf.queryExecution().executedPlan().toString().split("== Initial Plan ==")[0]
+    assert final.count("FileScan parquet") == 2 and "ReusedExchange" in final
+
+
 def test_assembled_examples_carry_the_users_affinity_to_the_items_category_and_brand(spark):
     import datetime as dt
 

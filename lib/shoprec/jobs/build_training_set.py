@@ -7,7 +7,7 @@ Run on a cluster::
         jobs/build_training_set.py --conf cluster.yaml --run-date 2026-01-07
 
 The last ``ranker.label_days`` days up to the run date are the label window. Everything the
-examples are made of — interactions, profiles, segments, category affinities, and every
+examples are made of — interactions, profiles, segments, category and brand affinities, and every
 candidate source (ALS, bought-together rules, ALS-similar and content-similar items, popularity)
 — is rebuilt here from the events *before* the window, so no feature sees a label. For each user
 with history who carted or bought something in the window, the candidates (up to
@@ -74,9 +74,10 @@ def features_before(spark: SparkSession, cfg: Config, before: DataFrame, cutoff:
     params = A.AlsParams(ranker.als_rank, ranker.als_reg_param, ranker.als_alpha, cfg.als.max_iter)
     als = A.train_recommender(interactions, params, cfg.als.seed, A.solver_for(cfg.als), scope=scope)
     limits = ranker.candidates
+    by_category, by_brand = X.affinities(window, as_of)
     inputs = {
         "interactions": interactions, "user_profile": users, "item_profile": items, "als": als,
-        "category_affinity": X.category_affinity(window, as_of), "brand_affinity": X.brand_affinity(window, as_of),
+        "category_affinity": by_category, "brand_affinity": by_brand,
         # The fill list of the business rules: always there, whatever the popular candidates' limit.
         "popular": popular_items(items, profiles.interaction_weights,
                                  max(limits.get("popular", 0), 1)).where(F.col(SCOPE) == ALL),

@@ -160,10 +160,9 @@ def inputs_as_of(spark: SparkSession, cfg: Config, run_date: str) -> dict[str, D
         return read_snapshot(spark, cfg.table_path(name), run_date).drop("run_date")
 
     window = events_as_of(spark, cfg, run_date, history_start(run_date, cfg.profiles.history_days))
+    by_category, by_brand = X.affinities(window, P.as_of_time(run_date))
     return {"interactions": table("interactions"), "user_profile": table("user_profile"),
-            "item_profile": table("item_profile"),
-            "category_affinity": X.category_affinity(window, P.as_of_time(run_date)),
-            "brand_affinity": X.brand_affinity(window, P.as_of_time(run_date)),
+            "item_profile": table("item_profile"), "category_affinity": by_category, "brand_affinity": by_brand,
             "als_recs": table("als_recs"), "bought_together": table("bought_together"),
             "similar_items": table("similar_items"), "content_similar": table("content_similar_items"),
             "popular": table("popular_items").where(F.col(SCOPE) == ALL)}

@@ -119,6 +119,29 @@ def candidates(users: DataFrame, seeds: DataFrame, als_recs: DataFrame, bought_t
     return merged
 
 
+def _value_counts(events: DataFrame, by: list[str]) -> DataFrame:
+    """Per user and combination of the ``by`` values: the item events and the last one's time
+    (events with an item and at least one of the values)."""
+    has_value = F.col(by[0]).isNotNull()
+    for name in by[1:]:
+        has_value = has_value | F.col(name).isNotNull()
+    return (events.where(F.col(S.ITEM_ID).isNotNull() & has_value)
+            .groupBy(S.USER_ID, *by).agg(F.count(F.lit(1)).alias("_n"), F.max(S.EVENT_TIME).alias("_last")))
+
+
+def _affinity_of(counts: DataFrame, as_of, by: str) -> DataFrame:
+    """:func:`affinity` from :func:`_value_counts` rows (those without ``by`` count for none)."""
+    per = counts.groupBy(S.USER_ID, by).agg(F.sum("_n").alias("_n"), F.max("_last").alias("_last"))
+    total = Window.partitionBy(S.USER_ID)
+    has_value = F.col(by).isNotNull()
+    # Rows without the value leave last, past the window: a filter on a grouping column would be
+    # pushed below the aggregations, and the counts would no longer be one plan for both values.
+    return per.select(
+        S.USER_ID, by, (F.col("_n") / F.sum(F.when(has_value, F.col("_n"))).over(total)).alias(f"{by}_share"),
+        ((F.lit(as_of).cast("timestamp").cast("double") - F.col("_last").cast("double")) / P.SECONDS_PER_DAY)
+        .alias(f"days_since_{by}")).where(has_value)
+
+
 def affinity(events: DataFrame, as_of, by: str) -> DataFrame:
     """Per user and value of ``by`` (``category`` or ``brand``): the share of the user's item
     events with that value and the days since the user's last event with it. Events without a
@@ -127,13 +150,7 @@ def affinity(events: DataFrame, as_of, by: str) -> DataFrame:
     Returns:
         ``user_id, <by>, <by>_share double, days_since_<by> double``.
     """
-    item_events = events.where(F.col(S.ITEM_ID).isNotNull() & F.col(by).isNotNull())
-    per = item_events.groupBy(S.USER_ID, by).agg(F.count(F.lit(1)).alias("_n"), F.max(S.EVENT_TIME).alias("_last"))
-    total = Window.partitionBy(S.USER_ID)
-    return per.select(
-        S.USER_ID, by, (F.col("_n") / F.sum("_n").over(total)).alias(f"{by}_share"),
-        ((F.lit(as_of).cast("timestamp").cast("double") - F.col("_last").cast("double")) / P.SECONDS_PER_DAY)
-        .alias(f"days_since_{by}"))
+    return _affinity_of(_value_counts(events, [by]), as_of, by)
 
 
 def category_affinity(events: DataFrame, as_of) -> DataFrame:
@@ -144,6 +161,14 @@ def category_affinity(events: DataFrame, as_of) -> DataFrame:
 def brand_affinity(events: DataFrame, as_of) -> DataFrame:
     """:func:`affinity` by brand: ``user_id, brand, brand_share, days_since_brand``."""
     return affinity(events, as_of, S.BRAND)
+
+
+def affinities(events: DataFrame, as_of) -> tuple[DataFrame, DataFrame]:
+    """:func:`category_affinity` and :func:`brand_affinity` from one aggregation of ``events`` by
+    user, category and brand: a plan that joins both (as :func:`assemble` does) reads the events
+    once, since Spark reuses the shuffle the two share."""
+    counts = _value_counts(events, [S.CATEGORY, S.BRAND])
+    return _affinity_of(counts, as_of, S.CATEGORY), _affinity_of(counts, as_of, S.BRAND)
 
 
 def bucket(column: Column, buckets: int) -> Column:
