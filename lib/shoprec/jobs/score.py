@@ -126,15 +126,18 @@ def apply_business_rules(scored: DataFrame, purchased: DataFrame | None, popular
     Returns:
         ``user_id, rank int, item_id, score double, source, reason``.
     """
+    def capped(rows: DataFrame, *order) -> DataFrame:
+        """The first ``max_per_category`` rows of each user's category in ``order`` (all without a cap)."""
+        if max_per_category is None:
+            return rows
+        per_category = Window.partitionBy(S.USER_ID, F.coalesce(F.col(S.CATEGORY), F.col(S.ITEM_ID))).orderBy(*order)
+        return rows.withColumn("_n", F.row_number().over(per_category)).where(F.col("_n") <= max_per_category)
+
     if purchased is not None:
         scored = scored.join(purchased, [S.USER_ID, S.ITEM_ID], "left_anti")
-    capped = scored
-    if max_per_category is not None:
-        per_category = Window.partitionBy(S.USER_ID, F.coalesce(F.col(S.CATEGORY), F.col(S.ITEM_ID))).orderBy(
-            F.col("score").desc(), F.col(S.ITEM_ID))
-        capped = scored.withColumn("_n", F.row_number().over(per_category)).where(F.col("_n") <= max_per_category)
-    ranked_model = capped.select(S.USER_ID, S.ITEM_ID, S.CATEGORY, "score", "source", "reason",
-                                 F.lit(0).alias("_tier"), F.lit(0).alias("_popular_rank"))
+    ranked_model = capped(scored, F.col("score").desc(), F.col(S.ITEM_ID)).select(
+        S.USER_ID, S.ITEM_ID, S.CATEGORY, "score", "source", "reason", F.lit(0).alias("_tier"),
+        F.lit(0).alias("_popular_rank"))
     fill = (users.select(S.USER_ID).distinct()
             .crossJoin(F.broadcast(popular.select(S.ITEM_ID, S.CATEGORY, F.col("rank").alias("_popular_rank"))))
             .select(S.USER_ID, S.ITEM_ID, S.CATEGORY, F.lit(None).cast("double").alias("score"),
@@ -143,12 +146,9 @@ def apply_business_rules(scored: DataFrame, purchased: DataFrame | None, popular
     fill = fill.join(ranked_model.select(S.USER_ID, S.ITEM_ID), [S.USER_ID, S.ITEM_ID], "left_anti")
     if purchased is not None:
         fill = fill.join(purchased, [S.USER_ID, S.ITEM_ID], "left_anti")
-    both = ranked_model.unionByName(fill)
-    if max_per_category is not None:
-        # The category cap holds for the fill too.
-        per_category_all = Window.partitionBy(S.USER_ID, F.coalesce(F.col(S.CATEGORY), F.col(S.ITEM_ID))).orderBy(
-            "_tier", F.col("score").desc_nulls_last(), "_popular_rank", S.ITEM_ID)
-        both = both.withColumn("_n", F.row_number().over(per_category_all)).where(F.col("_n") <= max_per_category)
+    # The category cap holds for the fill too.
+    both = capped(ranked_model.unionByName(fill), "_tier", F.col("score").desc_nulls_last(), "_popular_rank",
+                  S.ITEM_ID)
     order = Window.partitionBy(S.USER_ID).orderBy("_tier", F.col("score").desc_nulls_last(), "_popular_rank", S.ITEM_ID)
     return (both.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= top_k)
             .select(S.USER_ID, F.col("rank").cast("int").alias("rank"), S.ITEM_ID, "score", "source", "reason"))
@@ -217,8 +217,8 @@ def ranked_recommendations(cfg: Config, inputs: dict[str, DataFrame], scored: Da
     items = inputs["item_profile"].select(S.ITEM_ID, F.col(S.CATEGORY).alias("_c"))
     fill = inputs["popular"].join(items, S.ITEM_ID, "left").select(
         "rank", S.ITEM_ID, F.col("_c").alias(S.CATEGORY), "score")
-    return apply_business_rules(scored, exclusions(inputs["interactions"], cfg.als.exclude), fill,
-                                users.select(S.USER_ID).distinct(), top_k, max_per_category)
+    return apply_business_rules(scored, exclusions(inputs["interactions"], cfg.als.exclude), fill, users, top_k,
+                                max_per_category)
 
 
 def recommend_with_ranker(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, model_dir: str,
