@@ -28,7 +28,7 @@ from tests.conftest import PIPELINE_RUN_DATE, comparable, job_shuffle_partitions
 
 pytestmark = pytest.mark.cluster
 # The Horovod kill comes after epoch 2: a few more keep training going until it lands.
-EPOCHS = 16
+EPOCHS = 8
 PROFILE_TABLES = ["interactions", "user_profile", "item_profile", "popular_items", "content_similar_items"]
 
 
@@ -194,7 +194,7 @@ def test_an_executor_killed_mid_fit_leaves_the_cg_solvers_recommendations_unchan
     warehouse = tmp_path / "warehouse"
     shutil.copytree(cluster_run["warehouse"], warehouse)
     overrides = {"SHOPREC__WAREHOUSE__ROOT": str(warehouse), "SHOPREC__ALS__SOLVER": "cg",
-                 "SHOPREC__ALS__MAX_ITER": "30"}
+                 "SHOPREC__ALS__MAX_ITER": "12"}
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SHOPREC__")}
     cfg = load_config(cluster_run["dist"] / "conf" / "pipeline-test.yaml", environ={**environ, **overrides})
     with job_shuffle_partitions(spark, cfg):

@@ -1,9 +1,9 @@
-"""build_profiles -> train_als, mine_rules, evaluate end to end on an eight-day synthetic log."""
+"""build_profiles -> train_als, mine_rules end to end on an eight-day synthetic log (evaluate is
+checked on the daily DAG's run: tests/airflow/test_daily_run.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from shoprec.config import GenerateConfig, load_config
 from shoprec.io.tables import read_snapshot
-from shoprec.jobs import build_profiles, clean_events, evaluate, mine_rules, train_als
+from shoprec.jobs import build_profiles, clean_events, mine_rules, train_als
 from shoprec.synthetic import generate_events, write_events
 
 pytestmark = pytest.mark.integration
@@ -52,13 +52,6 @@ def cfg(spark, tmp_path_factory, mlflow_store):
         "SHOPREC__RULES__MIN_SUPPORT": "0.01",
         "SHOPREC__RULES__MIN_CONFIDENCE": "0.05",
         "SHOPREC__RULES__BASKET": "user_day",
-        "SHOPREC__EVALUATE__KS": "[5, 10]",
-        "SHOPREC__RANKER__MODELS_ROOT": str(root / "models"),
-        "SHOPREC__RANKER__ALS_RANK": "8",
-        "SHOPREC__RANKER__NEGATIVES_PER_USER": "3",
-        "SHOPREC__RANKER__VALIDATION_PERCENT": "20",
-        "SHOPREC__RANKER__EPOCHS": "2",
-        "SHOPREC__RANKER__BATCH_SIZE": "256",
     }
     config = load_config(PROJECT / "conf" / "local.yaml", environ=environ)
     clean_events.run(spark, config, DAY8)
@@ -157,54 +150,6 @@ def test_mine_rules_outputs(spark, cfg, profiles):
     for a, b in zip(together, together[1:]):
         if a.item_id == b.item_id:
             assert a.lift >= b.lift
-
-
-def test_evaluate_compares_every_recommender(spark, cfg, profiles):
-    rows = evaluate.run(spark, cfg, DAY8)
-    table = snapshot(spark, cfg, "eval_metrics")
-    assert table.count() == len(rows)
-    models = {r.model for r in table.select("model").distinct().collect()}
-    fused = {f"search_fused_{weight:g}" for weight in cfg.evaluate.search_ranker_weights}
-    assert models == {"popularity", "als", "rules", "content", "pipeline", "pipeline_uncapped", "search_text",
-                      "search_ranker", *fused}
-    searches = {(r.model, r.metric): r.value for r in table.where(F.col("model").startswith("search_")
-                                                                  & (F.col("k") == 10)).collect()}
-    for model in ("search_text", "search_ranker", *fused):
-        assert {"precision", "recall", "ndcg", "map", "hit_rate"} <= {m for (name, m) in searches if name == model}
-        assert 0.0 < searches[(model, "hit_rate")] <= 1.0  # searches in this log are followed by views of matches
-    # search_ranker is the fused order at the configured weight.
-    configured = f"search_fused_{cfg.search.ranker_weight:g}"
-    assert configured in fused
-    assert {m: v for (name, m), v in searches.items() if name == configured} == {
-        m: v for (name, m), v in searches.items() if name == "search_ranker"}
-    models -= {"search_text", "search_ranker", *fused}
-    at_k = {(r.model, r.metric): r.value for r in table.where(F.col("k") == 10).collect()}
-    for model in models:
-        for metric in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "diversity"):
-            assert 0.0 <= at_k[(model, metric)] <= 1.0
-        assert at_k[(model, "novelty")] >= 0.0
-    # Popularity serves every held-out user; learned models beat chance on this log.
-    assert at_k[("popularity", "hit_rate")] > 0
-    assert at_k[("als", "ndcg")] > 0
-    assert at_k[("pipeline", "hit_rate")] > 0
-    client, run = run_of(cfg, "evaluate")
-    assert run.data.metrics["held_out_users"] > 0 and run.data.metrics["new_users_in_window"] >= 0
-    assert run.data.metrics["held_out_searches"] > 0
-    stages = {"holdout", "als_tuning", "baselines", "pipeline_training_set", "pipeline_ranker", "pipeline_features",
-              "pipeline_recommend", "compare", "search", "report"}
-    assert {f"seconds_{stage}" for stage in stages} <= set(run.data.metrics)
-    assert all(run.data.metrics[f"seconds_{stage}"] > 0 for stage in stages)
-    # The pipeline's ranker was trained on labels before the held-out window only.
-    spec = json.loads((Path(cfg.ranker.models_root) / "backtest" / "2026-04-07" / "training_set"
-                       / "_feature_spec.json").read_text())
-    assert spec["cutoff"] == "2026-04-05" and spec["run_date"] == "2026-04-06"
-    assert 0.0 <= run.data.metrics["pipeline_best_val_auc"] <= 1.0
-    assert 0.0 <= run.data.metrics["pipeline_best_val_ndcg"] <= 1.0
-    assert 1 <= run.data.metrics["pipeline_best_epoch"] <= run.data.metrics["pipeline_epochs"]
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"metric_bars.png", "precision_recall_at_k.png", "comparison.md"} <= artifacts
-    # The staged intermediate results are gone with the run.
-    assert not list(Path(cfg.restricted_root).glob("_staging/evaluate-*"))
 
 
 def test_train_als_with_the_cg_solver_writes_the_same_tables_and_registers_its_model(spark, cfg, profiles):
