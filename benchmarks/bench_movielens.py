@@ -176,7 +176,7 @@ def pipeline_recs(spark: SparkSession, cfg, fit: DataFrame, validation: DataFram
     training_set = str(work / "training_set")
     counts, spec = write_examples(spark, pcfg, as_events(fit), validation.select(S.USER_ID, S.ITEM_ID), cutoff,
                                   training_set, None, {"job": "bench-movielens"})
-    result = train_on_spark(pcfg, settings_for(pcfg, cutoff, None, False, training_set, str(work / "ranker")))
+    (result,) = train_on_spark(pcfg, settings_for(pcfg, cutoff, None, False, training_set, str(work / "ranker")))
     with CacheScope() as scope:
         inputs = features_before(spark, pcfg, as_events(train), cutoff, scope)
         # As train_als writes als_recs: the config's exclusion rule ("seen" here) and candidate count.

@@ -240,6 +240,23 @@ TABLES: tuple[Table, ...] = (
         ("shard", "int", "the Horovod worker that reads the rows"),
     ),
     _table(
+        "search_training_set", "build_training_set", "run_date split shard",
+        "The search ranker's examples: each search of the label window that was followed by an item "
+        "event, its text matches with the ranker's features from before the window, labelled by the "
+        "follow-ups.",
+        USER, ("search_id", "string", "the search event's id (the matches of one search form one list)"), ITEM,
+        ("user_bucket", "int", "hashed user id bucket (id embedding input)"),
+        ("item_bucket", "int", "hashed item id bucket"),
+        ("category_bucket", "int", "hashed category bucket"), ("brand_bucket", "int", "hashed brand bucket"),
+        ("segment", "int", "the user's segment"), ("price_band", "int", "the user's price band"),
+        ("dense", "array<float>", "numeric features (the ranker's, then text_score and text_rank), named in "
+                                  "the partition's _feature_spec.json"),
+        ("label", "double", "1 if the searcher acted on the item (search.followup_event_types) after "
+                            "the search in its session, else 0"),
+        RUN_DATE, ("split", "string", "train or validation (whole users)"),
+        ("shard", "int", "the Horovod worker that reads the rows"),
+    ),
+    _table(
         "recommendations", "score", "run_date",
         "The product: top-K items per user, ranked by the deep ranker, after the business rules.",
         USER, RANK, ITEM, ("score", "double", "ranker probability (popular fill-ins: below every ranked item)"),
@@ -248,9 +265,11 @@ TABLES: tuple[Table, ...] = (
     ),
     _table(
         "search_results", "search_rerank", "run_date",
-        "Recent searches answered: text matches ordered per user by the ranker.",
+        "Recent searches answered: text matches ordered per user by the search ranker (or, without one, "
+        "the ranker's order fused with the text order).",
         USER, ("query", "string", "the search text"), RANK, ITEM,
-        ("score", "double", "ranker probability"), ("text_score", "double", "IDF-weighted text match score"),
+        ("score", "double", "search ranker probability (without one: the ranker's)"),
+        ("text_score", "double", "IDF-weighted text match score"),
         RUN_DATE,
     ),
     _table(

@@ -280,6 +280,11 @@ class SearchConfig:
     max_matches: int = 200          # matches per search the ranker scores
     ranker_weight: float = 0.25     # the ranker's share in the fused order (0: text order, 1: ranker's)
     followup_event_types: list[str] = field(default_factory=lambda: ["view", "cart", "purchase"])
+    # The search ranker, trained on the searches of the ranker's label window and their follow-ups:
+    # search_rerank orders by it when one is trained, else by the fused order.
+    learned: bool = True
+    min_searches: int = 50          # fewer followed searches in the label window: no search ranker
+    registered_model: str = "shoprec-search-ranker"
 
 
 @dataclass(frozen=True)
@@ -524,6 +529,7 @@ def _check_models(cfg: Config) -> None:
         "ranker.label_days": cfg.ranker.label_days, "ranker.workers": cfg.ranker.workers,
         "score.top_k": cfg.score.top_k, "score.max_per_category": cfg.score.max_per_category,
         "search.top_k": cfg.search.top_k, "search.max_matches": cfg.search.max_matches, "search.days": cfg.search.days,
+        "search.min_searches": cfg.search.min_searches,
         "clean.pseudonym_map_broadcast_rows": cfg.clean.pseudonym_map_broadcast_rows,
     }
     for key, value in positive.items():

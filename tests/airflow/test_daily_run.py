@@ -41,18 +41,20 @@ def test_the_daily_dag_run_writes_the_days_tables(spark, daily_dag_run):
 
 
 def test_evaluate_compares_every_recommender(spark, daily_dag_run):
-    """The DAG's evaluate: a row per recommender and metric, the search orders, the stage clock,
-    and a backtest ranker labelled before the held-out window (2026-05-05 on)."""
+    """The DAG's evaluate: a row per recommender and metric, the search orders (the backtest's
+    search ranker's among them), the stage clock, and backtest rankers labelled before the
+    held-out window (2026-05-05 on)."""
     cfg = load_config(daily_dag_run["conf"],
                       environ={k: v for k, v in os.environ.items() if not k.startswith("SHOPREC__")})
     table = spark.read.parquet(str(daily_dag_run["warehouse"] / "eval_metrics")).where(f"run_date = '{RUN_DATE}'")
     models = {r.model for r in table.select("model").distinct().collect()}
     fused = {f"search_fused_{weight:g}" for weight in cfg.evaluate.search_ranker_weights}
+    # search_learned: the backtest's label window had enough followed searches for a search ranker.
     assert models == {"popularity", "als", "rules", "content", "pipeline", "pipeline_uncapped", "search_text",
-                      "search_ranker", *fused}
+                      "search_learned", "search_ranker", *fused}
     searches = {(r.model, r.metric): r.value for r in table.where(F.col("model").startswith("search_")
                                                                   & (F.col("k") == 10)).collect()}
-    for model in ("search_text", "search_ranker", *fused):
+    for model in ("search_text", "search_learned", "search_ranker", *fused):
         assert {"precision", "recall", "ndcg", "map", "hit_rate"} <= {m for (name, m) in searches if name == model}
         assert 0.0 < searches[(model, "hit_rate")] <= 1.0  # searches in this log are followed by views of matches
     # search_ranker is the fused order at the configured weight.
@@ -60,7 +62,7 @@ def test_evaluate_compares_every_recommender(spark, daily_dag_run):
     assert configured in fused
     assert {m: v for (name, m), v in searches.items() if name == configured} == {
         m: v for (name, m), v in searches.items() if name == "search_ranker"}
-    models -= {"search_text", "search_ranker", *fused}
+    models -= {"search_text", "search_learned", "search_ranker", *fused}
     at_k = {(r.model, r.metric): r.value for r in table.where(F.col("k") == 10).collect()}
     for model in models:
         for metric in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "diversity"):
@@ -91,6 +93,10 @@ def test_evaluate_compares_every_recommender(spark, daily_dag_run):
     assert 0.0 <= metrics["pipeline_best_val_auc"] <= 1.0
     assert 0.0 <= metrics["pipeline_best_val_ndcg"] <= 1.0
     assert 1 <= metrics["pipeline_best_epoch"] <= metrics["pipeline_epochs"]
+    assert 0.0 <= metrics["search_ranker_best_val_ndcg"] <= 1.0
+    search_spec = json.loads((Path(cfg.ranker.models_root) / "backtest" / "2026-05-05" / "search_training_set"
+                              / "_feature_spec.json").read_text())
+    assert search_spec["cutoff"] == "2026-05-03" and search_spec["group"] == "search_id"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metric_bars.png", "precision_recall_at_k.png", "comparison.md"} <= artifacts
     # The staged intermediate results are gone with the run.

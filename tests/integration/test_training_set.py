@@ -68,13 +68,48 @@ def test_training_set_shards_and_spec(spark, cfg, counts):
     assert spec["cutoff"] == "2026-05-05" and spec["workers"] == cfg.ranker.workers
     assert sorted(p.name for p in (path / "split=train").iterdir() if p.is_dir()) == ["shard=0", "shard=1"]
     rows = spark.read.parquet(str(path))
-    assert rows.count() == sum(v for k, v in counts.items() if k.endswith(("_positive", "_negative")))
+    assert rows.count() == sum(v for k, v in counts.items()
+                               if k.endswith(("_positive", "_negative")) and not k.startswith("search_"))
     assert counts["train_positive"] > 0 and counts["train_negative"] > counts["train_positive"]
     first = rows.first()
     assert len(first.dense) == len(spec["dense"])
     # Shards hold whole users, and no user is in two shards or in both splits.
     placement = rows.groupBy("user_id").agg(F.countDistinct("split", "shard").alias("places"))
     assert placement.where(F.col("places") > 1).count() == 0
+
+
+def test_search_training_set_labels_the_matches_the_searchers_acted_on(spark, cfg, counts):
+    """Each search of the label window followed by an item event in its session is one list of
+    its text matches; a match is labelled 1 exactly when the searcher viewed, carted or bought it
+    after the search and before the session's next search (worked out here row by row)."""
+    path = Path(cfg.table_path("search_training_set")) / f"run_date={RUN_DATE}"
+    spec = json.loads((path / "_feature_spec.json").read_text())
+    assert spec["group"] == "search_id" and spec["cutoff"] == "2026-05-05"
+    assert spec["dense"][-2:] == ["text_score", "text_rank"] and set(spec["standardisation"]) == set(spec["dense"])
+    rows = spark.read.parquet(str(path)).collect()
+    assert len(rows) == sum(v for k, v in counts.items() if k.startswith("search_") and k.endswith(("_positive",
+                                                                                                      "_negative")))
+    assert counts["search_train_positive"] > 0 and counts["search_searches"] >= cfg.search.min_searches
+    assert all(len(r.dense) == len(spec["dense"]) for r in rows)
+
+    events = sorted(events_as_of(spark, cfg, RUN_DATE).where(F.col("event_date") >= F.lit("2026-05-05").cast("date"))
+                    .select("event_id", "user_id", "session_id", "event_type", "item_id", "event_time").collect(),
+                    key=lambda e: (e.event_time, e.event_id))
+    acted, open_search = set(), {}
+    for e in events:
+        session = (e.user_id, e.session_id)
+        if e.event_type == "search":
+            open_search[session] = e.event_id
+        elif e.event_type in ("view", "cart", "purchase") and session in open_search and e.item_id:
+            acted.add((open_search[session], e.item_id))
+    followed = {search for search, _ in acted}
+    assert {r.search_id for r in rows} <= followed
+    assert all(r.label == (1.0 if (r.search_id, r.item_id) in acted else 0.0) for r in rows)
+    # A user's searches stay together: one split and shard each.
+    places = {}
+    for r in rows:
+        places.setdefault(r.user_id, set()).add((r.split, r.shard))
+    assert all(len(p) == 1 for p in places.values())
 
 
 def test_no_feature_sees_the_label_window(spark, cfg):
@@ -135,7 +170,11 @@ def test_train_ranker_with_horovod_on_spark(spark, cfg, trained):
     # The registered version loads and scores the validation examples.
     import mlflow
 
+    from shoprec.models.ranker.features import dense_features
     from shoprec.models.ranker.train import read_split
+
+    def search_features():
+        return dense_features(search=True)
 
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     model = mlflow.tensorflow.load_model(f"models:/{name}/{version}")
@@ -148,6 +187,20 @@ def test_train_ranker_with_horovod_on_spark(spark, cfg, trained):
     np.testing.assert_allclose(np.asarray(pyfunc.predict(features)).reshape(-1), scores, rtol=1e-5)
     checkpoints = Path(cfg.ranker.models_root) / "ranker" / RUN_DATE / "checkpoints"
     assert list(checkpoints.glob("ckpt-2.index"))
+
+    # The search ranker, trained in the same Horovod run on the search examples, into the same MLflow run.
+    search = result["search"]
+    assert search["ranks"] == cfg.ranker.workers and [h["epoch"] for h in search["history"]] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "search_val_ndcg")] == [1, 2]
+    assert run.data.metrics["search_best_val_ndcg"] == pytest.approx(
+        next(h["val_ndcg"] for h in search["history"] if h["epoch"] == search["best_epoch"]))
+    assert {"search_learning_curves.png", "search_training.json", "search_feature_spec.json"} <= artifacts
+    name, version = run.data.tags["shoprec.registered_search_model"].split("/")
+    assert name == cfg.search.registered_model and client.get_model_version(name, version).run_id == run.info.run_id
+    features, labels, groups = read_split(f"{cfg.table_path('search_training_set')}/run_date={RUN_DATE}", "validation")
+    scores = mlflow.tensorflow.load_model(f"models:/{name}/{version}")(features, training=False).numpy()
+    assert scores.shape == labels.shape and features["dense"].shape[1] == len(search_features())
+    assert search["model_path"] == str(Path(cfg.ranker.models_root) / "search_ranker" / RUN_DATE / "model")
 
 
 @pytest.mark.slow
@@ -203,7 +256,7 @@ def test_a_failing_worker_fails_train_ranker_with_a_clear_message(spark, cfg, co
 
 
 @pytest.mark.slow
-def test_search_rerank_orders_text_matches_with_the_ranker(spark, cfg, trained, tmp_path):
+def test_search_rerank_orders_text_matches_with_the_search_ranker_or_the_ranker(spark, cfg, trained, tmp_path):
     from shoprec.jobs import search_rerank
     from shoprec.models import search as Q
 
@@ -211,10 +264,27 @@ def test_search_rerank_orders_text_matches_with_the_ranker(spark, cfg, trained, 
     if not Path(cfg.table_path("als_recs")).exists():
         for job in (build_profiles, train_als, mine_rules):
             job.run(spark, cfg, RUN_DATE)
-    # The ranker's order alone (search.ranker_weight 1.0), so that the ranks can be checked against
-    # the scores; fused_order's unit test covers the weights between.
-    ranker_order = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, ranker_weight=1.0))
-    counts = search_rerank.run(spark, ranker_order, RUN_DATE)
+    def ranks_follow_the_scores(results):
+        ordered = results.withColumn("_previous", F.lag("score").over(Window.partitionBy("user_id", "query")
+                                                                      .orderBy("rank")))
+        return ordered.where(F.col("_previous") < F.col("score")).count() == 0
+
+    def search_model_of_the_last_run():
+        client = MlflowClient(cfg.mlflow.tracking_uri)
+        experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
+        return client.search_runs([experiment.experiment_id], f"tags.mlflow.runName = 'search_rerank-{RUN_DATE}'",
+                                  order_by=["attributes.start_time DESC"])[0].data.params["args.search_model"]
+
+    # Without a search ranker: the ranker's order alone (search.ranker_weight 1.0), so that the
+    # ranks can be checked against the scores; fused_order's unit test covers the weights between.
+    ranker_order = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, ranker_weight=1.0, learned=False))
+    search_rerank.run(spark, ranker_order, RUN_DATE)
+    assert search_model_of_the_last_run() == "none: the fused order"
+    assert ranks_follow_the_scores(read_snapshot(spark, cfg.table_path("search_results"), RUN_DATE))
+
+    # With the search ranker train_ranker trained for the date: its order.
+    counts = search_rerank.run(spark, cfg, RUN_DATE)
+    assert search_model_of_the_last_run() == str(Path(cfg.ranker.models_root) / "search_ranker" / RUN_DATE)
     results = read_snapshot(spark, cfg.table_path("search_results"), RUN_DATE)
     first_day = (dt.date.fromisoformat(RUN_DATE) - dt.timedelta(days=cfg.search.days - 1)).isoformat()
     recent = events_as_of(spark, cfg, RUN_DATE).where(
@@ -229,9 +299,8 @@ def test_search_rerank_orders_text_matches_with_the_ranker(spark, cfg, trained, 
                          .replace("_", " ").lower().split())
         assert set(r.query.lower().split()) <= item_words, (r.query, item_words)
         assert r.text_score == pytest.approx(1.0) and 0.0 <= r.score <= 1.0 and 1 <= r.rank <= cfg.search.top_k
-    # Within a search, ranks follow the ranker's score.
-    ordered = results.withColumn("_previous", F.lag("score").over(Window.partitionBy("user_id", "query").orderBy("rank")))
-    assert ordered.where(F.col("_previous") < F.col("score")).count() == 0
+    # Within a search, ranks follow the search ranker's score.
+    assert ranks_follow_the_scores(results)
 
     # A given table of searches; a query nothing matches is counted, not lost.
     user = rows[0].user_id

@@ -141,3 +141,39 @@ def test_assembled_examples_carry_the_users_affinity_to_the_items_category_and_b
     assert (got["i4"].category_share, got["i4"].days_since_category) == (0.0, None)
     assert (got["i4"].brand_share, got["i4"].days_since_brand) == (0.5, 1.0)
     assert set(X.dense_features()) <= set(got["i3"].asDict())
+
+
+def test_search_features_are_the_pairs_features_plus_each_matchs_text_score_and_rank(spark):
+    import datetime as dt
+
+    as_of = dt.datetime(2026, 1, 5)
+    events = spark.createDataFrame([("u", "i1", "audio", "acme", dt.datetime(2026, 1, 4))],
+                                   "user_id string, item_id string, category string, brand string, event_time timestamp")
+    # i3 was proposed by ALS (rank 2); i4 by no source.
+    cands = spark.createDataFrame([("u", "i3", 1)], "user_id string, item_id string, n_sources int")
+    for source in X.SOURCES:
+        cands = cands.withColumn(f"{source}_score", F.lit(0.5 if source == "als" else None).cast("double")).withColumn(
+            f"{source}_rank", F.lit(2 if source == "als" else None).cast("int"))
+    for source in ("rules", "similar", "content"):
+        cands = cands.withColumn(f"{source}_seed", F.lit(None).cast("string"))
+    users = spark.createDataFrame([("u", 0, 0, 10.0)], "user_id string, segment int, price_band int, "
+                                                       "avg_purchase_price double")
+    for name in X.USER_DENSE:
+        users = users.withColumn(name, F.lit(1.0))
+    items = spark.createDataFrame([("i3", "audio", "zeta"), ("i4", "kitchen", "acme")],
+                                  "item_id string, category string, brand string")
+    for name in X.ITEM_DENSE:
+        items = items.withColumn(name, F.lit(1.0))
+    # Two searches of the user; i3 matches both, at different places.
+    matches = spark.createDataFrame([("s1", "u", "i3", 1.0, 1), ("s1", "u", "i4", 0.5, 2), ("s2", "u", "i3", 0.4, 3)],
+                                    "search_id string, user_id string, item_id string, text_score double, text_rank int")
+    by_category, by_brand = X.affinities(events, as_of)
+    got = {(r.search_id, r.item_id): r for r in X.search_features(matches, cands, users, items, by_category,
+                                                                 by_brand).collect()}
+    assert set(got) == {("s1", "i3"), ("s1", "i4"), ("s2", "i3")}
+    assert [(got[k].text_score, got[k].text_rank) for k in sorted(got)] == [(1.0, 1.0), (0.5, 2.0), (0.4, 3.0)]
+    assert (got[("s1", "i3")].als_rank, got[("s1", "i3")].n_sources) == (2.0, 1.0)
+    assert (got[("s1", "i4")].als_rank, got[("s1", "i4")].n_sources) == (None, 0.0)
+    assert got[("s1", "i3")].category_share == 1.0 and got[("s1", "i4")].brand_share == 1.0
+    assert set(X.dense_features(search=True)) <= set(got[("s1", "i3")].asDict())
+    assert X.dense_features(search=True) == [*X.dense_features(), *X.SEARCH_DENSE]

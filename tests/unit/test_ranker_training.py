@@ -83,3 +83,19 @@ def test_read_split_numbers_users_in_row_order(tmp_path):
     assert labels.tolist() == [0.0, 1.0, 0.0, 1.0, 1.0]  # sorted by user, then item
     assert features["dense"][:, 0].tolist() == [1.0, 1.5, 0.0, 0.5, 2.0]
     assert read_split(str(root), "train") == (None, None, None)
+
+
+def test_read_split_groups_by_search_when_the_spec_says_so(tmp_path):
+    """The search ranker's examples: one list per search, so two searches of one user are two groups."""
+    root = tmp_path / "set"
+    (root / "split=validation" / "shard=0").mkdir(parents=True)
+    pq.write_table(pa.table({"user_id": ["u", "u", "u", "v"], "search_id": ["s2", "s1", "s2", "s3"],
+                             "item_id": ["1", "1", "2", "1"], "user_bucket": pa.array([1, 1, 1, 2], pa.int32()),
+                             "dense": [[0.5], [1.0], [0.0], [2.0]], "label": [1.0, 0.0, 0.0, 1.0]}),
+                   root / "split=validation" / "shard=0" / "part-0.parquet")
+    (root / "_feature_spec.json").write_text(json.dumps({"categorical": {"user_bucket": 4}, "dense": ["x"],
+                                                         "group": "search_id"}))
+    features, labels, groups = read_split(str(root), "validation")
+    assert groups.tolist() == [0, 1, 1, 2]  # s1, s2, s2, s3
+    assert labels.tolist() == [0.0, 1.0, 0.0, 1.0]  # sorted by search, then item
+    assert features["dense"][:, 0].tolist() == [1.0, 0.5, 0.0, 2.0]

@@ -99,3 +99,40 @@ def test_fused_order_moves_from_the_text_order_to_the_rankers_with_its_weight(sp
     assert order(0.3, top_k=2) == order(0.3)[:2]
     with pytest.raises(ValueError, match="ranker_weight"):
         fused_order(scored, 1.5, 4)
+
+
+def test_learned_order_ranks_by_the_search_rankers_score_then_the_text_order(spark):
+    from shoprec.jobs.search_rerank import learned_order
+
+    scored = spark.createDataFrame(
+        [("s", "a", 1.0, 1, 0.1), ("s", "b", 1.0, 2, 0.7), ("s", "c", 0.5, 3, 0.7), ("s", "d", 0.5, 4, 0.9),
+         ("t", "a", 1.0, 1, 0.2)],
+        "search_id string, item_id string, text_score double, text_rank int, score double")
+    rows = learned_order(scored, 3).orderBy("search_id", "rank").collect()
+    assert [(r.search_id, r.rank, r.item_id) for r in rows] == [("s", 1, "d"), ("s", 2, "b"), ("s", 3, "c"),
+                                                                ("t", 1, "a")]
+
+
+def test_followed_searches_take_the_items_acted_on_after_the_search_until_the_next_one(spark):
+    import datetime as dt
+
+    def at(minute):
+        return dt.datetime(2026, 5, 5, 10, minute)
+
+    events = spark.createDataFrame([
+        ("e1", "u", None, "search", at(0), "s1", "sony headphones"),
+        ("e2", "u", "1", "view", at(1), "s1", None),
+        ("e3", "u", "2", "cart", at(2), "s1", None),
+        ("e4", "u", None, "search", at(3), "s1", "bose"),
+        ("e5", "u", "3", "view", at(4), "s1", None),
+        ("e6", "u", "4", "remove_from_cart", at(5), "s1", None),   # not a follow-up type
+        ("e7", "u", "5", "view", at(6), "s2", None),               # another session
+        ("e8", "v", None, "search", at(0), "s3", "kettle"),        # never followed
+        ("e9", "w", None, "search", dt.datetime(2026, 5, 4, 9), "s4", "tv"),   # before `since`
+        ("e10", "w", "6", "view", dt.datetime(2026, 5, 4, 9, 1), "s4", None),
+    ], "event_id string, user_id string, item_id string, event_type string, event_time timestamp, "
+       "session_id string, query string")
+    searches, followups = Q.followed_searches(events, "2026-05-05", ["view", "cart", "purchase"])
+    assert sorted((r.search_id, r.user_id, r.query) for r in searches.collect()) == [
+        ("e1", "u", "sony headphones"), ("e4", "u", "bose")]
+    assert sorted((r.search_id, r.item_id) for r in followups.collect()) == [("e1", "1"), ("e1", "2"), ("e4", "3")]

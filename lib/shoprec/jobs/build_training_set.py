@@ -19,6 +19,13 @@ worker, whole users per shard) and ``split=validation`` (``ranker.validation_per
 each row ``user_id, item_id, <categorical buckets>, dense array<float>, label``, plus
 ``_feature_spec.json`` beside them (feature order, hash buckets, standardisation statistics,
 cut-off) which training and scoring read.
+
+The search ranker's examples (``search.learned``): every search of the label window that the
+searcher followed with an item event in its session (``search.followup_event_types``, before the
+session's next search), its text matches against the catalogue before the window (as
+search_rerank finds them), with the same features plus ``text_score`` and ``text_rank``, labelled
+1 for the items acted on. Written the same way to ``search_training_set/run_date=D`` (spec
+``group: search_id``), unless the window holds fewer than ``search.min_searches`` such searches.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ from shoprec.jobs.common import job_parser, run_main
 from shoprec.models import als as A
 from shoprec.models import rules as R
 from shoprec.models.content import content_features, content_similar_items
-from shoprec.models.popularity import ALL, SCOPE, popular_items
+from shoprec.models import search as Q
+from shoprec.models.popularity import ALL, SCOPE, popular_items, popularity_score
 from shoprec.models.ranker import features as X
 from shoprec.models.segments import assign_segments, fit_segments
 from shoprec.spark import CacheScope
@@ -51,6 +59,7 @@ from shoprec.tracking import job_run
 
 JOB = "build_training_set"
 TRAINING_SET = "training_set"
+SEARCH_TRAINING_SET = "search_training_set"
 FEATURE_SPEC = "_feature_spec.json"
 
 log = logging.getLogger(__name__)
@@ -124,27 +133,36 @@ def examples_for(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, tr
 
 
 def write_training_set(spark: SparkSession, cfg: Config, events: DataFrame, last_day: str, path: str,
-                       run_id: str | None, lineage: dict) -> tuple[dict, dict]:
+                       run_id: str | None, lineage: dict, search_path: str | None = None) -> tuple[dict, dict]:
     """Label the last ``ranker.label_days`` days up to ``last_day`` of ``events``, build the examples
-    from the events before them, and write the shards and the feature spec under ``path``.
+    from the events before them, and write the shards and the feature spec under ``path``; with
+    ``search_path`` (and ``search.learned``), the search ranker's examples too
+    (:func:`write_search_examples`).
 
     Returns:
-        The counts (positives/negatives per split, users, reachable positives) and the feature spec.
+        The counts (positives/negatives per split, users, reachable positives; ``search_*`` for the
+        search examples) and the feature spec.
     """
     ranker = cfg.ranker
     cutoff = cutoff_date(last_day, ranker.label_days)
     holdout = time_holdout(events, last_day, ranker.label_days, ranker.relevant_event_types,
                            cfg.profiles.interaction_weights, cfg.profiles.interaction_half_life_days)
+    searches = None
+    if search_path and cfg.search.learned:
+        searches = (*Q.followed_searches(events, cutoff, cfg.search.followup_event_types), search_path)
     return write_examples(spark, cfg, holdout.train_events, holdout.truth, cutoff, path, run_id, lineage,
-                          {"run_date": last_day})
+                          {"run_date": last_day}, searches)
 
 
 def write_examples(spark: SparkSession, cfg: Config, before: DataFrame, truth: DataFrame, cutoff: str, path: str,
-                   run_id: str | None, lineage: dict, spec_fields: dict | None = None) -> tuple[dict, dict]:
+                   run_id: str | None, lineage: dict, spec_fields: dict | None = None,
+                   searches: tuple[DataFrame, DataFrame, str] | None = None) -> tuple[dict, dict]:
     """Examples for the users in ``truth``, with features from ``before`` (the events before
     ``cutoff``) and labels from ``truth`` (``user_id, item_id`` pairs), written as Horovod shards
-    and a validation split under ``path`` with the feature spec (plus ``spec_fields``). The
-    counts and the spec."""
+    and a validation split under ``path`` with the feature spec (plus ``spec_fields``); with
+    ``searches`` (the label window's followed searches, their follow-ups and where to write), the
+    search ranker's examples from the same features (:func:`write_search_examples`). The counts
+    and the spec."""
     ranker = cfg.ranker
     with CacheScope() as scope, Staging(spark, staging_root(cfg, "training_examples", path)) as staging:
         truth = scope.cache(truth)
@@ -174,16 +192,87 @@ def write_examples(spark: SparkSession, cfg: Config, before: DataFrame, truth: D
         counts["users"] = users.count()
         counts["candidates_with_label_1"] = examples.where((F.col(X.LABEL) == 1) & (F.col("n_sources") > 0)).count()
         counts["positives_reachable_share"] = counts["candidates_with_label_1"] / max(truth.count(), 1)
+        if searches is not None:
+            followed, followups, search_path = searches
+            counts.update(write_search_examples(spark, cfg, inputs, scope.cache(followed), followups, search_path,
+                                                cutoff, run_id, {**lineage, "cutoff": cutoff}, spec_fields or {},
+                                                staging))
     return counts, spec
 
 
+def search_examples_for(cfg: Config, inputs: dict[str, DataFrame], searches: DataFrame,
+                        followups: DataFrame) -> DataFrame:
+    """Each search's text matches (as search_rerank finds them) with the search ranker's features
+    from ``inputs`` (:func:`~shoprec.models.ranker.features.search_features`), labelled 1 where
+    the searcher acted on the item after the search (``followups``).
+
+    Returns:
+        ``search_id``, the :func:`~shoprec.models.ranker.features.search_features` columns and
+        ``label double``.
+    """
+    ranker = cfg.ranker
+    searchers = searches.select(S.USER_ID).distinct()
+    excluded = exclusions(inputs["interactions"], cfg.als.exclude)
+    als_recs = inputs["als"].recommend(searchers, excluded, als_candidate_count(cfg))
+    cands = X.candidates(searchers, X.seed_items(inputs["interactions"], ranker.seeds_per_user), als_recs,
+                         inputs["bought_together"], inputs["similar_items"], inputs["content_similar"],
+                         inputs["popular"], ranker.candidates)
+    items = inputs["item_profile"]
+    popularity = items.select(S.ITEM_ID, popularity_score(cfg.profiles.interaction_weights).alias("score"))
+    matches = Q.match_items(searches, Q.item_words(items), cfg.search.min_match, cfg.search.max_matches, popularity)
+    features = X.search_features(matches, cands, inputs["user_profile"], items, inputs["category_affinity"],
+                                 inputs["brand_affinity"])
+    return X.with_labels(features, followups, key=Q.SEARCH_ID)
+
+
+def write_search_examples(spark: SparkSession, cfg: Config, inputs: dict[str, DataFrame], searches: DataFrame,
+                          followups: DataFrame, path: str, cutoff: str, run_id: str | None, lineage: dict,
+                          spec_fields: dict, staging: Staging) -> dict:
+    """The search ranker's examples (:func:`search_examples_for`) written under ``path`` as the
+    ranker's are (shards by user, a validation split of whole users) with their feature spec,
+    whose ``group`` is ``search_id``: training and its validation nDCG take each search's matches
+    as one list. With fewer than ``search.min_searches`` followed searches nothing is written and
+    an earlier set at ``path`` is removed (search_rerank then keeps the fused order).
+
+    Returns:
+        ``search_searches`` and, when written, ``search_<split>_<positive|negative>`` and
+        ``search_followups_matched_share`` (the follow-ups found among the matches).
+    """
+    ranker = cfg.ranker
+    n_searches = searches.count()
+    if n_searches < cfg.search.min_searches:
+        HadoopFS(spark).delete(path)
+        log.info("search examples: %d followed searches from %s on, fewer than search.min_searches (%d); "
+                 "none written", n_searches, cutoff, cfg.search.min_searches)
+        return {"search_searches": n_searches}
+    examples = staging.keep(X.assign_shards(search_examples_for(cfg, inputs, searches, followups), ranker.workers,
+                                            ranker.validation_percent, ranker.seed), "search_examples")
+    dense = X.dense_features(search=True)
+    stats = X.standardisation(examples.where(F.col("split") == "train"), dense)
+    columns = [S.USER_ID, Q.SEARCH_ID, S.ITEM_ID, *X.CATEGORICAL, "dense", X.LABEL, "split", "shard"]
+    shards = X.standardise(examples, stats).select(*columns)
+    write_partitions(shards.repartition("split", "shard"), path, ["split", "shard"],
+                     {"split": ["train", "validation"]}, run_id, lineage)
+    categorical = {name: buckets for name, buckets in X.CATEGORICAL.items()
+                   if ranker.id_embeddings or name not in X.ID_BUCKETS}
+    spec = {**spec_fields, "cutoff": cutoff, "categorical": categorical, "dense": dense, "group": Q.SEARCH_ID,
+            "standardisation": stats, "workers": ranker.workers, "run_id": run_id}
+    HadoopFS(spark).write_text(f"{path}/{FEATURE_SPEC}", json.dumps(spec, indent=1))
+    counts = {f"search_{r['split']}_{'positive' if r[X.LABEL] else 'negative'}": r["count"]
+              for r in examples.groupBy("split", X.LABEL).count().collect()}
+    matched = examples.where(F.col(X.LABEL) == 1).count()
+    return {**counts, "search_searches": n_searches,
+            "search_followups_matched_share": matched / max(followups.count(), 1)}
+
+
 def run(spark: SparkSession, cfg: Config, run_date: str) -> dict:
-    """Build and write the sharded training set for ``run_date``; return its counts."""
+    """Build and write the sharded training sets for ``run_date``; return their counts."""
     with job_run(cfg, JOB, run_date, extra_params={"run_date": run_date}) as tracking:
         path = f"{cfg.table_path(TRAINING_SET)}/run_date={run_date}"
+        search_path = f"{cfg.table_path(SEARCH_TRAINING_SET)}/run_date={run_date}"
         lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date}
         counts, spec = write_training_set(spark, cfg, events_as_of(spark, cfg, run_date), run_date, path,
-                                          tracking.run_id, lineage)
+                                          tracking.run_id, lineage, search_path)
         tracking.log_dict(spec, "feature_spec.json")
         tracking.log_metrics(counts)
         log.info("build_training_set %s (cut-off %s): %s", run_date, spec["cutoff"], counts)

@@ -9,7 +9,8 @@ Run on a cluster::
 The last ``evaluate.holdout_days`` days up to the run date are held out. Popularity, ALS,
 association rules, content similarity and the whole pipeline (every candidate source ranked by a
 ranker trained with Horovod, then the business rules of ``score``; and, as ``pipeline_uncapped``,
-the same ranking without the category cap) are each rebuilt here from the
+the same ranking without the category cap; and the search ranker, when the label window has
+enough followed searches) are each rebuilt here from the
 events before the cut-off (ALS tuned, and the ranker labelled, on windows carved out of those
 events, never the held-out one),
 asked for their top K for every user with history and a cart or purchase in the window, and
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import shutil
 
@@ -39,10 +41,10 @@ from shoprec.evaluation.ranking import ranking_metrics_at
 from shoprec.io.staging import Staging, staging_root
 from shoprec.io.tables import write_snapshot
 from shoprec.jobs.build_profiles import events_as_of
-from shoprec.jobs.build_training_set import als_candidate_count, features_before, write_training_set
+from shoprec.jobs.build_training_set import FEATURE_SPEC, als_candidate_count, features_before, write_training_set
 from shoprec.jobs.common import job_parser, run_main
 from shoprec.jobs.score import rank_candidates, ranked_recommendations
-from shoprec.jobs.search_rerank import fused_order, score_matches
+from shoprec.jobs.search_rerank import fused_order, learned_order, score_matches, score_matches_for_search
 from shoprec.jobs.train_als import tune_on_holdout
 from shoprec.jobs.train_ranker import settings_for, train_on_spark
 from shoprec.models import als as A
@@ -113,16 +115,28 @@ def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame,
     """
     root = f"{cfg.ranker.models_root.rstrip('/')}/backtest/{cutoff}"
     last_day = (dt.date.fromisoformat(cutoff) - dt.timedelta(days=1)).isoformat()
-    training_set = f"{root}/training_set"
+    training_set, search_training_set = f"{root}/training_set", f"{root}/search_training_set"
     counts, spec = write_training_set(spark, cfg, train_events, last_day, training_set, tracking.run_id,
-                                      {"run_id": tracking.run_id, "job": JOB, "purpose": "backtest"})
+                                      {"run_id": tracking.run_id, "job": JOB, "purpose": "backtest"},
+                                      search_training_set)
     tracking.log_metrics({f"pipeline_{k}": v for k, v in counts.items()})
     clock.lap("pipeline_training_set")
-    shutil.rmtree(local_path(f"{root}/ranker"), ignore_errors=True)  # a rerun trains afresh, never from old checkpoints
-    result = train_on_spark(cfg, settings_for(cfg, last_day, None, False, training_set, f"{root}/ranker"))
+    # A rerun trains afresh, never from old checkpoints.
+    for model in ("ranker", "search_ranker"):
+        shutil.rmtree(local_path(f"{root}/{model}"), ignore_errors=True)
+    settings = [settings_for(cfg, last_day, None, False, training_set, f"{root}/ranker")]
+    search_spec_path = local_path(f"{search_training_set}/{FEATURE_SPEC}")
+    if search_spec_path.exists():  # build_training_set wrote search examples: the search ranker too
+        settings.append(settings_for(cfg, last_day, None, False, search_training_set, f"{root}/search_ranker"))
+    result, *searched = train_on_spark(cfg, *settings)
     tracking.log_metrics(defined_metrics({**{f"pipeline_{k}": result[k] for k in ("best_val_auc", "best_val_ndcg",
                                                                                  "best_epoch")},
                                           "pipeline_epochs": len(result["history"])}))
+    search_model = None
+    if searched:
+        tracking.log_metrics(defined_metrics({f"search_ranker_{k}": searched[0][k]
+                                              for k in ("best_val_auc", "best_val_ndcg", "best_epoch")}))
+        search_model = (searched[0]["model_path"], json.loads(search_spec_path.read_text()))
     clock.lap("pipeline_ranker")
 
     inputs = features_before(spark, cfg, train_events, cutoff, scope)
@@ -142,7 +156,7 @@ def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame,
                 S.USER_ID, "rank", S.ITEM_ID, "score"), f"{name}_recommendations")
             for name, cap in (("pipeline", cfg.score.max_per_category), ("pipeline_uncapped", None))}
     clock.lap("pipeline_recommend")
-    return recs, {"inputs": inputs, "model_path": result["model_path"], "spec": spec}
+    return recs, {"inputs": inputs, "model_path": result["model_path"], "spec": spec, "search_model": search_model}
 
 
 def als_candidates(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, staging: Staging,
@@ -154,37 +168,17 @@ def als_candidates(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, 
                         name)
 
 
-def held_out_searches(events: DataFrame, cutoff: str, followup_types: list[str]) -> tuple[DataFrame, DataFrame]:
-    """Searches from ``cutoff`` on and what the searcher then did with items in the same session,
-    up to the session's next search.
-
-    Returns:
-        ``(searches, followups)``: ``search_id (the event id), user_id, query`` and
-        ``search_id, item_id`` (only searches with at least one follow-up).
-    """
-    searches = events.where((F.col(S.EVENT_TYPE) == "search") & (F.col(S.EVENT_TIME) >= F.lit(cutoff).cast("timestamp"))
-                            & (F.size(Q.words(F.col(S.QUERY))) > 0) & F.col(S.SESSION_ID).isNotNull())
-    next_search = Window.partitionBy(S.USER_ID, S.SESSION_ID).orderBy(S.EVENT_TIME, S.EVENT_ID)
-    searches = searches.select(F.col(S.EVENT_ID).alias(Q.SEARCH_ID), S.USER_ID, S.QUERY, S.SESSION_ID,
-                               F.col(S.EVENT_TIME).alias("_at"), F.lead(S.EVENT_TIME).over(next_search).alias("_until"))
-    acted = events.where(F.col(S.EVENT_TYPE).isin(*followup_types) & F.col(S.ITEM_ID).isNotNull()).select(
-        S.USER_ID, S.SESSION_ID, S.ITEM_ID, F.col(S.EVENT_TIME).alias("_t"))
-    followups = (searches.join(acted, [S.USER_ID, S.SESSION_ID])
-                 .where((F.col("_t") > F.col("_at")) & (F.col("_until").isNull() | (F.col("_t") < F.col("_until"))))
-                 .select(Q.SEARCH_ID, S.ITEM_ID).distinct())
-    return searches.join(followups.select(Q.SEARCH_ID).distinct(), Q.SEARCH_ID).select(Q.SEARCH_ID, S.USER_ID, S.QUERY), followups
-
-
 def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, tracking,
                     staging: Staging) -> list[dict]:
-    """search_rerank on the held-out window's searches that were followed by an item event: its
-    order (``search_ranker``: ``search.ranker_weight``) against the text order alone
-    (``search_text``: text score, then popularity) and the fused orders of
-    ``evaluate.search_ranker_weights`` (``search_fused_<weight>``), each averaged over every such
-    search (no match scores zero)."""
+    """search_rerank on the held-out window's searches that were followed by an item event: the
+    backtest's search ranker's order (``search_learned``, when the backtest trained one: what
+    search_rerank serves) and the fused order (``search_ranker``: ``search.ranker_weight``, what
+    it serves without one) against the text order alone (``search_text``: text score, then
+    popularity) and the fused orders of ``evaluate.search_ranker_weights``
+    (``search_fused_<weight>``), each averaged over every such search (no match scores zero)."""
     settings = cfg.evaluate
     with CacheScope() as scope:
-        searches, followups = held_out_searches(events, cutoff, cfg.search.followup_event_types)
+        searches, followups = Q.followed_searches(events, cutoff, cfg.search.followup_event_types)
         searches, followups = scope.cache(searches), scope.cache(followups)
         n_searches = searches.count()
         tracking.log_metrics({"held_out_searches": n_searches})
@@ -202,8 +196,11 @@ def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, t
         depth = max([settings.k, *settings.ks])
         # Scored once: every order below is a fusion of the same scores with the text order.
         scored = scope.cache(score_matches(cfg, inputs, matches, ranker["model_path"], ranker["spec"]))
-        orders = {"search_text": matches.where(F.col("text_rank") <= depth).withColumnRenamed("text_rank", "rank"),
-                  "search_ranker": fused_order(scored, cfg.search.ranker_weight, depth)}
+        orders = {"search_text": matches.where(F.col("text_rank") <= depth).withColumnRenamed("text_rank", "rank")}
+        if ranker["search_model"] is not None:
+            orders["search_learned"] = learned_order(
+                score_matches_for_search(cfg, inputs, matches, *ranker["search_model"]), depth)
+        orders["search_ranker"] = fused_order(scored, cfg.search.ranker_weight, depth)
         orders.update({f"search_fused_{weight:g}": fused_order(scored, weight, depth)
                        for weight in settings.search_ranker_weights})
         rows = []

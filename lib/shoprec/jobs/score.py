@@ -47,12 +47,13 @@ log = logging.getLogger(__name__)
 _MODELS: dict = {}
 
 
-def latest_model(cfg: Config, run_date: str) -> Path:
-    """The newest saved ranker trained for a date on or before ``run_date``."""
-    root = Path(cfg.ranker.models_root) / "ranker"
+def latest_model(cfg: Config, run_date: str, kind: str = "ranker") -> Path:
+    """The newest saved ranker (``kind``: ``ranker`` or ``search_ranker``) trained for a date on
+    or before ``run_date``."""
+    root = Path(cfg.ranker.models_root) / kind
     dates = sorted(p.name for p in root.glob("*") if (p / "model").is_dir() and p.name <= run_date) if root.exists() else []
     if not dates:
-        raise FileNotFoundError(f"no trained ranker under {root} for {run_date} or earlier; run train_ranker first")
+        raise FileNotFoundError(f"no trained {kind} under {root} for {run_date} or earlier; run train_ranker first")
     return root / dates[-1]
 
 
@@ -168,9 +169,9 @@ def inputs_as_of(spark: SparkSession, cfg: Config, run_date: str) -> dict[str, D
             "popular": table("popular_items").where(F.col(SCOPE) == ALL)}
 
 
-def load_spec(cfg: Config, model_root: Path) -> dict:
-    """The feature spec of the training set a saved ranker was trained on."""
-    return json.loads(Path(f"{cfg.table_path('training_set')}/run_date={model_root.name}/_feature_spec.json").read_text())
+def load_spec(cfg: Config, model_root: Path, training_set: str = "training_set") -> dict:
+    """The feature spec of the training set (table ``training_set``) a saved ranker was trained on."""
+    return json.loads(Path(f"{cfg.table_path(training_set)}/run_date={model_root.name}/_feature_spec.json").read_text())
 
 
 def rank_candidates(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, model_dir: str,

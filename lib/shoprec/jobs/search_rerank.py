@@ -12,9 +12,12 @@ The searches are the ``search`` events of the last ``search.days`` days up to th
 or any Parquet table with ``user_id`` and ``query`` columns given with ``--searches``. Each query
 is matched to the catalogue by text (:mod:`shoprec.models.search`: IDF-weighted words of category
 path, brand and title; ``search.min_match``, ``search.max_matches``), then the user's matches are
-scored by the newest ranker trained on or before the run date, with the same features as
-``score`` (a match the user's candidate sources also proposed keeps those sources' scores and
-ranks), and ordered by the fusion of the ranker's order with the text order
+ordered by the newest search ranker trained on or before the run date (train_ranker trains it
+on the searches of its label window and what the searchers then did: :func:`learned_order`), with
+the same features as ``score`` (a match the user's candidate sources also proposed keeps those
+sources' scores and ranks) plus the match's text score and text rank. Without a search ranker
+(``search.learned`` off, or too few followed searches to train one), the matches are scored by the
+newest ranker and ordered by the fusion of its order with the text order
 (``search.ranker_weight``, :func:`fused_order`). Writes ``search_results`` (run_date partition):
 ``user_id, query, rank, item_id, score, text_score`` with the top ``search.top_k`` per search.
 Purchased items stay in search results: someone searching for them may rebuy.
@@ -34,6 +37,7 @@ from shoprec import schemas as S
 from shoprec.config import Config
 from shoprec.io.tables import read_snapshot, write_snapshot
 from shoprec.jobs.build_profiles import events_as_of
+from shoprec.jobs.build_training_set import SEARCH_TRAINING_SET
 from shoprec.jobs.common import job_parser, run_main
 from shoprec.jobs.score import inputs_as_of, latest_model, load_spec, score_with_model
 from shoprec.models import search as Q
@@ -73,6 +77,14 @@ def recent_searches(events: DataFrame, run_date: str, days: int) -> DataFrame:
 RRF_K = 60
 
 
+def searcher_candidates(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame) -> DataFrame:
+    """The candidate sources' proposals for the users who searched (:func:`~shoprec.models.ranker.features.candidates`)."""
+    users = matches.select(S.USER_ID).distinct()
+    return X.candidates(users, X.seed_items(inputs["interactions"], cfg.ranker.seeds_per_user), inputs["als_recs"],
+                        inputs["bought_together"], inputs["similar_items"], inputs["content_similar"],
+                        inputs["popular"], cfg.ranker.candidates)
+
+
 def score_matches(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_dir: str,
                   spec: dict) -> DataFrame:
     """Each match scored by the ranker for the user who searched.
@@ -84,19 +96,45 @@ def score_matches(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame,
     Returns:
         the columns of ``matches`` plus ``score double`` (the ranker's probability).
     """
-    ranker = cfg.ranker
     pairs = matches.select(S.USER_ID, S.ITEM_ID).distinct()
-    users = pairs.select(S.USER_ID).distinct()
-    cands = X.candidates(users, X.seed_items(inputs["interactions"], ranker.seeds_per_user), inputs["als_recs"],
-                         inputs["bought_together"], inputs["similar_items"], inputs["content_similar"],
-                         inputs["popular"], ranker.candidates)
-    features = pairs.join(cands, [S.USER_ID, S.ITEM_ID], "left").withColumn(
+    features = pairs.join(searcher_candidates(cfg, inputs, matches), [S.USER_ID, S.ITEM_ID], "left").withColumn(
         "n_sources", F.coalesce(F.col("n_sources"), F.lit(0)))
     examples = X.standardise(X.assemble(features, inputs["user_profile"], inputs["item_profile"],
                                         inputs["category_affinity"], inputs["brand_affinity"]),
                              {k: tuple(v) for k, v in spec["standardisation"].items()})
     scored = score_with_model(examples, model_dir, list(spec["categorical"])).select(S.USER_ID, S.ITEM_ID, "score")
     return matches.join(scored, [S.USER_ID, S.ITEM_ID])
+
+
+def score_matches_for_search(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_dir: str,
+                             spec: dict) -> DataFrame:
+    """Each match scored by the search ranker (trained on searches and their follow-ups): the
+    ranker's features of the (user, item) plus the match's ``text_score`` and ``text_rank``
+    (:func:`~shoprec.models.ranker.features.search_features`).
+
+    Args:
+        inputs: as for :func:`score_matches`.
+        matches: :func:`~shoprec.models.search.match_items` rows with ``search_id, user_id``.
+        spec: the feature spec of the search ranker's training set.
+
+    Returns:
+        the columns of ``matches`` plus ``score double`` (the search ranker's probability).
+    """
+    features = X.search_features(matches, searcher_candidates(cfg, inputs, matches), inputs["user_profile"],
+                                 inputs["item_profile"], inputs["category_affinity"], inputs["brand_affinity"])
+    examples = X.standardise(features, {k: tuple(v) for k, v in spec["standardisation"].items()})
+    scored = score_with_model(examples, model_dir, list(spec["categorical"])).select(Q.SEARCH_ID, S.ITEM_ID, "score")
+    return matches.join(scored, [Q.SEARCH_ID, S.ITEM_ID])
+
+
+def learned_order(scored: DataFrame, top_k: int) -> DataFrame:
+    """Each search's matches by the search ranker's score (ties: the text order).
+
+    Returns:
+        the columns of ``scored`` plus ``rank int`` (1..``top_k``).
+    """
+    order = Window.partitionBy(Q.SEARCH_ID).orderBy(F.col("score").desc(), F.col("text_rank"))
+    return scored.withColumn("rank", F.row_number().over(order).cast("int")).where(F.col("rank") <= top_k)
 
 
 def fused_order(scored: DataFrame, ranker_weight: float, top_k: int) -> DataFrame:
@@ -122,14 +160,29 @@ def fused_order(scored: DataFrame, ranker_weight: float, top_k: int) -> DataFram
 
 
 def rerank(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_dir: str, spec: dict,
-           top_k: int) -> DataFrame:
-    """Order each search's matches for the user who searched: :func:`score_matches`, then
+           top_k: int, search_model: tuple[str, dict] | None = None) -> DataFrame:
+    """Order each search's matches for the user who searched: with a search ranker
+    (``search_model``: its saved model and feature spec), :func:`score_matches_for_search` then
+    :func:`learned_order`; without one, :func:`score_matches` with the ranker then
     :func:`fused_order` with ``search.ranker_weight``.
 
     Returns:
         the columns of ``matches`` plus ``score double`` and ``rank int`` (1..``top_k``).
     """
+    if search_model is not None:
+        return learned_order(score_matches_for_search(cfg, inputs, matches, *search_model), top_k)
     return fused_order(score_matches(cfg, inputs, matches, model_dir, spec), cfg.search.ranker_weight, top_k)
+
+
+def latest_search_model(cfg: Config, run_date: str) -> Path | None:
+    """The newest search ranker trained on or before ``run_date``; None when there is none or
+    ``search.learned`` is off."""
+    if not cfg.search.learned:
+        return None
+    try:
+        return latest_model(cfg, run_date, "search_ranker")
+    except FileNotFoundError:
+        return None
 
 
 def read_searches(spark: SparkSession, path: str) -> DataFrame:
@@ -146,7 +199,10 @@ def run(spark: SparkSession, cfg: Config, run_date: str, searches_path: str | No
     """Match and rerank the run date's (or the given) searches; write ``search_results``."""
     model_root = latest_model(cfg, run_date)
     spec = load_spec(cfg, model_root)
-    params = {"run_date": run_date, "model": str(model_root), "searches": searches_path or "events_clean"}
+    search_root = latest_search_model(cfg, run_date)
+    search_model = (str(search_root / "model"), load_spec(cfg, search_root, SEARCH_TRAINING_SET)) if search_root else None
+    params = {"run_date": run_date, "model": str(model_root), "searches": searches_path or "events_clean",
+              "search_model": str(search_root) if search_root else "none: the fused order"}
     with job_run(cfg, JOB, run_date, extra_params=params) as tracking, CacheScope() as scope:
         inputs = inputs_as_of(spark, cfg, run_date)
         searches = scope.cache(read_searches(spark, searches_path) if searches_path
@@ -157,8 +213,9 @@ def run(spark: SparkSession, cfg: Config, run_date: str, searches_path: str | No
         # read would match every query against the catalogue's words again.
         matches = scope.cache(Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
                                             cfg.search.max_matches, popularity))
-        results = rerank(cfg, inputs, matches, str(Path(model_root) / "model"), spec, cfg.search.top_k)
-        lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date, "model": str(model_root)}
+        results = rerank(cfg, inputs, matches, str(Path(model_root) / "model"), spec, cfg.search.top_k, search_model)
+        lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date,
+                   "model": str(search_root if search_root else model_root)}
         write_snapshot(results.select(S.USER_ID, S.QUERY, "rank", S.ITEM_ID, "score", Q.TEXT_SCORE),
                        cfg.table_path(SEARCH_RESULTS), run_date, tracking.run_id, lineage)
         written = read_snapshot(spark, cfg.table_path(SEARCH_RESULTS), run_date)

@@ -12,7 +12,10 @@ of ``training_set/run_date=D``; see :mod:`shoprec.models.ranker.train` for the r
 logs each epoch's train/validation loss and AUC to this job's MLflow run and checkpoints to
 ``ranker.models_root/<run_date>/checkpoints``; the job then logs the best model with the
 mlflow.tensorflow flavour, registers it as a new version of ``ranker.registered_model``, and logs
-the learning curves as a plot.
+the learning curves as a plot. When build_training_set wrote the date's search examples
+(``search_training_set``), the search ranker is then trained on them the same way (each search's
+matches one list), saved to ``ranker.models_root/search_ranker/<run_date>``, logged to the same run
+(metrics and artifacts prefixed ``search_``) and registered as ``search.registered_model``.
 
 Failures: a worker that dies makes Horovod abort the others, and ``horovod.spark.run`` raises;
 the job fails with that message rather than hanging. Workers that cannot all start within
@@ -32,9 +35,9 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from shoprec.config import Config
-from shoprec.jobs.build_training_set import FEATURE_SPEC, TRAINING_SET
+from shoprec.jobs.build_training_set import FEATURE_SPEC, SEARCH_TRAINING_SET, TRAINING_SET
 from shoprec.jobs.common import job_parser, run_main
-from shoprec.models.ranker.train import TrainSettings, train
+from shoprec.models.ranker.train import TrainSettings, train_each
 from shoprec.tracking import JobRun, defined_metrics, job_run
 
 JOB = "train_ranker"
@@ -47,12 +50,12 @@ class TrainingFailed(RuntimeError):
 
 
 def settings_for(cfg: Config, run_date: str, run_id: str | None, resume: bool, training_set: str | None = None,
-                 out: str | None = None) -> TrainSettings:
+                 out: str | None = None, metric_prefix: str = "") -> TrainSettings:
     """The training settings of this run, from the ``ranker`` config section."""
     ranker = cfg.ranker
     return TrainSettings(
         training_set=training_set or f"{cfg.table_path(TRAINING_SET)}/run_date={run_date}",
-        out=out or f"{ranker.models_root.rstrip('/')}/ranker/{run_date}",
+        out=out or f"{ranker.models_root.rstrip('/')}/ranker/{run_date}", metric_prefix=metric_prefix,
         epochs=ranker.epochs, batch_size=ranker.batch_size, learning_rate=ranker.learning_rate,
         patience=ranker.patience, loss=ranker.loss, early_stopping=ranker.early_stopping,
         embedding_dim=ranker.embedding_dim, cross_layers=ranker.cross_layers, hidden_units=list(ranker.hidden_units), dropout=ranker.dropout, seed=ranker.seed, resume=resume,
@@ -101,58 +104,93 @@ def ranker_signature(model):
     return ModelSignature(inputs=inputs, outputs=Schema([spec(model.output)]))
 
 
-def log_ranker(result: dict, cfg: Config, tracking: JobRun) -> str | None:
-    """Log the saved model with the TensorFlow flavour and its signature, and register a new
-    version; the version."""
+def log_ranker(result: dict, registered_model: str, tracking: JobRun, name: str = "ranker_model") -> str | None:
+    """Log the saved model as ``name`` with the TensorFlow flavour and its signature, and register
+    a new version of ``registered_model``; the version."""
     if not tracking.tracked:
         return None
     import mlflow
     import tensorflow as tf
 
     model = tf.keras.models.load_model(result["model_path"], compile=False)
-    info = mlflow.tensorflow.log_model(model, name="ranker_model", signature=ranker_signature(model),
-                                       registered_model_name=cfg.ranker.registered_model)
+    info = mlflow.tensorflow.log_model(model, name=name, signature=ranker_signature(model),
+                                       registered_model_name=registered_model)
     return str(info.registered_model_version) if info.registered_model_version is not None else None
 
 
-def train_on_spark(cfg: Config, settings: TrainSettings) -> dict:
-    """Run :func:`~shoprec.models.ranker.train.train` on ``ranker.workers`` Horovod processes in
-    Spark tasks; rank 0's result. Raises :class:`TrainingFailed` when a worker fails or cannot start."""
+def train_on_spark(cfg: Config, *settings: TrainSettings) -> list[dict]:
+    """Run :func:`~shoprec.models.ranker.train.train_each` on ``ranker.workers`` Horovod processes
+    in Spark tasks: each of ``settings`` trained in turn by the same workers (one start-up for
+    all); rank 0's results, in that order. Raises :class:`TrainingFailed` when a worker fails or
+    cannot start."""
     import horovod.spark
 
     try:
-        results = horovod.spark.run(train, args=(settings,), num_proc=cfg.ranker.workers,
+        results = horovod.spark.run(train_each, args=(list(settings),), num_proc=cfg.ranker.workers,
                                     start_timeout=cfg.ranker.start_timeout_seconds, use_gloo=True, verbose=1)
     except Exception as err:
         raise TrainingFailed(
             f"Horovod training with {cfg.ranker.workers} workers failed ({type(err).__name__}: {err}). "
-            f"Checkpoints are in {settings.out}/checkpoints; fix the cause and rerun with --resume.") from err
+            f"Checkpoints are in {' and '.join(f'{s.out}/checkpoints' for s in settings)}; fix the cause and "
+            f"rerun with --resume.") from err
     return next(r for r in results if r is not None)
 
 
+def search_model_root(cfg: Config, run_date: str) -> str:
+    """Where the search ranker trained for ``run_date`` is saved."""
+    return f"{cfg.ranker.models_root.rstrip('/')}/search_ranker/{run_date}"
+
+
+def log_training(tracking: JobRun, cfg: Config, result: dict, settings: TrainSettings, spec_path: Path,
+                 registered_model: str, prefix: str = "") -> None:
+    """A trained model's summary metrics, history, learning curves and feature spec into the job's
+    run (names prefixed with ``prefix``), and the model logged and registered as ``registered_model``."""
+    history = result["history"]
+    tracking.log_metrics(defined_metrics({f"{prefix}{k}": v for k, v in {
+        "best_val_auc": result["best_val_auc"], "best_val_ndcg": result["best_val_ndcg"],
+        "best_epoch": result["best_epoch"], "epochs_run": len(history),
+        "workers": result["ranks"], "examples_per_rank": result["examples_per_rank"]}.items()}))
+    tracking.log_dict({"settings": asdict(settings), "history": history}, f"{prefix}training.json")
+    tracking.log_figure(plot_learning_curves(history), f"{prefix}learning_curves.png")
+    tracking.log_text(spec_path.read_text(), f"{prefix}feature_spec.json")
+    version = log_ranker(result, registered_model, tracking, name=f"{prefix}ranker_model")
+    if version:
+        tracking.set_tags({f"shoprec.registered_{prefix}model": f"{registered_model}/{version}"})
+
+
 def run(spark: SparkSession, cfg: Config, run_date: str, resume: bool = False) -> dict:
-    """Train on ``ranker.workers`` Horovod processes in Spark tasks; log and register the model."""
+    """Train the ranker, and the search ranker when the date has search examples, on
+    ``ranker.workers`` Horovod processes in Spark tasks; log and register the models."""
     training_set = Path(f"{cfg.table_path(TRAINING_SET)}/run_date={run_date}")
     if not (training_set / FEATURE_SPEC).exists():
         raise FileNotFoundError(f"{training_set} has no {FEATURE_SPEC}; run build_training_set for {run_date} first")
+    search_set = Path(f"{cfg.table_path(SEARCH_TRAINING_SET)}/run_date={run_date}")
+    searchable = cfg.search.learned and (search_set / FEATURE_SPEC).exists()
     with job_run(cfg, JOB, run_date, extra_params={"run_date": run_date, "resume": resume}) as tracking:
-        settings = settings_for(cfg, run_date, tracking.run_id if tracking.tracked else None, resume)
-        result = train_on_spark(cfg, settings)
-        history = result["history"]
-        tracking.log_metrics(defined_metrics({
-            "best_val_auc": result["best_val_auc"], "best_val_ndcg": result["best_val_ndcg"],
-            "best_epoch": result["best_epoch"], "epochs_run": len(history),
-            "workers": result["ranks"], "examples_per_rank": result["examples_per_rank"]}))
-        tracking.log_dict({"settings": asdict(settings), "history": history}, "training.json")
-        tracking.log_figure(plot_learning_curves(history), "learning_curves.png")
-        tracking.log_text((training_set / FEATURE_SPEC).read_text(), "feature_spec.json")
-        version = log_ranker(result, cfg, tracking)
-        if version:
-            tracking.set_tags({"shoprec.registered_model": f"{cfg.ranker.registered_model}/{version}"})
+        run_id = tracking.run_id if tracking.tracked else None
+        settings = [settings_for(cfg, run_date, run_id, resume)]
+        if searchable:
+            out = search_model_root(cfg, run_date)
+            # A failure during the ranker's training leaves the search ranker no checkpoint to resume from.
+            settings.append(settings_for(cfg, run_date, run_id, resume and (Path(out) / "checkpoints").is_dir(),
+                                         str(search_set), out, metric_prefix="search_"))
+        else:
+            log.info("train_ranker %s: no search examples at %s; no search ranker", run_date, search_set)
+        results = train_on_spark(cfg, *settings)
+        result = results[0]
+        log_training(tracking, cfg, result, settings[0], training_set / FEATURE_SPEC, cfg.ranker.registered_model)
         log.info("train_ranker %s: epoch %s kept (validation AUC %.4f, nDCG@10 %.4f, early stopping on %s) of %d "
                  "on %d workers", run_date, result["best_epoch"], result["best_val_auc"], result["best_val_ndcg"],
-                 settings.early_stopping, len(history), result["ranks"])
-        return {k: v for k, v in result.items() if k != "settings"}
+                 settings[0].early_stopping, len(result["history"]), result["ranks"])
+        search = None
+        if searchable:
+            search = results[1]
+            log_training(tracking, cfg, search, settings[1], search_set / FEATURE_SPEC, cfg.search.registered_model,
+                         prefix="search_")
+            log.info("train_ranker %s: search ranker epoch %s kept (validation AUC %.4f, nDCG@10 per search %.4f)",
+                     run_date, search["best_epoch"], search["best_val_auc"], search["best_val_ndcg"])
+            search = {k: v for k, v in search.items() if k != "settings"}
+        return {**{k: v for k, v in result.items() if k != "settings"}, "search": search}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_ranker {args.run_date}: " + json.dumps({"best_epoch": result["best_epoch"],
                                                              "best_val_auc": result["best_val_auc"],
                                                              "best_val_ndcg": result["best_val_ndcg"],
-                                                             "epochs": len(result["history"])}))
+                                                             "epochs": len(result["history"]),
+                                                             "search_best_val_ndcg": (result["search"] or {}).get(
+                                                                 "best_val_ndcg")}))
 
     return run_main(JOB, parser, execute, argv)

@@ -85,3 +85,25 @@ def match_items(searches: DataFrame, items: DataFrame, min_match: float, max_mat
     best = (matched.withColumn("_n", F.row_number().over(order)).where(F.col("_n") <= max_matches)
             .select(QUERY_KEY, S.ITEM_ID, TEXT_SCORE, F.col("_n").alias("text_rank")))
     return keyed.join(best, QUERY_KEY).drop(QUERY_KEY)
+
+
+def followed_searches(events: DataFrame, since: str, followup_types: list[str]) -> tuple[DataFrame, DataFrame]:
+    """Searches from ``since`` on and what the searcher then did with items in the same session,
+    up to the session's next search: the searches' relevant items, for labels and for evaluation.
+
+    Returns:
+        ``(searches, followups)``: ``search_id (the event id), user_id, query`` and
+        ``search_id, item_id`` (only searches with at least one follow-up).
+    """
+    searches = events.where((F.col(S.EVENT_TYPE) == "search") & (F.col(S.EVENT_TIME) >= F.lit(since).cast("timestamp"))
+                            & (F.size(words(F.col(S.QUERY))) > 0) & F.col(S.SESSION_ID).isNotNull())
+    next_search = Window.partitionBy(S.USER_ID, S.SESSION_ID).orderBy(S.EVENT_TIME, S.EVENT_ID)
+    searches = searches.select(F.col(S.EVENT_ID).alias(SEARCH_ID), S.USER_ID, S.QUERY, S.SESSION_ID,
+                               F.col(S.EVENT_TIME).alias("_at"), F.lead(S.EVENT_TIME).over(next_search).alias("_until"))
+    acted = events.where(F.col(S.EVENT_TYPE).isin(*followup_types) & F.col(S.ITEM_ID).isNotNull()).select(
+        S.USER_ID, S.SESSION_ID, S.ITEM_ID, F.col(S.EVENT_TIME).alias("_t"))
+    followups = (searches.join(acted, [S.USER_ID, S.SESSION_ID])
+                 .where((F.col("_t") > F.col("_at")) & (F.col("_until").isNull() | (F.col("_t") < F.col("_until"))))
+                 .select(SEARCH_ID, S.ITEM_ID).distinct())
+    followed = searches.join(followups.select(SEARCH_ID).distinct(), SEARCH_ID).select(SEARCH_ID, S.USER_ID, S.QUERY)
+    return followed, followups

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from shoprec import schemas as S
 from shoprec.etl import profiles as P
+from shoprec.models.search import SEARCH_ID, TEXT_SCORE
 
 SOURCES = ("als", "rules", "similar", "content", "popular")
 SEED_ITEM = "seed_item_id"
@@ -23,19 +24,25 @@ ITEM_DENSE = ("views_decayed", "carts_decayed", "purchases_decayed", "view_to_ca
               "distinct_buyers", "price_avg", "ratings_decayed", "rating_avg")
 CROSS_DENSE = ("category_share", "days_since_category", "brand_share", "days_since_brand", "price_ratio", "n_sources")
 SOURCE_DENSE = tuple(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rank"))
+# The search ranker's own features: how well the item's words match the query, and its place in
+# the text order (shoprec.models.search.match_items).
+SEARCH_DENSE = (TEXT_SCORE, "text_rank")
 LOG_SCALED = {"frequency", "monetary", "n_view", "n_cart", "n_purchase", "active_days", "sessions",
               "views_decayed", "carts_decayed", "purchases_decayed", "ratings_decayed", "distinct_buyers", "price_avg",
               "days_since_category", "days_since_brand", "als_rank", "rules_rank", "similar_rank", "content_rank",
-              "popular_rank", "rules_score", "popular_score"}
+              "popular_rank", "rules_score", "popular_score", "text_rank"}
 # Categorical features and their hash-bucket counts (the "vocabulary": xxhash64 mod buckets).
 CATEGORICAL = {"user_bucket": 1 << 16, "item_bucket": 1 << 16, "category_bucket": 1 << 10,
                "brand_bucket": 1 << 12, "segment": 64, "price_band": 16}
 ID_BUCKETS = ("user_bucket", "item_bucket")  # left out of the model with ranker.id_embeddings false
 
 
-def dense_features() -> list[str]:
-    """Every dense feature, in the order the model's ``dense`` input takes them."""
-    return [*(f"user_{c}" for c in USER_DENSE), *(f"item_{c}" for c in ITEM_DENSE), *CROSS_DENSE, *SOURCE_DENSE]
+def dense_features(search: bool = False) -> list[str]:
+    """Every dense feature, in the order the model's ``dense`` input takes them (the search
+    ranker's: the same, then :data:`SEARCH_DENSE`)."""
+    recommender = [*(f"user_{c}" for c in USER_DENSE), *(f"item_{c}" for c in ITEM_DENSE), *CROSS_DENSE,
+                   *SOURCE_DENSE]
+    return [*recommender, *SEARCH_DENSE] if search else recommender
 
 
 def seed_items(interactions: DataFrame, per_user: int) -> DataFrame:
@@ -213,9 +220,33 @@ def assemble(cands: DataFrame, user_profile: DataFrame, item_profile: DataFrame,
     )
 
 
-def standardisation(features: DataFrame) -> dict[str, tuple[float, float]]:
-    """Mean and standard deviation of each dense feature after log scaling, to store beside the model."""
-    columns = dense_features()
+def search_features(matches: DataFrame, cands: DataFrame, user_profile: DataFrame, item_profile: DataFrame,
+                    by_category: DataFrame, by_brand: DataFrame) -> DataFrame:
+    """The features of each search's text matches for the search ranker: :func:`assemble`'s for
+    the (user, item) pair, a match the user's candidate sources also proposed keeping their scores
+    and ranks, plus the match's ``text_score`` and ``text_rank``.
+
+    Args:
+        matches: ``search_id, user_id, item_id, text_score, text_rank`` rows
+            (:func:`shoprec.models.search.match_items`; other columns are dropped).
+        cands: :func:`candidates` rows of the searchers.
+
+    Returns:
+        ``search_id`` and :func:`assemble`'s columns plus ``text_score double, text_rank double``.
+    """
+    S.require_columns(matches, [SEARCH_ID, S.USER_ID, S.ITEM_ID, *SEARCH_DENSE], "search_features")
+    pairs = matches.select(S.USER_ID, S.ITEM_ID).distinct()
+    proposed = pairs.join(cands, [S.USER_ID, S.ITEM_ID], "left").withColumn(
+        "n_sources", F.coalesce(F.col("n_sources"), F.lit(0)))
+    features = assemble(proposed, user_profile, item_profile, by_category, by_brand)
+    text = matches.select(SEARCH_ID, S.USER_ID, S.ITEM_ID, *[F.col(c).cast("double").alias(c) for c in SEARCH_DENSE])
+    return text.join(features, [S.USER_ID, S.ITEM_ID])
+
+
+def standardisation(features: DataFrame, columns: list[str] | None = None) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of each dense feature (``columns``, default
+    :func:`dense_features`) after log scaling, to store beside the model."""
+    columns = columns or dense_features()
     scaled = [_log_scaled(c).alias(c) for c in columns]
     stats = features.select(*scaled).agg(*[F.avg(c).alias(f"{c}__mean") for c in columns],
                                          *[F.stddev_pop(c).alias(f"{c}__std") for c in columns]).first()
@@ -263,10 +294,11 @@ def sampled_negatives(users: DataFrame, items: DataFrame, per_user: int, seed: i
     return drawn.select(S.USER_ID, S.ITEM_ID, *columns, F.lit(0).alias("n_sources"))
 
 
-def with_labels(examples: DataFrame, truth: DataFrame) -> DataFrame:
-    """``examples`` with ``label double``: 1 when the (user, item) is in ``truth``, else 0."""
-    positives = truth.select(S.USER_ID, S.ITEM_ID).distinct().withColumn("_positive", F.lit(1.0))
-    return (examples.join(positives, [S.USER_ID, S.ITEM_ID], "left")
+def with_labels(examples: DataFrame, truth: DataFrame, key: str = S.USER_ID) -> DataFrame:
+    """``examples`` with ``label double``: 1 when the (``key``, item) is in ``truth``, else 0
+    (``key``: the user, or the search for the search ranker's examples)."""
+    positives = truth.select(key, S.ITEM_ID).distinct().withColumn("_positive", F.lit(1.0))
+    return (examples.join(positives, [key, S.ITEM_ID], "left")
             .withColumn(LABEL, F.coalesce(F.col("_positive"), F.lit(0.0))).drop("_positive"))
 
 

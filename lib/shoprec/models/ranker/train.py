@@ -53,6 +53,7 @@ class TrainSettings:
     resume: bool = False
     mlflow_tracking_uri: str | None = None
     mlflow_run_id: str | None = None
+    metric_prefix: str = ""            # before each epoch metric's name in the MLflow run ("search_")
 
 
 LOSSES = ("pointwise", "listwise")
@@ -64,11 +65,14 @@ def local_path(path: str) -> Path:
 
 
 def read_split(training_set: str, split: str, shards: list[int] | None = None):
-    """Features, labels and user groups of one split (and, for training, the given shards).
+    """Features, labels and groups of one split (and, for training, the given shards).
+
+    A group is one ranked list: a user's candidates, or one search's matches when the feature spec
+    names ``group: search_id`` (the search ranker's examples).
 
     Returns:
-        ``(features, labels, groups)``: numpy arrays, rows sorted by user and item; ``groups`` numbers
-        the users ``0, 1, ...`` in that order, so a user's rows are one contiguous run. ``(None,
+        ``(features, labels, groups)``: numpy arrays, rows sorted by group and item; ``groups`` numbers
+        the groups ``0, 1, ...`` in that order, so a group's rows are one contiguous run. ``(None,
         None, None)`` when the split has no rows.
     """
     import numpy as np
@@ -83,14 +87,15 @@ def read_split(training_set: str, split: str, shards: list[int] | None = None):
 
     # Spark writes a shard's rows in an order that depends on task timing; sorted, every run of the
     # same training set sees the same examples in the same order (and trains the same model).
-    table = pa.concat_tables(tables).sort_by([("user_id", "ascending"), ("item_id", "ascending")])
     spec = json.loads((local_path(training_set) / "_feature_spec.json").read_text())
+    group = spec.get("group", "user_id")
+    table = pa.concat_tables(tables).sort_by([(group, "ascending"), ("item_id", "ascending")])
     features = {name: table.column(name).to_numpy().astype("int32") for name in spec["categorical"]}
     features["dense"] = np.stack(table.column("dense").to_numpy(zero_copy_only=False)).astype("float32")
-    # Dictionary codes stand for the user ids: equal ids, equal codes, so the sorted rows' runs are
+    # Dictionary codes stand for the group ids: equal ids, equal codes, so the sorted rows' runs are
     # the same, without a Python object per row.
-    users = table.column("user_id").combine_chunks().dictionary_encode().indices.to_numpy()
-    return features, table.column("label").to_numpy().astype("float32"), segments_of(users)
+    codes = table.column(group).combine_chunks().dictionary_encode().indices.to_numpy()
+    return features, table.column("label").to_numpy().astype("float32"), segments_of(codes)
 
 
 def ndcg_per_user(groups, labels, scores, k: int = 10) -> float:
@@ -324,6 +329,13 @@ def train(settings: TrainSettings) -> dict | None:
             "settings": asdict(settings), "examples_per_rank": n}
 
 
+def train_each(settings: list[TrainSettings]) -> list[dict] | None:
+    """:func:`train` for each of ``settings`` in turn, in the same Horovod processes (one start-up
+    for several models); rank 0 returns their results in that order, others None."""
+    results = [train(one) for one in settings]
+    return results if results and results[0] is not None else None
+
+
 def _log_epoch(settings: TrainSettings, metrics: dict) -> None:
     """Rank 0 reports an epoch's metrics to the job's MLflow run, when there is one."""
     if not (settings.mlflow_tracking_uri and settings.mlflow_run_id):
@@ -333,7 +345,8 @@ def _log_epoch(settings: TrainSettings, metrics: dict) -> None:
     client = MlflowClient(settings.mlflow_tracking_uri)
     for name, value in metrics.items():
         if name != "epoch" and value == value:  # NaN AUCs (a one-class validation set) are not logged
-            client.log_metric(settings.mlflow_run_id, name, float(value), step=int(metrics["epoch"]))
+            client.log_metric(settings.mlflow_run_id, f"{settings.metric_prefix}{name}", float(value),
+                              step=int(metrics["epoch"]))
 
 
 def main(argv: list[str] | None = None) -> int:
