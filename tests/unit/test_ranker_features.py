@@ -110,6 +110,32 @@ def test_both_affinities_from_one_aggregation_equal_each_alone_and_read_the_even
     assert final.count("FileScan parquet") == 2 and "ReusedExchange" in final
 
 
+def candidate_rows(spark, rows, als=None):
+    """Candidates ``(user_id, item_id, n_sources)`` with every source's columns null, except ALS's
+    score and rank when ``als`` gives them."""
+    cands = spark.createDataFrame(rows, "user_id string, item_id string, n_sources int")
+    for source in X.SOURCES:
+        score, rank = als if (als and source == "als") else (None, None)
+        cands = cands.withColumn(f"{source}_score", F.lit(score).cast("double")).withColumn(
+            f"{source}_rank", F.lit(rank).cast("int"))
+    for source in ("rules", "similar", "content"):
+        cands = cands.withColumn(f"{source}_seed", F.lit(None).cast("string"))
+    return cands
+
+
+def profiles_of(spark, user, items):
+    """A user profile for ``user`` and item profiles for ``items`` ``(item_id, category, brand)``,
+    every dense feature 1.0."""
+    users = spark.createDataFrame([(user, 0, 0, 10.0)], "user_id string, segment int, price_band int, "
+                                                        "avg_purchase_price double")
+    for name in X.USER_DENSE:
+        users = users.withColumn(name, F.lit(1.0))
+    item_rows = spark.createDataFrame(items, "item_id string, category string, brand string")
+    for name in X.ITEM_DENSE:
+        item_rows = item_rows.withColumn(name, F.lit(1.0))
+    return users, item_rows
+
+
 def test_assembled_examples_carry_the_users_affinity_to_the_items_category_and_brand(spark):
     import datetime as dt
 
@@ -117,22 +143,8 @@ def test_assembled_examples_carry_the_users_affinity_to_the_items_category_and_b
     events = spark.createDataFrame([
         ("u", "i1", "audio", "acme", dt.datetime(2026, 1, 4)), ("u", "i2", "tv", "zeta", dt.datetime(2026, 1, 3)),
     ], "user_id string, item_id string, category string, brand string, event_time timestamp")
-    cands = spark.createDataFrame([("u", "i3", 1), ("u", "i4", 1)], "user_id string, item_id string, n_sources int")
-    for source in X.SOURCES:
-        cands = cands.withColumn(f"{source}_score", F.lit(None).cast("double")).withColumn(
-            f"{source}_rank", F.lit(None).cast("int"))
-    for source in ("rules", "similar", "content"):
-        cands = cands.withColumn(f"{source}_seed", F.lit(None).cast("string"))
-    users = spark.createDataFrame([("u",)], "user_id string")
-    for name in ("segment", "price_band"):
-        users = users.withColumn(name, F.lit(0))
-    users = users.withColumn("avg_purchase_price", F.lit(10.0))
-    for name in X.USER_DENSE:
-        users = users.withColumn(name, F.lit(1.0))
-    items = spark.createDataFrame([("i3", "audio", "zeta"), ("i4", "kitchen", "acme")],
-                                  "item_id string, category string, brand string")
-    for name in X.ITEM_DENSE:
-        items = items.withColumn(name, F.lit(1.0))
+    cands = candidate_rows(spark, [("u", "i3", 1), ("u", "i4", 1)])
+    users, items = profiles_of(spark, "u", [("i3", "audio", "zeta"), ("i4", "kitchen", "acme")])
     got = {r.item_id: r for r in X.assemble(cands, users, items, X.category_affinity(events, as_of),
                                             X.brand_affinity(events, as_of)).collect()}
     # i3: the user's category (audio) in another brand; i4: the user's brand (acme) in a new category.
@@ -150,20 +162,8 @@ def test_search_features_are_the_pairs_features_plus_each_matchs_text_score_and_
     events = spark.createDataFrame([("u", "i1", "audio", "acme", dt.datetime(2026, 1, 4))],
                                    "user_id string, item_id string, category string, brand string, event_time timestamp")
     # i3 was proposed by ALS (rank 2); i4 by no source.
-    cands = spark.createDataFrame([("u", "i3", 1)], "user_id string, item_id string, n_sources int")
-    for source in X.SOURCES:
-        cands = cands.withColumn(f"{source}_score", F.lit(0.5 if source == "als" else None).cast("double")).withColumn(
-            f"{source}_rank", F.lit(2 if source == "als" else None).cast("int"))
-    for source in ("rules", "similar", "content"):
-        cands = cands.withColumn(f"{source}_seed", F.lit(None).cast("string"))
-    users = spark.createDataFrame([("u", 0, 0, 10.0)], "user_id string, segment int, price_band int, "
-                                                       "avg_purchase_price double")
-    for name in X.USER_DENSE:
-        users = users.withColumn(name, F.lit(1.0))
-    items = spark.createDataFrame([("i3", "audio", "zeta"), ("i4", "kitchen", "acme")],
-                                  "item_id string, category string, brand string")
-    for name in X.ITEM_DENSE:
-        items = items.withColumn(name, F.lit(1.0))
+    cands = candidate_rows(spark, [("u", "i3", 1)], als=(0.5, 2))
+    users, items = profiles_of(spark, "u", [("i3", "audio", "zeta"), ("i4", "kitchen", "acme")])
     # Two searches of the user; i3 matches both, at different places.
     matches = spark.createDataFrame([("s1", "u", "i3", 1.0, 1), ("s1", "u", "i4", 0.5, 2), ("s2", "u", "i3", 0.4, 3)],
                                     "search_id string, user_id string, item_id string, text_score double, text_rank int")

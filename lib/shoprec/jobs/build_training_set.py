@@ -231,8 +231,9 @@ def write_search_examples(spark: SparkSession, cfg: Config, inputs: dict[str, Da
     """The search ranker's examples (:func:`search_examples_for`) written under ``path`` as the
     ranker's are (shards by user, a validation split of whole users) with their feature spec,
     whose ``group`` is ``search_id``: training and its validation nDCG take each search's matches
-    as one list. With fewer than ``search.min_searches`` followed searches nothing is written and
-    an earlier set at ``path`` is removed (search_rerank then keeps the fused order).
+    as one list. With fewer than ``search.min_searches`` followed searches, or no followed-up
+    match to learn from, nothing is written and an earlier set at ``path`` is removed
+    (search_rerank then keeps the fused order).
 
     Returns:
         ``search_searches`` and, when written, ``search_<split>_<positive|negative>`` and
@@ -247,6 +248,13 @@ def write_search_examples(spark: SparkSession, cfg: Config, inputs: dict[str, Da
         return {"search_searches": n_searches}
     examples = staging.keep(X.assign_shards(search_examples_for(cfg, inputs, searches, followups), ranker.workers,
                                             ranker.validation_percent, ranker.seed), "search_examples")
+    counts = {f"search_{r['split']}_{'positive' if r[X.LABEL] else 'negative'}": r["count"]
+              for r in examples.groupBy("split", X.LABEL).count().collect()}
+    counts["search_searches"] = n_searches
+    if not counts.get("search_train_positive"):
+        HadoopFS(spark).delete(path)
+        log.info("search examples: no match of a training search was followed up; none written")
+        return counts
     dense = X.dense_features(search=True)
     stats = X.standardisation(examples.where(F.col("split") == "train"), dense)
     columns = [S.USER_ID, Q.SEARCH_ID, S.ITEM_ID, *X.CATEGORICAL, "dense", X.LABEL, "split", "shard"]
@@ -258,11 +266,8 @@ def write_search_examples(spark: SparkSession, cfg: Config, inputs: dict[str, Da
     spec = {**spec_fields, "cutoff": cutoff, "categorical": categorical, "dense": dense, "group": Q.SEARCH_ID,
             "standardisation": stats, "workers": ranker.workers, "run_id": run_id}
     HadoopFS(spark).write_text(f"{path}/{FEATURE_SPEC}", json.dumps(spec, indent=1))
-    counts = {f"search_{r['split']}_{'positive' if r[X.LABEL] else 'negative'}": r["count"]
-              for r in examples.groupBy("split", X.LABEL).count().collect()}
-    matched = examples.where(F.col(X.LABEL) == 1).count()
-    return {**counts, "search_searches": n_searches,
-            "search_followups_matched_share": matched / max(followups.count(), 1)}
+    matched = counts.get("search_train_positive", 0) + counts.get("search_validation_positive", 0)
+    return {**counts, "search_followups_matched_share": matched / max(followups.count(), 1)}
 
 
 def run(spark: SparkSession, cfg: Config, run_date: str) -> dict:
