@@ -141,8 +141,8 @@ def search_model_root(cfg: Config, run_date: str) -> str:
     return f"{cfg.ranker.models_root.rstrip('/')}/search_ranker/{run_date}"
 
 
-def log_training(tracking: JobRun, cfg: Config, result: dict, settings: TrainSettings, spec_path: Path,
-                 registered_model: str, prefix: str = "") -> None:
+def log_training(tracking: JobRun, result: dict, settings: TrainSettings, spec_path: Path, registered_model: str,
+                 prefix: str = "") -> None:
     """A trained model's summary metrics, history, learning curves and feature spec into the job's
     run (names prefixed with ``prefix``), and the model logged and registered as ``registered_model``."""
     history = result["history"]
@@ -178,14 +178,14 @@ def run(spark: SparkSession, cfg: Config, run_date: str, resume: bool = False) -
             log.info("train_ranker %s: no search examples at %s; no search ranker", run_date, search_set)
         results = train_on_spark(cfg, *settings)
         result = results[0]
-        log_training(tracking, cfg, result, settings[0], training_set / FEATURE_SPEC, cfg.ranker.registered_model)
+        log_training(tracking, result, settings[0], training_set / FEATURE_SPEC, cfg.ranker.registered_model)
         log.info("train_ranker %s: epoch %s kept (validation AUC %.4f, nDCG@10 %.4f, early stopping on %s) of %d "
                  "on %d workers", run_date, result["best_epoch"], result["best_val_auc"], result["best_val_ndcg"],
                  settings[0].early_stopping, len(result["history"]), result["ranks"])
         search = None
         if searchable:
             search = results[1]
-            log_training(tracking, cfg, search, settings[1], search_set / FEATURE_SPEC, cfg.search.registered_model,
+            log_training(tracking, search, settings[1], search_set / FEATURE_SPEC, cfg.search.registered_model,
                          prefix="search_")
             log.info("train_ranker %s: search ranker epoch %s kept (validation AUC %.4f, nDCG@10 per search %.4f)",
                      run_date, search["best_epoch"], search["best_val_auc"], search["best_val_ndcg"])
