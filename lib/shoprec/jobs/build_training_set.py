@@ -118,9 +118,7 @@ def examples_for(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, tr
     ranker = cfg.ranker
     excluded = exclusions(inputs["interactions"], cfg.als.exclude)
     als_recs = inputs["als"].recommend(users, excluded, als_candidate_count(cfg))
-    seeds = X.seed_items(inputs["interactions"], ranker.seeds_per_user)
-    cands = X.candidates(users, seeds, als_recs, inputs["bought_together"], inputs["similar_items"],
-                         inputs["content_similar"], inputs["popular"], ranker.candidates)
+    cands = X.candidates_from(users, inputs, als_recs, ranker.seeds_per_user, ranker.candidates)
     negatives = X.sampled_negatives(users, inputs["item_profile"].select(S.ITEM_ID), ranker.negatives_per_user,
                                     ranker.seed)
     if negatives is not None:
@@ -214,9 +212,7 @@ def search_examples_for(cfg: Config, inputs: dict[str, DataFrame], searches: Dat
     searchers = searches.select(S.USER_ID).distinct()
     excluded = exclusions(inputs["interactions"], cfg.als.exclude)
     als_recs = inputs["als"].recommend(searchers, excluded, als_candidate_count(cfg))
-    cands = X.candidates(searchers, X.seed_items(inputs["interactions"], ranker.seeds_per_user), als_recs,
-                         inputs["bought_together"], inputs["similar_items"], inputs["content_similar"],
-                         inputs["popular"], ranker.candidates)
+    cands = X.candidates_from(searchers, inputs, als_recs, ranker.seeds_per_user, ranker.candidates)
     items = inputs["item_profile"]
     popularity = items.select(S.ITEM_ID, popularity_score(cfg.profiles.interaction_weights).alias("score"))
     matches = Q.match_items(searches, Q.item_words(items), cfg.search.min_match, cfg.search.max_matches, popularity)

@@ -194,9 +194,7 @@ def rank_candidates(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame,
     """
     ranker = cfg.ranker
     users = users.select(S.USER_ID).distinct()
-    cands = X.candidates(users, X.seed_items(inputs["interactions"], ranker.seeds_per_user), inputs["als_recs"],
-                         inputs["bought_together"], inputs["similar_items"], inputs["content_similar"],
-                         inputs["popular"], ranker.candidates)
+    cands = X.candidates_from(users, inputs, inputs["als_recs"], ranker.seeds_per_user, ranker.candidates)
     examples = X.standardise(X.assemble(cands, inputs["user_profile"], inputs["item_profile"],
                                         inputs["category_affinity"], inputs["brand_affinity"]),
                              {k: tuple(v) for k, v in spec["standardisation"].items()})

@@ -80,9 +80,7 @@ RRF_K = 60
 def searcher_candidates(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame) -> DataFrame:
     """The candidate sources' proposals for the users who searched (:func:`~shoprec.models.ranker.features.candidates`)."""
     users = matches.select(S.USER_ID).distinct()
-    return X.candidates(users, X.seed_items(inputs["interactions"], cfg.ranker.seeds_per_user), inputs["als_recs"],
-                        inputs["bought_together"], inputs["similar_items"], inputs["content_similar"],
-                        inputs["popular"], cfg.ranker.candidates)
+    return X.candidates_from(users, inputs, inputs["als_recs"], cfg.ranker.seeds_per_user, cfg.ranker.candidates)
 
 
 def score_matches(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_dir: str,

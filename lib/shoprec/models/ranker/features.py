@@ -126,6 +126,14 @@ def candidates(users: DataFrame, seeds: DataFrame, als_recs: DataFrame, bought_t
     return merged
 
 
+def candidates_from(users: DataFrame, inputs: dict[str, DataFrame], als_recs: DataFrame, seeds_per_user: int,
+                    limits: dict[str, int]) -> DataFrame:
+    """:func:`candidates` for ``users`` from a job's inputs (``interactions`` for the seeds,
+    ``bought_together``, ``similar_items``, ``content_similar``, ``popular``) and ``als_recs``."""
+    return candidates(users, seed_items(inputs["interactions"], seeds_per_user), als_recs, inputs["bought_together"],
+                      inputs["similar_items"], inputs["content_similar"], inputs["popular"], limits)
+
+
 def _value_counts(events: DataFrame, by: list[str]) -> DataFrame:
     """Per user and combination of the ``by`` values: the item events and the last one's time
     (events with an item and at least one of the values)."""
