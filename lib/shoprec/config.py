@@ -281,7 +281,8 @@ class SearchConfig:
     ranker_weight: float = 0.25     # the ranker's share in the fused order (0: text order, 1: ranker's)
     followup_event_types: list[str] = field(default_factory=lambda: ["view", "cart", "purchase"])
     # The search ranker, trained on the searches of the ranker's label window and their follow-ups:
-    # search_rerank orders by it when one is trained, else by the fused order.
+    # search_rerank orders by it where it beat the text order on its validation searches, by the
+    # text order where it did not, and by the fused order when none is trained.
     learned: bool = True
     min_searches: int = 50          # fewer followed searches in the label window: no search ranker
     registered_model: str = "shoprec-search-ranker"

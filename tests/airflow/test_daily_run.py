@@ -94,6 +94,10 @@ def test_evaluate_compares_every_recommender(spark, daily_dag_run):
     assert 0.0 <= metrics["pipeline_best_val_ndcg"] <= 1.0
     assert 1 <= metrics["pipeline_best_epoch"] <= metrics["pipeline_epochs"]
     assert 0.0 <= metrics["search_ranker_best_val_ndcg"] <= 1.0
+    # Whether search_rerank would serve it: only if it beat the text order on its validation searches.
+    assert 0.0 <= metrics["search_ranker_reference_val_ndcg"] <= 1.0
+    assert metrics["search_ranker_served"] == int(
+        metrics["search_ranker_best_val_ndcg"] > metrics["search_ranker_reference_val_ndcg"])
     search_spec = json.loads((Path(cfg.ranker.models_root) / "backtest" / "2026-05-05" / "search_training_set"
                               / "_feature_spec.json").read_text())
     assert search_spec["cutoff"] == "2026-05-03" and search_spec["group"] == "search_id"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -202,6 +203,28 @@ def test_train_ranker_with_horovod_on_spark(spark, cfg, trained):
     assert scores.shape == labels.shape and features["dense"].shape[1] == len(search_features())
     assert search["model_path"] == str(Path(cfg.ranker.models_root) / "search_ranker" / RUN_DATE / "model")
 
+    # Its validation nDCG@10 was compared with the text order's on the same searches: here each
+    # validation search's matches by ascending text rank, scored in plain Python.
+    verdict = json.loads((Path(cfg.ranker.models_root) / "search_ranker" / RUN_DATE / "validation.json").read_text())
+    spec = json.loads((Path(cfg.table_path("search_training_set")) / f"run_date={RUN_DATE}" / "_feature_spec.json")
+                      .read_text())
+    assert spec["reference_order"] == "text_rank"
+    text_rank = features["dense"][:, spec["dense"].index("text_rank")]
+    per_search: dict[int, list] = {}
+    for group, label, rank in zip(groups, labels, text_rank):
+        per_search.setdefault(int(group), []).append((float(rank), float(label)))
+    text_ndcgs = []
+    for matches in per_search.values():
+        gains = [label for _, label in sorted(matches, key=lambda m: m[0])]
+        if sum(gains):
+            ideal = sum(1 / math.log2(i + 2) for i in range(min(int(sum(gains)), 10)))
+            text_ndcgs.append(sum(g / math.log2(i + 2) for i, g in enumerate(gains[:10])) / ideal)
+    assert text_ndcgs and verdict["reference_val_ndcg"] == pytest.approx(sum(text_ndcgs) / len(text_ndcgs), rel=1e-6)
+    assert verdict["best_val_ndcg"] == pytest.approx(search["best_val_ndcg"])
+    assert verdict["served"] == (search["best_val_ndcg"] > verdict["reference_val_ndcg"]) == search["served"]
+    assert run.data.metrics["search_reference_val_ndcg"] == pytest.approx(verdict["reference_val_ndcg"])
+    assert run.data.metrics["search_served"] == int(verdict["served"])
+
 
 @pytest.mark.slow
 def test_score_applies_the_business_rules(spark, cfg, trained):
@@ -279,12 +302,18 @@ def test_search_rerank_orders_text_matches_with_the_search_ranker_or_the_ranker(
     # ranks can be checked against the scores; fused_order's unit test covers the weights between.
     ranker_order = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, ranker_weight=1.0, learned=False))
     search_rerank.run(spark, ranker_order, RUN_DATE)
-    assert search_model_of_the_last_run() == "none: the fused order"
+    assert search_model_of_the_last_run() == "none: search.learned is off; the fused order"
     assert ranks_follow_the_scores(read_snapshot(spark, cfg.table_path("search_results"), RUN_DATE))
 
-    # With the search ranker train_ranker trained for the date: its order.
+    # With the search ranker train_ranker trained for the date: its order where it beat the text
+    # order on its validation searches, else the text order.
+    search_root = Path(cfg.ranker.models_root) / "search_ranker" / RUN_DATE
+    served = json.loads((search_root / "validation.json").read_text())["served"]
     counts = search_rerank.run(spark, cfg, RUN_DATE)
-    assert search_model_of_the_last_run() == str(Path(cfg.ranker.models_root) / "search_ranker" / RUN_DATE)
+    if served:
+        assert search_model_of_the_last_run() == str(search_root)
+    else:
+        assert search_model_of_the_last_run().startswith(f"none: {search_root} scored below the text order")
     results = read_snapshot(spark, cfg.table_path("search_results"), RUN_DATE)
     first_day = (dt.date.fromisoformat(RUN_DATE) - dt.timedelta(days=cfg.search.days - 1)).isoformat()
     recent = events_as_of(spark, cfg, RUN_DATE).where(
@@ -299,8 +328,10 @@ def test_search_rerank_orders_text_matches_with_the_search_ranker_or_the_ranker(
                          .replace("_", " ").lower().split())
         assert set(r.query.lower().split()) <= item_words, (r.query, item_words)
         assert r.text_score == pytest.approx(1.0) and 0.0 <= r.score <= 1.0 and 1 <= r.rank <= cfg.search.top_k
-    # Within a search, ranks follow the search ranker's score.
-    assert ranks_follow_the_scores(results)
+    # Within a search, ranks follow the search ranker's score (the text order, served otherwise, is
+    # fused_order at weight 0: its unit test).
+    if served:
+        assert ranks_follow_the_scores(results)
 
     # A given table of searches; a query nothing matches is counted, not lost.
     user = rows[0].user_id

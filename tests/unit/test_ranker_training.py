@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shoprec.models.ranker.train import listwise_loss, ndcg_per_user, read_split, segments_of, user_batches_order
+from shoprec.models.ranker.train import (listwise_loss, ndcg_per_user, read_split, reference_ndcg, segments_of,
+                                         user_batches_order)
 
 tf = pytest.importorskip("tensorflow")
 
@@ -32,6 +33,21 @@ def test_ndcg_per_user_ideal_list_caps_at_k():
     dcg = 1 / math.log2(3) + 1 / math.log2(4)
     assert ndcg_per_user(groups, labels, scores, k=3) == pytest.approx(dcg / (1 + 1 / math.log2(3) + 1 / math.log2(4)))
     assert ndcg_per_user(groups, labels, scores, k=2) == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+
+
+def test_reference_ndcg_scores_the_spec_reference_feature_ascending():
+    # Two searches; the dense columns are (text_score, text_rank), text_rank standardised (so it
+    # is negative for the best matches): ascending it is the text order.
+    spec = {"dense": ["text_score", "text_rank"], "reference_order": "text_rank"}
+    groups = np.array([0, 0, 0, 1, 1])
+    dense = np.array([[0.0, 0.5], [0.0, -1.0], [0.0, 0.1], [0.0, 2.0], [0.0, -0.3]], dtype="float32")
+    labels = np.array([1, 0, 0, 1, 0], dtype="float32")
+    # Search 0: text order rows 1, 2, 0, its positive third; search 1: rows 4, 3, its positive second.
+    expected = (1 / math.log2(4) + 1 / math.log2(3)) / 2
+    assert reference_ndcg(spec, {"dense": dense}, labels, groups) == pytest.approx(expected)
+    # A spec without a reference order, or no validation rows: nothing to compare with.
+    assert math.isnan(reference_ndcg({"dense": spec["dense"]}, {"dense": dense}, labels, groups))
+    assert math.isnan(reference_ndcg(spec, None, None, None))
 
 
 def test_user_batches_order_is_a_permutation_that_keeps_users_together():

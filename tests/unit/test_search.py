@@ -1,4 +1,7 @@
-"""Text matching of queries to catalogue items (the first stage of search_rerank)."""
+"""Text matching of queries to catalogue items (the first stage of search_rerank), search_rerank's
+orders, and which search ranker it serves."""
+
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -136,3 +139,49 @@ def test_followed_searches_take_the_items_acted_on_after_the_search_until_the_ne
     assert sorted((r.search_id, r.user_id, r.query) for r in searches.collect()) == [
         ("e1", "u", "sony headphones"), ("e4", "u", "bose")]
     assert sorted((r.search_id, r.item_id) for r in followups.collect()) == [("e1", "1"), ("e1", "2"), ("e4", "3")]
+
+
+def test_the_newest_search_ranker_serves_only_where_it_beat_the_text_order(make_config, tmp_path):
+    import json as json_
+
+    from shoprec.jobs.search_rerank import SearchOrder, search_order
+    from shoprec.jobs.train_ranker import SEARCH_VALIDATION, search_verdict
+
+    cfg = make_config(RANKER__MODELS_ROOT=str(tmp_path / "models"), SEARCH__RANKER_WEIGHT="0.25")
+    assert search_order(cfg, "2026-01-10") == SearchOrder(None, 0.25, "none: no search ranker trained; the fused order")
+
+    def trained(date: str, model_ndcg: float, text_ndcg: float | None) -> Path:
+        root = tmp_path / "models" / "search_ranker" / date
+        (root / "model").mkdir(parents=True)
+        if text_ndcg is not None:
+            verdict = search_verdict({"best_val_ndcg": model_ndcg, "reference_val_ndcg": text_ndcg})
+            (root / SEARCH_VALIDATION).write_text(json_.dumps(verdict))
+        return root
+
+    winner = trained("2026-01-05", 0.41, 0.39)
+    assert search_order(cfg, "2026-01-06") == SearchOrder(winner, 0.25, str(winner))
+    # A newer model that lost to the text order: the text order serves (the fused order at
+    # weight 0), and the older winner is not brought back.
+    loser = trained("2026-01-07", 0.37, 0.39)
+    order = search_order(cfg, "2026-01-08")
+    assert (order.model, order.ranker_weight) == (None, 0.0)
+    assert order.why.startswith(f"none: {loser} scored below the text order") and "0.3700 against 0.3900" in order.why
+    # Before the loser was trained, the winner is the newest.
+    assert search_order(cfg, "2026-01-06").model == winner
+    # A model saved without a verdict is served as before.
+    unjudged = trained("2026-01-09", 0.1, None)
+    assert search_order(cfg, "2026-01-09").model == unjudged
+    off = make_config(RANKER__MODELS_ROOT=str(tmp_path / "models"), SEARCH__RANKER_WEIGHT="0.25",
+                      SEARCH__LEARNED="false")
+    assert search_order(off, "2026-01-09") == SearchOrder(None, 0.25, "none: search.learned is off; the fused order")
+
+
+def test_a_search_ranker_that_cannot_be_compared_is_served():
+    from shoprec.jobs.train_ranker import search_verdict
+
+    nan = float("nan")
+    assert search_verdict({"best_val_ndcg": 0.4, "reference_val_ndcg": 0.39})["served"]
+    assert not search_verdict({"best_val_ndcg": 0.39, "reference_val_ndcg": 0.39})["served"]  # a tie: the text order
+    assert not search_verdict({"best_val_ndcg": nan, "reference_val_ndcg": 0.39})["served"]
+    assert search_verdict({"best_val_ndcg": 0.1, "reference_val_ndcg": nan})["served"]
+    assert search_verdict({"best_val_ndcg": 0.1})["served"]

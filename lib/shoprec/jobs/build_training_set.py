@@ -25,7 +25,9 @@ searcher followed with an item event in its session (``search.followup_event_typ
 session's next search), its text matches against the catalogue before the window (as
 search_rerank finds them), with the same features plus ``text_score`` and ``text_rank``, labelled
 1 for the items acted on. Written the same way to ``search_training_set/run_date=D`` (spec
-``group: search_id``), unless the window holds fewer than ``search.min_searches`` such searches.
+``group: search_id``, and ``reference_order: text_rank``: the order without a model, which
+training scores on the validation searches too), unless the window holds fewer than
+``search.min_searches`` such searches.
 """
 
 from __future__ import annotations
@@ -259,8 +261,10 @@ def write_search_examples(spark: SparkSession, cfg: Config, inputs: dict[str, Da
                      {"split": ["train", "validation"]}, run_id, lineage)
     categorical = {name: buckets for name, buckets in X.CATEGORICAL.items()
                    if ranker.id_embeddings or name not in X.ID_BUCKETS}
+    # reference_order: the order without a model (ascending text rank), which training measures on
+    # the validation searches beside the model's, so that the model is served only where it wins.
     spec = {**spec_fields, "cutoff": cutoff, "categorical": categorical, "dense": dense, "group": Q.SEARCH_ID,
-            "standardisation": stats, "workers": ranker.workers, "run_id": run_id}
+            "reference_order": Q.TEXT_RANK, "standardisation": stats, "workers": ranker.workers, "run_id": run_id}
     HadoopFS(spark).write_text(f"{path}/{FEATURE_SPEC}", json.dumps(spec, indent=1))
     matched = counts.get("search_train_positive", 0) + counts.get("search_validation_positive", 0)
     return {**counts, "search_followups_matched_share": matched / max(followups.count(), 1)}

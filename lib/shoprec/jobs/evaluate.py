@@ -46,7 +46,7 @@ from shoprec.jobs.common import job_parser, run_main
 from shoprec.jobs.score import rank_candidates, ranked_recommendations
 from shoprec.jobs.search_rerank import fused_order, learned_order, score_matches, score_matches_for_search
 from shoprec.jobs.train_als import tune_on_holdout
-from shoprec.jobs.train_ranker import settings_for, train_on_spark
+from shoprec.jobs.train_ranker import search_verdict, settings_for, train_on_spark
 from shoprec.models import als as A
 from shoprec.models import rules as R
 from shoprec.models import search as Q
@@ -134,8 +134,12 @@ def backtest_pipeline(spark: SparkSession, cfg: Config, train_events: DataFrame,
                                           "pipeline_epochs": len(result["history"])}))
     search_model = None
     if searched:
-        tracking.log_metrics(defined_metrics({f"search_ranker_{k}": searched[0][k]
-                                              for k in ("best_val_auc", "best_val_ndcg", "best_epoch")}))
+        tracking.log_metrics(defined_metrics({
+            **{f"search_ranker_{k}": searched[0][k]
+               for k in ("best_val_auc", "best_val_ndcg", "reference_val_ndcg", "best_epoch")},
+            # search_rerank's choice: the learned order (search_learned) only where it beat the text
+            # order on the validation searches; the text order (search_text) otherwise.
+            "search_ranker_served": int(search_verdict(searched[0])["served"])}))
         search_model = (searched[0]["model_path"], json.loads(search_spec_path.read_text()))
     clock.lap("pipeline_ranker")
 
@@ -172,10 +176,12 @@ def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, t
                     staging: Staging) -> list[dict]:
     """search_rerank on the held-out window's searches that were followed by an item event: the
     backtest's search ranker's order (``search_learned``, when the backtest trained one: what
-    search_rerank serves) and the fused order (``search_ranker``: ``search.ranker_weight``, what
-    it serves without one) against the text order alone (``search_text``: text score, then
-    popularity) and the fused orders of ``evaluate.search_ranker_weights``
-    (``search_fused_<weight>``), each averaged over every such search (no match scores zero)."""
+    search_rerank serves when that model beat the text order on its validation searches, metric
+    ``search_ranker_served``; the text order otherwise) and the fused order (``search_ranker``:
+    ``search.ranker_weight``, what it serves without a search ranker) against the text order alone
+    (``search_text``: text score, then popularity) and the fused orders of
+    ``evaluate.search_ranker_weights`` (``search_fused_<weight>``), each averaged over every such
+    search (no match scores zero)."""
     settings = cfg.evaluate
     with CacheScope() as scope:
         searches, followups = Q.followed_searches(events, cutoff, cfg.search.followup_event_types)
@@ -196,7 +202,7 @@ def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, t
         depth = max([settings.k, *settings.ks])
         # Scored once: every order below is a fusion of the same scores with the text order.
         scored = scope.cache(score_matches(cfg, inputs, matches, ranker["model_path"], ranker["spec"]))
-        orders = {"search_text": matches.where(F.col("text_rank") <= depth).withColumnRenamed("text_rank", "rank")}
+        orders = {"search_text": matches.where(F.col(Q.TEXT_RANK) <= depth).withColumnRenamed(Q.TEXT_RANK, "rank")}
         if ranker["search_model"] is not None:
             orders["search_learned"] = learned_order(
                 score_matches_for_search(cfg, inputs, matches, *ranker["search_model"]), depth)

@@ -15,10 +15,12 @@ path, brand and title; ``search.min_match``, ``search.max_matches``), then the u
 ordered by the newest search ranker trained on or before the run date (train_ranker trains it
 on the searches of its label window and what the searchers then did: :func:`learned_order`), with
 the same features as ``score`` (a match the user's candidate sources also proposed keeps those
-sources' scores and ranks) plus the match's text score and text rank. Without a search ranker
-(``search.learned`` off, or too few followed searches to train one), the matches are scored by the
-newest ranker and ordered by the fusion of its order with the text order
-(``search.ranker_weight``, :func:`fused_order`). Writes ``search_results`` (run_date partition):
+sources' scores and ranks) plus the match's text score and text rank, when that search ranker
+beat the text order on its validation searches; when it did not, the text order serves. Without a
+search ranker (``search.learned`` off, or too few followed searches to train one), the matches are
+scored by the newest ranker and ordered by the fusion of its order with the text order
+(``search.ranker_weight``: 0 is the text order; :func:`fused_order`). The MLflow param
+``args.search_model`` says which order served, and why. Writes ``search_results`` (run_date partition):
 ``user_id, query, rank, item_id, score, text_score`` with the top ``search.top_k`` per search.
 Purchased items stay in search results: someone searching for them may rebuy.
 """
@@ -27,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -40,6 +44,7 @@ from shoprec.jobs.build_profiles import events_as_of
 from shoprec.jobs.build_training_set import SEARCH_TRAINING_SET
 from shoprec.jobs.common import job_parser, run_main
 from shoprec.jobs.score import inputs_as_of, latest_model, load_spec, score_with_model
+from shoprec.jobs.train_ranker import SEARCH_VALIDATION
 from shoprec.models import search as Q
 from shoprec.models.popularity import popularity_score
 from shoprec.models.ranker import features as X
@@ -131,7 +136,7 @@ def learned_order(scored: DataFrame, top_k: int) -> DataFrame:
     Returns:
         the columns of ``scored`` plus ``rank int`` (1..``top_k``).
     """
-    order = Window.partitionBy(Q.SEARCH_ID).orderBy(F.col("score").desc(), F.col("text_rank"))
+    order = Window.partitionBy(Q.SEARCH_ID).orderBy(F.col("score").desc(), F.col(Q.TEXT_RANK))
     return scored.withColumn("rank", F.row_number().over(order).cast("int")).where(F.col("rank") <= top_k)
 
 
@@ -148,39 +153,61 @@ def fused_order(scored: DataFrame, ranker_weight: float, top_k: int) -> DataFram
     if not 0.0 <= ranker_weight <= 1.0:
         raise ValueError(f"search.ranker_weight must be within [0, 1], got {ranker_weight}")
     by_ranker = Window.partitionBy(Q.SEARCH_ID).orderBy(F.col("score").desc(), F.col(Q.TEXT_SCORE).desc(),
-                                                        F.col("text_rank"))
+                                                        F.col(Q.TEXT_RANK))
     fused = (F.lit(ranker_weight) / (RRF_K + F.col("_ranker_rank"))
-             + F.lit(1.0 - ranker_weight) / (RRF_K + F.col("text_rank")))
-    order = Window.partitionBy(Q.SEARCH_ID).orderBy(F.col("_fused").desc(), F.col("text_rank"))
+             + F.lit(1.0 - ranker_weight) / (RRF_K + F.col(Q.TEXT_RANK)))
+    order = Window.partitionBy(Q.SEARCH_ID).orderBy(F.col("_fused").desc(), F.col(Q.TEXT_RANK))
     return (scored.withColumn("_ranker_rank", F.row_number().over(by_ranker)).withColumn("_fused", fused)
             .withColumn("rank", F.row_number().over(order).cast("int")).where(F.col("rank") <= top_k)
             .drop("_ranker_rank", "_fused"))
 
 
+@dataclass(frozen=True)
+class SearchOrder:
+    """How search_rerank orders a day's matches: by a search ranker (``model``, its directory),
+    else by :func:`fused_order` at ``ranker_weight`` (0.0: the text order); ``why`` is logged as
+    the MLflow param ``args.search_model``."""
+
+    model: Path | None
+    ranker_weight: float
+    why: str
+
+
 def rerank(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_dir: str, spec: dict,
-           top_k: int, search_model: tuple[str, dict] | None = None) -> DataFrame:
+           top_k: int, search_model: tuple[str, dict] | None, ranker_weight: float) -> DataFrame:
     """Order each search's matches for the user who searched: with a search ranker
     (``search_model``: its saved model and feature spec), :func:`score_matches_for_search` then
     :func:`learned_order`; without one, :func:`score_matches` with the ranker then
-    :func:`fused_order` with ``search.ranker_weight``.
+    :func:`fused_order` with ``ranker_weight`` (:class:`SearchOrder` says which).
 
     Returns:
         the columns of ``matches`` plus ``score double`` and ``rank int`` (1..``top_k``).
     """
     if search_model is not None:
         return learned_order(score_matches_for_search(cfg, inputs, matches, *search_model), top_k)
-    return fused_order(score_matches(cfg, inputs, matches, model_dir, spec), cfg.search.ranker_weight, top_k)
+    return fused_order(score_matches(cfg, inputs, matches, model_dir, spec), ranker_weight, top_k)
 
 
-def latest_search_model(cfg: Config, run_date: str) -> Path | None:
-    """The newest search ranker trained on or before ``run_date``; None when there is none or
-    ``search.learned`` is off."""
+def search_order(cfg: Config, run_date: str) -> SearchOrder:
+    """How to order ``run_date``'s matches: by the newest search ranker trained on or before it
+    when it beat the text order on its validation searches (train_ranker's ``validation.json``);
+    by the text order when it did not (the order it was measured against, and found better); by
+    the fused order at ``search.ranker_weight`` when there is none or ``search.learned`` is off."""
+    fused = cfg.search.ranker_weight
     if not cfg.search.learned:
-        return None
+        return SearchOrder(None, fused, "none: search.learned is off; the fused order")
     try:
-        return latest_model(cfg, run_date, "search_ranker")
+        root = latest_model(cfg, run_date, "search_ranker")
     except FileNotFoundError:
-        return None
+        return SearchOrder(None, fused, "none: no search ranker trained; the fused order")
+    verdict_path = root / SEARCH_VALIDATION
+    # A model saved before its verdict was recorded is served, as it was then.
+    verdict = json.loads(verdict_path.read_text()) if verdict_path.exists() else {"served": True}
+    if not verdict["served"]:
+        return SearchOrder(None, 0.0, (
+            f"none: {root} scored below the text order on its validation searches (nDCG@10 "
+            f"{verdict['best_val_ndcg']:.4f} against {verdict['reference_val_ndcg']:.4f}); the text order"))
+    return SearchOrder(root, fused, str(root))
 
 
 def read_searches(spark: SparkSession, path: str) -> DataFrame:
@@ -197,10 +224,11 @@ def run(spark: SparkSession, cfg: Config, run_date: str, searches_path: str | No
     """Match and rerank the run date's (or the given) searches; write ``search_results``."""
     model_root = latest_model(cfg, run_date)
     spec = load_spec(cfg, model_root)
-    search_root = latest_search_model(cfg, run_date)
+    order = search_order(cfg, run_date)
+    search_root = order.model
     search_model = (str(search_root / "model"), load_spec(cfg, search_root, SEARCH_TRAINING_SET)) if search_root else None
     params = {"run_date": run_date, "model": str(model_root), "searches": searches_path or "events_clean",
-              "search_model": str(search_root) if search_root else "none: the fused order"}
+              "search_model": order.why}
     with job_run(cfg, JOB, run_date, extra_params=params) as tracking, CacheScope() as scope:
         inputs = inputs_as_of(spark, cfg, run_date)
         searches = scope.cache(read_searches(spark, searches_path) if searches_path
@@ -211,7 +239,8 @@ def run(spark: SparkSession, cfg: Config, run_date: str, searches_path: str | No
         # read would match every query against the catalogue's words again.
         matches = scope.cache(Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
                                             cfg.search.max_matches, popularity))
-        results = rerank(cfg, inputs, matches, str(Path(model_root) / "model"), spec, cfg.search.top_k, search_model)
+        results = rerank(cfg, inputs, matches, str(Path(model_root) / "model"), spec, cfg.search.top_k, search_model,
+                         order.ranker_weight)
         lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date,
                    "model": str(search_root if search_root else model_root)}
         write_snapshot(results.select(S.USER_ID, S.QUERY, "rank", S.ITEM_ID, "score", Q.TEXT_SCORE),

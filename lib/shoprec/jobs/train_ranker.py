@@ -15,7 +15,10 @@ mlflow.tensorflow flavour, registers it as a new version of ``ranker.registered_
 the learning curves as a plot. When build_training_set wrote the date's search examples
 (``search_training_set``), the search ranker is then trained on them the same way (each search's
 matches one list), saved to ``ranker.models_root/search_ranker/<run_date>``, logged to the same run
-(metrics and artifacts prefixed ``search_``) and registered as ``search.registered_model``.
+(metrics and artifacts prefixed ``search_``) and registered as ``search.registered_model``. Its
+validation nDCG@10 is compared with the text order's on the same searches (metric
+``search_reference_val_ndcg``): only a model that beats it is served by search_rerank
+(``validation.json`` beside the model, metric ``search_served``).
 
 Failures: a worker that dies makes Horovod abort the others, and ``horovod.spark.run`` raises;
 the job fails with that message rather than hanging. Workers that cannot all start within
@@ -37,7 +40,7 @@ from pyspark.sql import SparkSession
 from shoprec.config import Config
 from shoprec.jobs.build_training_set import FEATURE_SPEC, SEARCH_TRAINING_SET, TRAINING_SET
 from shoprec.jobs.common import job_parser, run_main
-from shoprec.models.ranker.train import TrainSettings, train_each
+from shoprec.models.ranker.train import TrainSettings, local_path, train_each
 from shoprec.tracking import JobRun, defined_metrics, job_run
 
 JOB = "train_ranker"
@@ -136,6 +139,20 @@ def train_on_spark(cfg: Config, *settings: TrainSettings) -> list[dict]:
     return next(r for r in results if r is not None)
 
 
+# Beside a saved search ranker: its validation nDCG, the text order's, and whether it is served.
+SEARCH_VALIDATION = "validation.json"
+
+
+def search_verdict(result: dict) -> dict:
+    """Whether a trained search ranker is to be served: only when its nDCG@10 on the validation
+    searches beats the text order's on the same searches (the order its training set names as
+    ``reference_order``). One that cannot be compared (no reference order, or no validation search
+    followed up) is served, as it would be without this check."""
+    model, reference = result["best_val_ndcg"], result.get("reference_val_ndcg", float("nan"))
+    served = reference != reference or model > reference  # a NaN reference: nothing to compare with
+    return {"best_val_ndcg": model, "reference_val_ndcg": reference, "served": bool(served)}
+
+
 def search_model_root(cfg: Config, run_date: str) -> str:
     """Where the search ranker trained for ``run_date`` is saved."""
     return f"{cfg.ranker.models_root.rstrip('/')}/search_ranker/{run_date}"
@@ -148,7 +165,8 @@ def log_training(tracking: JobRun, result: dict, settings: TrainSettings, spec_p
     history = result["history"]
     tracking.log_metrics(defined_metrics({f"{prefix}{k}": v for k, v in {
         "best_val_auc": result["best_val_auc"], "best_val_ndcg": result["best_val_ndcg"],
-        "best_epoch": result["best_epoch"], "epochs_run": len(history),
+        "reference_val_ndcg": result.get("reference_val_ndcg"), "best_epoch": result["best_epoch"],
+        "epochs_run": len(history),
         "workers": result["ranks"], "examples_per_rank": result["examples_per_rank"]}.items()}))
     tracking.log_dict({"settings": asdict(settings), "history": history}, f"{prefix}training.json")
     tracking.log_figure(plot_learning_curves(history), f"{prefix}learning_curves.png")
@@ -185,11 +203,16 @@ def run(spark: SparkSession, cfg: Config, run_date: str, resume: bool = False) -
         search = None
         if searchable:
             search = results[1]
+            verdict = search_verdict(search)
+            (local_path(settings[1].out) / SEARCH_VALIDATION).write_text(json.dumps(verdict, indent=1))
             log_training(tracking, search, settings[1], search_set / FEATURE_SPEC, cfg.search.registered_model,
                          prefix="search_")
-            log.info("train_ranker %s: search ranker epoch %s kept (validation AUC %.4f, nDCG@10 per search %.4f)",
-                     run_date, search["best_epoch"], search["best_val_auc"], search["best_val_ndcg"])
-            search = {k: v for k, v in search.items() if k != "settings"}
+            tracking.log_metrics({"search_served": int(verdict["served"])})
+            log.info("train_ranker %s: search ranker epoch %s kept (validation AUC %.4f, nDCG@10 per search %.4f; "
+                     "the text order %.4f): %s", run_date, search["best_epoch"], search["best_val_auc"],
+                     search["best_val_ndcg"], verdict["reference_val_ndcg"],
+                     "served" if verdict["served"] else "not served: search_rerank serves the text order")
+            search = {k: v for k, v in search.items() if k != "settings"} | {"served": verdict["served"]}
         return {**{k: v for k, v in result.items() if k != "settings"}, "search": search}
 
 

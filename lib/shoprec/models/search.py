@@ -19,6 +19,8 @@ from shoprec import schemas as S
 
 TOKEN = "token"
 TEXT_SCORE = "text_score"
+# A match's place in its search's text order (1 = the best text match).
+TEXT_RANK = "text_rank"
 SEARCH_ID = "search_id"
 QUERY_KEY = "_query_key"   # the sorted distinct words of a query: its matches depend on nothing else
 
@@ -83,7 +85,7 @@ def match_items(searches: DataFrame, items: DataFrame, min_match: float, max_mat
         matched = matched.withColumn("_popularity", F.lit(None).cast("double"))
     order = per_query.orderBy(F.col(TEXT_SCORE).desc(), F.col("_popularity").desc_nulls_last(), F.col(S.ITEM_ID))
     best = (matched.withColumn("_n", F.row_number().over(order)).where(F.col("_n") <= max_matches)
-            .select(QUERY_KEY, S.ITEM_ID, TEXT_SCORE, F.col("_n").alias("text_rank")))
+            .select(QUERY_KEY, S.ITEM_ID, TEXT_SCORE, F.col("_n").alias(TEXT_RANK)))
     return keyed.join(best, QUERY_KEY).drop(QUERY_KEY)
 
 

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from shoprec import schemas as S
 from shoprec.etl import profiles as P
-from shoprec.models.search import SEARCH_ID, TEXT_SCORE
+from shoprec.models.search import SEARCH_ID, TEXT_RANK, TEXT_SCORE
 
 SOURCES = ("als", "rules", "similar", "content", "popular")
 SEED_ITEM = "seed_item_id"
@@ -26,11 +26,11 @@ CROSS_DENSE = ("category_share", "days_since_category", "brand_share", "days_sin
 SOURCE_DENSE = tuple(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rank"))
 # The search ranker's own features: how well the item's words match the query, and its place in
 # the text order (shoprec.models.search.match_items).
-SEARCH_DENSE = (TEXT_SCORE, "text_rank")
+SEARCH_DENSE = (TEXT_SCORE, TEXT_RANK)
 LOG_SCALED = {"frequency", "monetary", "n_view", "n_cart", "n_purchase", "active_days", "sessions",
               "views_decayed", "carts_decayed", "purchases_decayed", "ratings_decayed", "distinct_buyers", "price_avg",
               "days_since_category", "days_since_brand", "als_rank", "rules_rank", "similar_rank", "content_rank",
-              "popular_rank", "rules_score", "popular_score", "text_rank"}
+              "popular_rank", "rules_score", "popular_score", TEXT_RANK}
 # Categorical features and their hash-bucket counts (the "vocabulary": xxhash64 mod buckets).
 CATEGORICAL = {"user_bucket": 1 << 16, "item_bucket": 1 << 16, "category_bucket": 1 << 10,
                "brand_bucket": 1 << 12, "segment": 64, "price_band": 16}

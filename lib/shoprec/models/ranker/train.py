@@ -11,7 +11,9 @@ scaled by the number of ranks; gradients are averaged by ``DistributedGradientTa
 are broadcast from rank 0 after the first step; every rank runs the same number of steps;
 validation predictions are gathered from all ranks so the AUC and the per-user nDCG are those of
 the whole validation set; early stopping on one of them is decided identically everywhere; only
-rank 0 writes checkpoints and the final model and returns the history.
+rank 0 writes checkpoints and the final model and returns the history. When the feature spec names
+a ``reference_order`` (the search ranker's text order), its nDCG on the validation set is returned
+too, for the caller to serve the model only where it beats that order.
 
 Two losses: ``pointwise`` (binary cross-entropy per example, examples shuffled across users) and
 ``listwise`` (softmax cross-entropy over each user's candidates, ListNet-style: batches hold whole
@@ -124,6 +126,17 @@ def ndcg_per_user(groups, labels, scores, k: int = 10) -> float:
     return float(np.mean(dcg[has] / ideal))
 
 
+def reference_ndcg(spec: dict, features, labels, groups) -> float:
+    """The per-group nDCG@10 of the order a feature spec's ``reference_order`` names: its dense
+    feature ascending (the search ranker's ``text_rank``: the text order, which a search ranker
+    must beat to be served). NaN when the spec names none or there are no rows."""
+    name = spec.get("reference_order")
+    if name is None or labels is None:
+        return float("nan")
+    # Standardising (after log1p) keeps a feature's order, so the stored column orders as the raw one.
+    return ndcg_per_user(groups, labels, -features["dense"][:, spec["dense"].index(name)])
+
+
 def user_batches_order(groups, rng):
     """A permutation of the rows that keeps each user's rows together, users in random order."""
     import numpy as np
@@ -210,6 +223,7 @@ def train(settings: TrainSettings) -> dict | None:
     if features is None:
         raise RuntimeError(f"rank {rank}: no training shards {mine} under {settings.training_set}")
     val_features, val_labels, val_groups = read_split(settings.training_set, "validation")
+    reference_val_ndcg = reference_ndcg(spec, val_features, val_labels, val_groups)
 
     ranker = RankerSpec(categorical=spec["categorical"], dense=spec["dense"], embedding_dim=settings.embedding_dim,
                         cross_layers=settings.cross_layers, hidden_units=list(settings.hidden_units),
@@ -325,7 +339,8 @@ def train(settings: TrainSettings) -> dict | None:
     (out / "history.json").write_text(json.dumps(history, indent=1))
     chosen = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {})
     return {"history": history, "best_epoch": chosen.get("epoch"), "best_val_auc": chosen.get("val_auc", float("nan")),
-            "best_val_ndcg": chosen.get("val_ndcg", float("nan")), "model_path": str(out / "model"), "ranks": size,
+            "best_val_ndcg": chosen.get("val_ndcg", float("nan")), "reference_val_ndcg": reference_val_ndcg,
+            "model_path": str(out / "model"), "ranks": size,
             "settings": asdict(settings), "examples_per_rank": n}
 
 
