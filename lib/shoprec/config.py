@@ -285,6 +285,9 @@ class SearchConfig:
     # text order where it did not, and by the fused order when none is trained.
     learned: bool = True
     min_searches: int = 50          # fewer followed searches in the label window: no search ranker
+    # Searchers (whole) held out to validate the search ranker against the text order: more than
+    # ranker.validation_percent, since that verdict decides what search_rerank serves.
+    validation_percent: int = 25
     registered_model: str = "shoprec-search-ranker"
 
 
@@ -512,8 +515,10 @@ def _check_models(cfg: Config) -> None:
     if unknown_sources:
         raise ConfigError(f"ranker.candidates.{unknown_sources[0]}: not a candidate source "
                           "(als, rules, similar, content, popular)")
-    if not 0 <= cfg.ranker.validation_percent < 100:
-        raise ConfigError("ranker.validation_percent: must be in [0, 100)")
+    for key, percent in (("ranker.validation_percent", cfg.ranker.validation_percent),
+                         ("search.validation_percent", cfg.search.validation_percent)):
+        if not 0 <= percent < 100:
+            raise ConfigError(f"{key}: must be in [0, 100)")
     for key, types_ in (("ranker.relevant_event_types", cfg.ranker.relevant_event_types),
                         ("als.relevant_event_types", cfg.als.relevant_event_types),
                         ("evaluate.relevant_event_types", cfg.evaluate.relevant_event_types),

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from shoprec.io.tables import read_snapshot
 from shoprec.jobs import build_profiles, build_training_set, clean_events, mine_rules, score, train_als, train_ranker
 from shoprec.jobs.build_profiles import events_as_of
+from shoprec.models.ranker import features as X
 from shoprec.spark import CacheScope
 from shoprec.synthetic import generate_events, write_events
 
@@ -47,7 +48,8 @@ def cfg(spark, tmp_path_factory, mlflow_store):
         "SHOPREC__PROFILES__SEGMENTS": "3", "SHOPREC__PROFILES__CONTENT_FEATURES": "64",
         "SHOPREC__ALS__MAX_ITER": "5", "SHOPREC__ALS__BLOCKS": "2", "SHOPREC__ALS__MAX_EXCLUDED": "50",
         "SHOPREC__RANKER__ALS_RANK": "8", "SHOPREC__RANKER__NEGATIVES_PER_USER": "3",
-        "SHOPREC__RANKER__VALIDATION_PERCENT": "20", "SHOPREC__RULES__MIN_BASKET_COUNT": "2",
+        "SHOPREC__RANKER__VALIDATION_PERCENT": "20", "SHOPREC__SEARCH__VALIDATION_PERCENT": "40",
+        "SHOPREC__RULES__MIN_BASKET_COUNT": "2",
         "SHOPREC__RANKER__EPOCHS": "2", "SHOPREC__RANKER__PATIENCE": "5", "SHOPREC__RANKER__BATCH_SIZE": "256",
         "SHOPREC__RANKER__MODELS_ROOT": str(root / "models"), "SHOPREC__RANKER__REGISTERED_MODEL": "shoprec-ranker-test",
         "SHOPREC__ALS__RANKS": "[8]", "SHOPREC__ALS__REG_PARAMS": "[0.1]", "SHOPREC__ALS__ALPHAS": "[2.0]",
@@ -111,6 +113,15 @@ def test_search_training_set_labels_the_matches_the_searchers_acted_on(spark, cf
     for r in rows:
         places.setdefault(r.user_id, set()).add((r.split, r.shard))
     assert all(len(p) == 1 for p in places.values())
+    # The searchers held out are search.validation_percent of them (40 here), not the ranker's 20%:
+    # some searchers the ranker would train on validate the search ranker.
+    searchers = spark.createDataFrame([(user,) for user in places], "user_id string")
+    split_at = {percent: {r.user_id: r.split for r in X.assign_shards(searchers, cfg.ranker.workers, percent,
+                                                                      cfg.ranker.seed).collect()}
+                for percent in (cfg.search.validation_percent, cfg.ranker.validation_percent)}
+    assert cfg.search.validation_percent == 40
+    assert {user: next(iter(p))[0] for user, p in places.items()} == split_at[40]
+    assert any(split_at[40][user] == "validation" and split_at[20][user] == "train" for user in places)
 
 
 def test_no_feature_sees_the_label_window(spark, cfg):

@@ -78,6 +78,8 @@ def test_environment_overrides_single_keys():
     ("rules:\n  basket: cart\n", "rules.basket: 'cart' is not one of order, session, user_day"),
     ("rules:\n  min_support: 0\n", "rules.min_support: must be in (0, 1]"),
     ("search:\n  ranker_weight: 1.5\n", "search.ranker_weight: must be in [0, 1]"),
+    ("search:\n  validation_percent: 100\n", "search.validation_percent: must be in [0, 100)"),
+    ("ranker:\n  validation_percent: -1\n", "ranker.validation_percent: must be in [0, 100)"),
     ("evaluate:\n  holdout_days: 0\n", "evaluate.holdout_days: must be positive"),
     ("clean:\n  pseudonym_map_broadcast_rows: 0\n", "clean.pseudonym_map_broadcast_rows: must be positive"),
 ])

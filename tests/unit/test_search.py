@@ -63,6 +63,23 @@ def test_max_matches_keeps_the_most_popular_of_equal_text_score(spark):
     assert [(r.item_id, r.text_rank) for r in got.orderBy("text_rank").collect()] == [("4", 1), ("6", 2)]
 
 
+def test_catalogue_matches_follow_the_search_config_and_the_weighted_popularity(spark, make_config):
+    # Among the four Sony items, views alone favour item 3 and purchases item 6: with purchases
+    # weighing 10 views (conf/base.yaml), 6 and then 1 are the two kept.
+    funnel = {"1": (30.0, 3.0), "3": (50.0, 0.0), "4": (5.0, 0.0), "6": (1.0, 6.0)}
+    profile = spark.createDataFrame(
+        [(item, category, brand, *funnel.get(item, (0.0, 0.0)), 0.0, None) for item, category, brand in ITEMS],
+        "item_id string, category string, brand string, views_decayed double, purchases_decayed double, "
+        "carts_decayed double, ratings_decayed double")
+    cfg = make_config(SEARCH__MAX_MATCHES="2", SEARCH__MIN_MATCH="1.0")
+    got = Q.catalogue_matches(cfg, searches(spark, [("s1", "u", "sony"), ("s2", "u", "bose headphones")]), profile)
+    assert sorted((r.search_id, r.text_rank, r.item_id) for r in got.collect()) == [
+        ("s1", 1, "6"), ("s1", 2, "1"), ("s2", 1, "2")]
+    views_only = make_config(SEARCH__MAX_MATCHES="2", PROFILES__INTERACTION_WEIGHTS="{view: 1.0}")
+    got = Q.catalogue_matches(views_only, searches(spark, [("s1", "u", "sony")]), profile)
+    assert [r.item_id for r in got.orderBy("text_rank").collect()] == ["3", "1"]
+
+
 def test_searches_with_the_same_words_get_the_same_matches_whoever_searched(spark):
     got = Q.match_items(searches(spark, [("s1", "u1", "Sony headphones"), ("s2", "u2", "headphones  SONY sony"),
                                          ("s3", "u3", "a"), ("s4", "u4", "sony")]), catalogue(spark), 1.0, 10)

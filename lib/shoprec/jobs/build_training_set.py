@@ -24,7 +24,8 @@ The search ranker's examples (``search.learned``): every search of the label win
 searcher followed with an item event in its session (``search.followup_event_types``, before the
 session's next search), its text matches against the catalogue before the window (as
 search_rerank finds them), with the same features plus ``text_score`` and ``text_rank``, labelled
-1 for the items acted on. Written the same way to ``search_training_set/run_date=D`` (spec
+1 for the items acted on. Written the same way to ``search_training_set/run_date=D``, with
+``search.validation_percent`` of the searchers held out for validation (spec
 ``group: search_id``, and ``reference_order: text_rank``: the order without a model, which
 training scores on the validation searches too), unless the window holds fewer than
 ``search.min_searches`` such searches.
@@ -36,6 +37,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+from typing import NamedTuple
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -53,7 +55,7 @@ from shoprec.models import als as A
 from shoprec.models import rules as R
 from shoprec.models.content import content_features, content_similar_items
 from shoprec.models import search as Q
-from shoprec.models.popularity import ALL, SCOPE, popular_items, popularity_score
+from shoprec.models.popularity import ALL, SCOPE, popular_items
 from shoprec.models.ranker import features as X
 from shoprec.models.segments import assign_segments, fit_segments
 from shoprec.spark import CacheScope
@@ -109,22 +111,39 @@ def features_before(spark: SparkSession, cfg: Config, before: DataFrame, cutoff:
     return inputs
 
 
+class SearchLabels(NamedTuple):
+    """The label window's searches that their searchers followed up (``search_id, user_id,
+    query``), the items they then acted on (``search_id, item_id``), and where the search ranker's
+    examples go."""
+
+    searches: DataFrame
+    followups: DataFrame
+    path: str
+
+
 def als_candidate_count(cfg: Config) -> int:
     """How many ALS recommendations to ask for per user: ``ranker.candidates.als``, but at least
     one, since ALS refuses a count of zero (a zero limit then drops the source in ``candidates``)."""
     return max(cfg.ranker.candidates.get("als", 0), 1)
 
 
+def als_recs_for(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame) -> DataFrame:
+    """The ALS candidates of ``users`` from the model in ``inputs`` (fitted on the events before
+    the cut-off), as train_als writes them to ``als_recs``: :func:`als_candidate_count` per user,
+    without the items ``als.exclude`` leaves out."""
+    return inputs["als"].recommend(users, exclusions(inputs["interactions"], cfg.als.exclude), als_candidate_count(cfg))
+
+
 def examples_for(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, truth: DataFrame | None) -> DataFrame:
     """Candidates (plus sampled negatives) for ``users`` with raw features, labelled from ``truth``."""
     ranker = cfg.ranker
-    excluded = exclusions(inputs["interactions"], cfg.als.exclude)
-    als_recs = inputs["als"].recommend(users, excluded, als_candidate_count(cfg))
-    cands = X.candidates_from(users, inputs, als_recs, ranker.seeds_per_user, ranker.candidates)
+    cands = X.candidates_from(users, inputs, als_recs_for(cfg, inputs, users), ranker.seeds_per_user,
+                              ranker.candidates)
     negatives = X.sampled_negatives(users, inputs["item_profile"].select(S.ITEM_ID), ranker.negatives_per_user,
                                     ranker.seed)
     if negatives is not None:
         cands = cands.unionByName(negatives.join(cands.select(S.USER_ID, S.ITEM_ID), [S.USER_ID, S.ITEM_ID], "left_anti"))
+    excluded = exclusions(inputs["interactions"], cfg.als.exclude)
     if excluded is not None:
         cands = cands.join(excluded, [S.USER_ID, S.ITEM_ID], "left_anti")
     examples = X.assemble(cands, inputs["user_profile"], inputs["item_profile"], inputs["category_affinity"],
@@ -149,20 +168,19 @@ def write_training_set(spark: SparkSession, cfg: Config, events: DataFrame, last
                            cfg.profiles.interaction_weights, cfg.profiles.interaction_half_life_days)
     searches = None
     if search_path and cfg.search.learned:
-        searches = (*Q.followed_searches(events, cutoff, cfg.search.followup_event_types), search_path)
+        searches = SearchLabels(*Q.followed_searches(events, cutoff, cfg.search.followup_event_types), search_path)
     return write_examples(spark, cfg, holdout.train_events, holdout.truth, cutoff, path, run_id, lineage,
                           {"run_date": last_day}, searches)
 
 
 def write_examples(spark: SparkSession, cfg: Config, before: DataFrame, truth: DataFrame, cutoff: str, path: str,
                    run_id: str | None, lineage: dict, spec_fields: dict | None = None,
-                   searches: tuple[DataFrame, DataFrame, str] | None = None) -> tuple[dict, dict]:
+                   searches: SearchLabels | None = None) -> tuple[dict, dict]:
     """Examples for the users in ``truth``, with features from ``before`` (the events before
     ``cutoff``) and labels from ``truth`` (``user_id, item_id`` pairs), written as Horovod shards
     and a validation split under ``path`` with the feature spec (plus ``spec_fields``); with
-    ``searches`` (the label window's followed searches, their follow-ups and where to write), the
-    search ranker's examples from the same features (:func:`write_search_examples`). The counts
-    and the spec."""
+    ``searches``, the search ranker's examples from the same features
+    (:func:`write_search_examples`). The counts and the spec."""
     ranker = cfg.ranker
     with CacheScope() as scope, Staging(spark, staging_root(cfg, "training_examples", path)) as staging:
         truth = scope.cache(truth)
@@ -193,10 +211,9 @@ def write_examples(spark: SparkSession, cfg: Config, before: DataFrame, truth: D
         counts["candidates_with_label_1"] = examples.where((F.col(X.LABEL) == 1) & (F.col("n_sources") > 0)).count()
         counts["positives_reachable_share"] = counts["candidates_with_label_1"] / max(truth.count(), 1)
         if searches is not None:
-            followed, followups, search_path = searches
-            counts.update(write_search_examples(spark, cfg, inputs, scope.cache(followed), followups, search_path,
-                                                cutoff, run_id, {**lineage, "cutoff": cutoff}, spec_fields or {},
-                                                staging))
+            searches = searches._replace(searches=scope.cache(searches.searches))
+            counts.update(write_search_examples(spark, cfg, inputs, searches, cutoff, run_id,
+                                                {**lineage, "cutoff": cutoff}, spec_fields or {}, staging))
     return counts, spec
 
 
@@ -212,32 +229,31 @@ def search_examples_for(cfg: Config, inputs: dict[str, DataFrame], searches: Dat
     """
     ranker = cfg.ranker
     searchers = searches.select(S.USER_ID).distinct()
-    excluded = exclusions(inputs["interactions"], cfg.als.exclude)
-    als_recs = inputs["als"].recommend(searchers, excluded, als_candidate_count(cfg))
-    cands = X.candidates_from(searchers, inputs, als_recs, ranker.seeds_per_user, ranker.candidates)
-    items = inputs["item_profile"]
-    popularity = items.select(S.ITEM_ID, popularity_score(cfg.profiles.interaction_weights).alias("score"))
-    matches = Q.match_items(searches, Q.item_words(items), cfg.search.min_match, cfg.search.max_matches, popularity)
-    features = X.search_features(matches, cands, inputs["user_profile"], items, inputs["category_affinity"],
-                                 inputs["brand_affinity"])
+    cands = X.candidates_from(searchers, inputs, als_recs_for(cfg, inputs, searchers), ranker.seeds_per_user,
+                              ranker.candidates)
+    matches = Q.catalogue_matches(cfg, searches, inputs["item_profile"])
+    features = X.search_features(matches, cands, inputs["user_profile"], inputs["item_profile"],
+                                 inputs["category_affinity"], inputs["brand_affinity"])
     return X.with_labels(features, followups, key=Q.SEARCH_ID)
 
 
-def write_search_examples(spark: SparkSession, cfg: Config, inputs: dict[str, DataFrame], searches: DataFrame,
-                          followups: DataFrame, path: str, cutoff: str, run_id: str | None, lineage: dict,
-                          spec_fields: dict, staging: Staging) -> dict:
-    """The search ranker's examples (:func:`search_examples_for`) written under ``path`` as the
-    ranker's are (shards by user, a validation split of whole users) with their feature spec,
-    whose ``group`` is ``search_id``: training and its validation nDCG take each search's matches
-    as one list. With fewer than ``search.min_searches`` followed searches, or no followed-up
-    match to learn from, nothing is written and an earlier set at ``path`` is removed
-    (search_rerank then keeps the fused order).
+def write_search_examples(spark: SparkSession, cfg: Config, inputs: dict[str, DataFrame], labels: SearchLabels,
+                          cutoff: str, run_id: str | None, lineage: dict, spec_fields: dict,
+                          staging: Staging) -> dict:
+    """The search ranker's examples (:func:`search_examples_for` of ``labels``) written under
+    ``labels.path`` as the ranker's are (shards by user, a validation split of
+    ``search.validation_percent`` of the searchers, whole) with their feature spec, whose
+    ``group`` is ``search_id``: training and its validation nDCG take each search's matches as one
+    list. With fewer than ``search.min_searches`` followed searches, or no followed-up match to
+    learn from, nothing is written and an earlier set at ``labels.path`` is removed (search_rerank
+    then keeps the fused order).
 
     Returns:
         ``search_searches`` and, when written, ``search_<split>_<positive|negative>`` and
         ``search_followups_matched_share`` (the follow-ups found among the matches).
     """
     ranker = cfg.ranker
+    searches, followups, path = labels
     n_searches = searches.count()
     if n_searches < cfg.search.min_searches:
         HadoopFS(spark).delete(path)
@@ -245,7 +261,7 @@ def write_search_examples(spark: SparkSession, cfg: Config, inputs: dict[str, Da
                  "none written", n_searches, cutoff, cfg.search.min_searches)
         return {"search_searches": n_searches}
     examples = staging.keep(X.assign_shards(search_examples_for(cfg, inputs, searches, followups), ranker.workers,
-                                            ranker.validation_percent, ranker.seed), "search_examples")
+                                            cfg.search.validation_percent, ranker.seed), "search_examples")
     counts = {f"search_{r['split']}_{'positive' if r[X.LABEL] else 'negative'}": r["count"]
               for r in examples.groupBy("split", X.LABEL).count().collect()}
     counts["search_searches"] = n_searches

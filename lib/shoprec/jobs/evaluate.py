@@ -41,17 +41,18 @@ from shoprec.evaluation.ranking import ranking_metrics_at
 from shoprec.io.staging import Staging, staging_root
 from shoprec.io.tables import write_snapshot
 from shoprec.jobs.build_profiles import events_as_of
-from shoprec.jobs.build_training_set import FEATURE_SPEC, als_candidate_count, features_before, write_training_set
+from shoprec.jobs.build_training_set import FEATURE_SPEC, als_recs_for, features_before, write_training_set
 from shoprec.jobs.common import job_parser, run_main
 from shoprec.jobs.score import rank_candidates, ranked_recommendations
-from shoprec.jobs.search_rerank import fused_order, learned_order, score_matches, score_matches_for_search
+from shoprec.jobs.search_rerank import (fused_order, learned_order, score_matches, score_matches_for_search,
+                                        searcher_candidates)
 from shoprec.jobs.train_als import tune_on_holdout
 from shoprec.jobs.train_ranker import search_verdict, settings_for, train_on_spark
 from shoprec.models import als as A
 from shoprec.models import rules as R
 from shoprec.models import search as Q
 from shoprec.models.content import content_features, content_similar_items, recommend_by_content
-from shoprec.models.popularity import ALL, SCOPE, popular_items, popularity_score, recommend_popular
+from shoprec.models.popularity import ALL, SCOPE, popular_items, recommend_popular
 from shoprec.models.ranker.train import local_path
 from shoprec.spark import CacheScope
 from shoprec.tracking import StageClock, defined_metrics, job_run, write_report
@@ -167,9 +168,7 @@ def als_candidates(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame, 
                    name: str) -> DataFrame:
     """The ALS candidates of ``users`` (as ``train_als`` writes them to ``als_recs``), built once
     and staged as ``name``."""
-    excluded = exclusions(inputs["interactions"], cfg.als.exclude)
-    return staging.keep(inputs["als"].recommend(users, excluded, als_candidate_count(cfg)),
-                        name)
+    return staging.keep(als_recs_for(cfg, inputs, users), name)
 
 
 def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, tracking,
@@ -195,17 +194,16 @@ def backtest_search(cfg: Config, events: DataFrame, cutoff: str, ranker: dict, t
         inputs = {**ranker["inputs"], "als_recs": als_candidates(cfg, ranker["inputs"],
                                                                  searches.select(S.USER_ID).distinct(),
                                                                  staging, "searchers_als_recs")}
-        popularity = inputs["item_profile"].select(S.ITEM_ID,
-                                                   popularity_score(cfg.profiles.interaction_weights).alias("score"))
-        matches = scope.cache(Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
-                                            cfg.search.max_matches, popularity))
+        matches = scope.cache(Q.catalogue_matches(cfg, searches, inputs["item_profile"]))
         depth = max([settings.k, *settings.ks])
+        # Cached: both rankers score the matches with the searchers' candidates.
+        candidates = scope.cache(searcher_candidates(cfg, inputs, matches))
         # Scored once: every order below is a fusion of the same scores with the text order.
-        scored = scope.cache(score_matches(cfg, inputs, matches, ranker["model_path"], ranker["spec"]))
+        scored = scope.cache(score_matches(inputs, matches, candidates, ranker["model_path"], ranker["spec"]))
         orders = {"search_text": matches.where(F.col(Q.TEXT_RANK) <= depth).withColumnRenamed(Q.TEXT_RANK, "rank")}
         if ranker["search_model"] is not None:
             orders["search_learned"] = learned_order(
-                score_matches_for_search(cfg, inputs, matches, *ranker["search_model"]), depth)
+                score_matches_for_search(inputs, matches, candidates, *ranker["search_model"]), depth)
         orders["search_ranker"] = fused_order(scored, cfg.search.ranker_weight, depth)
         orders.update({f"search_fused_{weight:g}": fused_order(scored, weight, depth)
                        for weight in settings.search_ranker_weights})

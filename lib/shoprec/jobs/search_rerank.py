@@ -46,7 +46,6 @@ from shoprec.jobs.common import job_parser, run_main
 from shoprec.jobs.score import inputs_as_of, latest_model, load_spec, score_with_model
 from shoprec.jobs.train_ranker import SEARCH_VALIDATION
 from shoprec.models import search as Q
-from shoprec.models.popularity import popularity_score
 from shoprec.models.ranker import features as X
 from shoprec.spark import CacheScope
 from shoprec.tracking import job_run
@@ -88,19 +87,20 @@ def searcher_candidates(cfg: Config, inputs: dict[str, DataFrame], matches: Data
     return X.candidates_from(users, inputs, inputs["als_recs"], cfg.ranker.seeds_per_user, cfg.ranker.candidates)
 
 
-def score_matches(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_dir: str,
+def score_matches(inputs: dict[str, DataFrame], matches: DataFrame, candidates: DataFrame, model_dir: str,
                   spec: dict) -> DataFrame:
     """Each match scored by the ranker for the user who searched.
 
     Args:
         inputs: as for :func:`~shoprec.jobs.score.rank_candidates`.
         matches: :func:`~shoprec.models.search.match_items` rows with ``user_id``.
+        candidates: the searchers' :func:`searcher_candidates`.
 
     Returns:
         the columns of ``matches`` plus ``score double`` (the ranker's probability).
     """
     pairs = matches.select(S.USER_ID, S.ITEM_ID).distinct()
-    features = pairs.join(searcher_candidates(cfg, inputs, matches), [S.USER_ID, S.ITEM_ID], "left").withColumn(
+    features = pairs.join(candidates, [S.USER_ID, S.ITEM_ID], "left").withColumn(
         "n_sources", F.coalesce(F.col("n_sources"), F.lit(0)))
     examples = X.standardise(X.assemble(features, inputs["user_profile"], inputs["item_profile"],
                                         inputs["category_affinity"], inputs["brand_affinity"]),
@@ -109,8 +109,8 @@ def score_matches(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame,
     return matches.join(scored, [S.USER_ID, S.ITEM_ID])
 
 
-def score_matches_for_search(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_dir: str,
-                             spec: dict) -> DataFrame:
+def score_matches_for_search(inputs: dict[str, DataFrame], matches: DataFrame, candidates: DataFrame,
+                             model_dir: str, spec: dict) -> DataFrame:
     """Each match scored by the search ranker (trained on searches and their follow-ups): the
     ranker's features of the (user, item) plus the match's ``text_score`` and ``text_rank``
     (:func:`~shoprec.models.ranker.features.search_features`).
@@ -118,13 +118,14 @@ def score_matches_for_search(cfg: Config, inputs: dict[str, DataFrame], matches:
     Args:
         inputs: as for :func:`score_matches`.
         matches: :func:`~shoprec.models.search.match_items` rows with ``search_id, user_id``.
+        candidates: the searchers' :func:`searcher_candidates`.
         spec: the feature spec of the search ranker's training set.
 
     Returns:
         the columns of ``matches`` plus ``score double`` (the search ranker's probability).
     """
-    features = X.search_features(matches, searcher_candidates(cfg, inputs, matches), inputs["user_profile"],
-                                 inputs["item_profile"], inputs["category_affinity"], inputs["brand_affinity"])
+    features = X.search_features(matches, candidates, inputs["user_profile"], inputs["item_profile"],
+                                 inputs["category_affinity"], inputs["brand_affinity"])
     examples = X.standardise(features, {k: tuple(v) for k, v in spec["standardisation"].items()})
     scored = score_with_model(examples, model_dir, list(spec["categorical"])).select(Q.SEARCH_ID, S.ITEM_ID, "score")
     return matches.join(scored, [Q.SEARCH_ID, S.ITEM_ID])
@@ -183,9 +184,10 @@ def rerank(cfg: Config, inputs: dict[str, DataFrame], matches: DataFrame, model_
     Returns:
         the columns of ``matches`` plus ``score double`` and ``rank int`` (1..``top_k``).
     """
+    candidates = searcher_candidates(cfg, inputs, matches)
     if search_model is not None:
-        return learned_order(score_matches_for_search(cfg, inputs, matches, *search_model), top_k)
-    return fused_order(score_matches(cfg, inputs, matches, model_dir, spec), ranker_weight, top_k)
+        return learned_order(score_matches_for_search(inputs, matches, candidates, *search_model), top_k)
+    return fused_order(score_matches(inputs, matches, candidates, model_dir, spec), ranker_weight, top_k)
 
 
 def search_order(cfg: Config, run_date: str) -> SearchOrder:
@@ -233,12 +235,9 @@ def run(spark: SparkSession, cfg: Config, run_date: str, searches_path: str | No
         inputs = inputs_as_of(spark, cfg, run_date)
         searches = scope.cache(read_searches(spark, searches_path) if searches_path
                                else recent_searches(events_as_of(spark, cfg, run_date), run_date, cfg.search.days))
-        popularity = inputs["item_profile"].select(S.ITEM_ID,
-                                                   popularity_score(cfg.profiles.interaction_weights).alias("score"))
         # Cached: rerank reads the matches twice (the pairs to score, then the order), and each
         # read would match every query against the catalogue's words again.
-        matches = scope.cache(Q.match_items(searches, Q.item_words(inputs["item_profile"]), cfg.search.min_match,
-                                            cfg.search.max_matches, popularity))
+        matches = scope.cache(Q.catalogue_matches(cfg, searches, inputs["item_profile"]))
         results = rerank(cfg, inputs, matches, str(Path(model_root) / "model"), spec, cfg.search.top_k, search_model,
                          order.ranker_weight)
         lineage = {"run_id": tracking.run_id, "job": JOB, "run_date": run_date,

@@ -16,6 +16,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
+from shoprec.config import Config
+from shoprec.models.popularity import popularity_score
 
 TOKEN = "token"
 TEXT_SCORE = "text_score"
@@ -87,6 +89,19 @@ def match_items(searches: DataFrame, items: DataFrame, min_match: float, max_mat
     best = (matched.withColumn("_n", F.row_number().over(order)).where(F.col("_n") <= max_matches)
             .select(QUERY_KEY, S.ITEM_ID, TEXT_SCORE, F.col("_n").alias(TEXT_RANK)))
     return keyed.join(best, QUERY_KEY).drop(QUERY_KEY)
+
+
+def catalogue_matches(cfg: Config, searches: DataFrame, item_profile: DataFrame) -> DataFrame:
+    """:func:`match_items` against the words of ``item_profile``'s items (``search.min_match``,
+    ``search.max_matches``), equal text scores ordered by popularity (scored as the popularity
+    candidates are): the matches search_rerank answers a search with, which the search ranker's
+    training set and evaluate rebuild the same way.
+
+    Returns:
+        as :func:`match_items`.
+    """
+    popularity = item_profile.select(S.ITEM_ID, popularity_score(cfg.profiles.interaction_weights).alias("score"))
+    return match_items(searches, item_words(item_profile), cfg.search.min_match, cfg.search.max_matches, popularity)
 
 
 def followed_searches(events: DataFrame, since: str, followup_types: list[str]) -> tuple[DataFrame, DataFrame]:
