@@ -37,7 +37,7 @@ step 7 "train_ranker: the deep ranker, trained with Horovod on the Spark executo
 $SHOPREC run train_ranker --conf "$CONF" --run-date "$RUN_DATE"
 step 8 "score: rank every user's candidates with the ranker; recommendations with reasons"
 $SHOPREC run score --conf "$CONF" --run-date "$RUN_DATE"
-step 9 "search_rerank: the last days' searches matched to items by text, the text order fused with the ranker's per user"
+step 9 "search_rerank: the last days' searches matched to items by text, ordered per user by the search ranker where it beat the text order"
 $SHOPREC run search_rerank --conf "$CONF" --run-date "$RUN_DATE"
 step 10 "evaluate: backtest popularity, ALS, rules, content, the whole pipeline and search on the last days"
 $SHOPREC run evaluate --conf "$CONF" --run-date "$RUN_DATE"
