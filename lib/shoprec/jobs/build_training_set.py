@@ -130,7 +130,11 @@ def als_candidate_count(cfg: Config) -> int:
 def als_recs_for(cfg: Config, inputs: dict[str, DataFrame], users: DataFrame) -> DataFrame:
     """The ALS candidates of ``users`` from the model in ``inputs`` (fitted on the events before
     the cut-off), as train_als writes them to ``als_recs``: :func:`als_candidate_count` per user,
-    without the items ``als.exclude`` leaves out."""
+    without the items ``als.exclude`` leaves out.
+
+    Returns:
+        ``user_id string, rank int, item_id string, score double``.
+    """
     return inputs["als"].recommend(users, exclusions(inputs["interactions"], cfg.als.exclude), als_candidate_count(cfg))
 
 
