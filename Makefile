@@ -27,7 +27,7 @@ help:
 	@echo "make bench-movielens  ALS and popularity on MovieLens (DATA=$(DATA)) -> reports/"
 	@echo "make bench-ranker ranker training examples/s: Horovod np1, np2 and plain TF -> reports/bench_ranker.json"
 	@echo "make bench-als    Spark ALS vs the implicit library, s/iteration and nDCG@10 -> reports/bench_als.json"
-	@echo "make bench-topk   ALS top-K with exclusions: shoprec's exact scoring vs MLlib K+500 deep -> reports/bench_topk.json"
+	@echo "make bench-topk   ALS top-K with exclusions: shoprec's exact scoring vs MLlib K+500 deep (TOPK_ARGS='--ivf-probes 16 32': also the IVF search) -> reports/bench_topk.json"
 	@echo "make bench-scale  every job at 1M/5M/20M events (clean_events 50M): time, memory, growth -> reports/bench_scale.json"
 	@echo "make package      build dist/shoprec.zip (--py-files), dist/jobs/ and dist/conf/ for spark-submit"
 	@echo "make package-env  pack the job environment into dist/shoprec-env.tar.gz (spark-submit --archives)"

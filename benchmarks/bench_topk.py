@@ -1,8 +1,10 @@
 """ALS top-K with exclusions: shoprec's exact scoring (``recommend_unseen``) against MLlib's
-``recommendForUserSubset`` ranked ``K + depth`` deep with the excluded items removed afterwards.
+``recommendForUserSubset`` ranked ``K + depth`` deep with the excluded items removed afterwards,
+and against shoprec's approximate search through an inverted-file index (``--ivf-probes``).
 
     python benchmarks/bench_topk.py                      # 100,000 users x 20,000 items, 16 factors
     python benchmarks/bench_topk.py --items 100000 --skip-mllib
+    python benchmarks/bench_topk.py --items 500000 --skip-mllib --ivf-probes 8 16 32
 
 One implicit ALS model is fitted (2 iterations) on synthetic power-law interactions, whose pairs
 are also what each user leaves out (their purchases, Zipf-distributed and capped at 700; the
@@ -10,7 +12,9 @@ report gives the mean and the largest). Both top-Ks rank every user of that mode
 to the last row written (Spark's ``noop`` sink; each result is cached on the way, for the
 comparison), on every core of the machine. The report also counts the users whose MLlib list
 came up short (more exclusions among its ``K + depth`` than the depth leaves room for) and, for
-the others, how many of the K items both methods agree on.
+the others, how many of the K items both methods agree on. Each IVF run is timed the same way,
+its index build (k-means on the driver) included, and scored by its recall: the share of the exact
+top-K it finds.
 
 Writes ``reports/bench_topk.json``.
 """
@@ -37,6 +41,8 @@ from bench_als import machine  # noqa: E402
 
 from shoprec.config import SparkConfig  # noqa: E402
 from shoprec.models import als as A  # noqa: E402
+from shoprec.models.ivf import default_lists as ivf_default_lists  # noqa: E402
+from shoprec.models.neighbours import TargetSearch  # noqa: E402
 from shoprec.spark import build_session  # noqa: E402
 
 SEED = 42
@@ -61,12 +67,15 @@ def timed_write(frame) -> float:
     return time.perf_counter() - start
 
 
-def measure(spark, users: int, items: int, factors: int, k: int, depth: int, with_mllib: bool = True) -> dict:
-    """Fit the model, time both top-Ks on ``spark`` and compare their lists (see the module docstring).
+def measure(spark, users: int, items: int, factors: int, k: int, depth: int, with_mllib: bool = True,
+            ivf_probes: tuple[int, ...] = (), ivf_lists: int = 0) -> dict:
+    """Fit the model, time the top-Ks on ``spark`` and compare their lists (see the module docstring).
 
     Returns:
         the report's measured fields (``exact_seconds``; with MLlib also ``mllib_seconds``,
-        ``speed_up``, ``mllib_users_short``, ``shared_items_fraction``) and the data's sizes.
+        ``speed_up``, ``mllib_users_short``, ``shared_items_fraction``; with ``ivf_probes`` an
+        ``ivf`` list of ``probes``, ``lists``, ``seconds``, ``speed_up`` and ``recall``) and the
+        data's sizes.
     """
     pairs = purchases(users, items, SEED)
     bought = spark.createDataFrame(pairs).cache()
@@ -79,6 +88,7 @@ def measure(spark, users: int, items: int, factors: int, k: int, depth: int, wit
     model.itemFactors.cache().count()
     known_users = model.userFactors.select(F.col("id").alias(A.USER_INDEX)).cache()
     known_users.count()
+    items_known = model.itemFactors.count()
 
     # Each result is cached as the timed write runs, so the comparison below reads it instead of
     # ranking every user again (MLlib's deep ranking takes minutes).
@@ -87,7 +97,23 @@ def measure(spark, users: int, items: int, factors: int, k: int, depth: int, wit
     exact_seconds = timed_write(exact)
     print(f"bench-topk: shoprec exact top-{k}: {exact_seconds:.1f} s", flush=True)
     result = {"purchases": int(len(pairs)), "excluded_per_user_mean": round(float(excluded_per_user.mean()), 2),
-              "excluded_per_user_max": int(excluded_per_user.max()), "exact_seconds": round(exact_seconds, 1)}
+              "excluded_per_user_max": int(excluded_per_user.max()), "items_with_factors": items_known,
+              "exact_seconds": round(exact_seconds, 1)}
+    if ivf_probes:
+        exact_pairs = exact.select(A.USER_INDEX, A.ITEM_INDEX)
+        runs = []
+        for probes in ivf_probes:
+            search = TargetSearch("ivf", ivf_lists, probes, SEED)
+            start = time.perf_counter()
+            approximate = A.recommend_unseen(model, known_users, bought, k, search).cache()
+            seconds = time.perf_counter() - start + timed_write(approximate)
+            recall = approximate.join(exact_pairs, [A.USER_INDEX, A.ITEM_INDEX]).count() / exact_pairs.count()
+            lists = ivf_lists or ivf_default_lists(items_known)
+            runs.append({"probes": probes, "lists": lists, "seconds": round(seconds, 1),
+                         "speed_up": round(exact_seconds / seconds, 1), "recall": round(recall, 4)})
+            print(f"bench-topk: IVF {probes} of {lists} lists: {seconds:.1f} s, recall {recall:.4f}", flush=True)
+            approximate.unpersist()
+        result["ivf"] = runs
     if with_mllib:
         deep = (model.recommendForUserSubset(known_users, k + depth)
                 .select(A.USER_INDEX, F.posexplode("recommendations").alias("position", "rec"))
@@ -124,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--depth", type=int, default=500, help="MLlib's extra depth for excluded items")
     parser.add_argument("--skip-mllib", action="store_true", help="time only shoprec's top-K")
+    parser.add_argument("--ivf-probes", type=int, nargs="*", default=[],
+                        help="also time the IVF search at these probes per user, and score its recall")
+    parser.add_argument("--ivf-lists", type=int, default=0, help="IVF lists (0: about the square root of the items)")
     parser.add_argument("--out", type=Path, default=PROJECT / "reports" / "bench_topk.json")
     given = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(given)
@@ -133,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                                       conf={"spark.driver.memory": "12g", "spark.ui.enabled": "false",
                                             "spark.ui.showConsoleProgress": "false"}))
     spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
-    result = measure(spark, args.users, args.items, args.factors, args.k, args.depth, not args.skip_mllib)
+    result = measure(spark, args.users, args.items, args.factors, args.k, args.depth, not args.skip_mllib,
+                     tuple(args.ivf_probes), args.ivf_lists)
     spark.stop()
 
     report = {

@@ -183,6 +183,10 @@ class AlsConfig:
     blocks: int = 0
     solver: str = "mllib"
     cg_steps: int = 3
+    top_k_search: str = "exact"
+    ivf_lists: int = 0
+    ivf_probes: int = 32
+    ivf_recall_users: int = 1000
     seed: int = 42
     registered_model: str = "shoprec-als"
 
@@ -471,6 +475,7 @@ def _join(prefix: str, name: str) -> str:
 SOURCE_FORMATS = ("csv", "json", "parquet")
 ID_CASTS = ("long", "string")
 ALS_SOLVERS = ("mllib", "cg")
+TOP_K_SEARCHES = ("exact", "ivf")
 
 
 def _check_semantics(cfg: Config) -> None:
@@ -545,6 +550,15 @@ def _check_models(cfg: Config) -> None:
         raise ConfigError("als.ranks, als.reg_params, als.alphas: each needs at least one value")
     if cfg.als.solver not in ALS_SOLVERS:
         raise ConfigError(f"als.solver: {cfg.als.solver!r} is not one of {', '.join(ALS_SOLVERS)}")
+    if cfg.als.top_k_search not in TOP_K_SEARCHES:
+        raise ConfigError(f"als.top_k_search: {cfg.als.top_k_search!r} is not one of {', '.join(TOP_K_SEARCHES)}")
+    if cfg.als.ivf_lists < 0:
+        raise ConfigError(f"als.ivf_lists: must be 0 (about the square root of the items) or more, got "
+                          f"{cfg.als.ivf_lists}")
+    if cfg.als.ivf_probes < 1:
+        raise ConfigError(f"als.ivf_probes: must be at least 1, got {cfg.als.ivf_probes}")
+    if cfg.als.ivf_recall_users < 0:
+        raise ConfigError(f"als.ivf_recall_users: must be 0 (no check) or more, got {cfg.als.ivf_recall_users}")
     if cfg.als.cg_steps < 1:
         raise ConfigError(f"als.cg_steps: must be at least 1, got {cfg.als.cg_steps}")
     if cfg.als.exclude not in ("purchased", "seen", "none"):

@@ -161,3 +161,17 @@ def test_train_als_with_the_cg_solver_writes_the_same_tables_and_registers_its_m
     assert len(children) == GRID and all(child.data.metrics["ndcg_at_10"] > 0 for child in children)
     name, number = run.data.tags["shoprec.registered_model"].split("/")
     assert client.get_model_version(name, number).run_id == run.info.run_id
+
+
+def test_train_als_with_the_ivf_search_writes_the_same_tables_and_logs_its_recall(spark, cfg, profiles):
+    # One grid point: the search, not the tuning, is under test.
+    ivf = dataclasses.replace(cfg, als=dataclasses.replace(
+        cfg.als, top_k_search="ivf", ivf_lists=8, ivf_probes=2, ranks=[8], reg_params=[0.1], alphas=[2.0]))
+    assert_als_outputs(spark, ivf, train_als.run(spark, ivf, DAY8))
+    _, run = run_of(ivf, "train_als")
+    assert run.data.params["als.top_k_search"] == "ivf" and run.data.params["als.ivf_probes"] == "2"
+    # Sampled users' lists against their exact ones: found in part, never more than all.
+    assert 0.0 < run.data.metrics["ivf_recall_at_k"] <= 1.0
+    recs = snapshot(spark, ivf, "als_recs")
+    per_user = recs.groupBy("user_id").agg(F.count("*").alias("n"), F.max("rank").alias("last"))
+    assert per_user.where(F.col("n") != F.col("last")).count() == 0

@@ -1,5 +1,6 @@
 """ALS helpers, nearest neighbours, popularity, rules, content, segments, splits and the hold-out."""
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -10,7 +11,7 @@ from shoprec.evaluation.splits import stratified_split
 from shoprec.models import als as A
 from shoprec.models import rules as R
 from shoprec.models.content import content_features, content_similar_items, recommend_by_content
-from shoprec.models.neighbours import nearest_neighbours, top_unexcluded
+from shoprec.models.neighbours import TargetSearch, nearest_neighbours, top_unexcluded
 from shoprec.models.popularity import popular_items, recommend_popular
 from shoprec.models.segments import assign_segments, describe_segments, fit_segments
 from shoprec.spark import CacheScope
@@ -99,6 +100,35 @@ def test_unseen_recommendations_are_exact_however_many_items_a_user_excludes(spa
     for user, count in enumerate(excluded_counts):
         assert sorted(got.get(user, [])) == list(enumerate(ranked[user][count:count + k], start=1)), f"user {user}"
     assert len(got[n_users - 1]) == 2
+
+
+def test_the_ivf_search_gives_the_exact_lists_when_every_list_is_probed_and_measures_its_recall(spark):
+    import numpy as np
+
+    rng = np.random.default_rng(9)
+    rows = [(f"u{u}", f"i{i}", 1.0) for u in range(40) for i in rng.choice(120, 12, replace=False)]
+    interactions = spark.createDataFrame(rows, "user_id string, item_id string, confidence double")
+    everywhere = TargetSearch("ivf", lists=6, probes=6)
+    recommender = A.train_recommender(interactions, A.AlsParams(rank=6, reg_param=0.1, alpha=5.0, max_iter=3),
+                                      seed=4, search=everywhere)
+    users, seen = interactions.select("user_id"), interactions.select("user_id", "item_id")
+
+    def lists(frame, id_col="user_id", item_col="item_id"):
+        return {(r[id_col], r["rank"]): r[item_col] for r in frame.collect()}
+
+    exact = lists(recommender.recommend(users, seen, 5, TargetSearch()))
+    assert lists(recommender.recommend(users, seen, 5)) == exact and len(exact) == 200
+    assert lists(recommender.similar_items(3), "item_id", "similar_item_id") == lists(
+        dataclasses.replace(recommender, search=TargetSearch()).similar_items(3), "item_id", "similar_item_id")
+    assert A.search_recall(recommender, users, seen, 5, 1000, seed=1) == 1.0
+
+    narrow = dataclasses.replace(recommender, search=TargetSearch("ivf", lists=6, probes=1))
+    found = lists(narrow.recommend(users, seen, 5))
+    shared = {(user, item) for (user, _), item in found.items()} & {(user, item) for (user, _), item in exact.items()}
+    recall = A.search_recall(narrow, users, seen, 5, 1000, seed=1)
+    assert recall == len(shared) / len(exact) < 1.0
+    assert len(found) == 200  # every user still gets 5
+    assert A.search_recall(dataclasses.replace(recommender, search=TargetSearch()), users, seen, 5, 1000, 1) is None
 
 
 def test_als_recommends_unseen_items_of_similar_users(spark):

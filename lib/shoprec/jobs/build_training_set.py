@@ -85,7 +85,8 @@ def features_before(spark: SparkSession, cfg: Config, before: DataFrame, cutoff:
     items = scope.cache(P.item_profile(window, as_of, profiles.windows_days, profiles.half_life_days))
 
     params = A.AlsParams(ranker.als_rank, ranker.als_reg_param, ranker.als_alpha, cfg.als.max_iter)
-    als = A.train_recommender(interactions, params, cfg.als.seed, A.solver_for(cfg.als), scope=scope)
+    als = A.train_recommender(interactions, params, cfg.als.seed, A.solver_for(cfg.als), scope=scope,
+                              search=A.search_for(cfg.als))
     limits = ranker.candidates
     by_category, by_brand = X.affinities(window, as_of)
     inputs = {

@@ -83,7 +83,8 @@ def backtest_recommendations(spark: SparkSession, cfg: Config, train_events: Dat
     best, _ = tune_on_holdout(spark, cfg, day_before, tracking, events=train_events)
     clock.lap("als_tuning")
     tracking.log_metrics({f"als_{k}": v for k, v in best.as_dict().items()})
-    als = A.train_recommender(train_interactions, best, cfg.als.seed, A.solver_for(cfg.als), scope=scope)
+    als = A.train_recommender(train_interactions, best, cfg.als.seed, A.solver_for(cfg.als), scope=scope,
+                              search=A.search_for(cfg.als))
     recs["als"] = als.recommend(users, excluded, depth)
 
     baskets = scope.cache(R.purchase_baskets(train_events, cfg.rules.basket))

@@ -86,7 +86,7 @@ def tune_on_holdout(spark: SparkSession, cfg: Config, run_date: str, tracking: J
             log.info("train_als %s: %s -> %s", run_date, params, metrics)
 
         results = A.tune(train, truth, exclusions(train, settings.exclude), grid, TUNING_K, settings.seed,
-                         A.solver_for(settings), on_trial=record)
+                         A.solver_for(settings), on_trial=record, search=A.search_for(settings))
     best = A.best_params(results, f"{settings.tuning_metric}@{TUNING_K}")
     tracking.log_metrics({"validation_users": truth_users, "grid_points": len(grid)})
     return best, results
@@ -119,7 +119,8 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> dict[str, int]:
             tracking.log_metrics({f"validation_{k.replace('@', '_at_')}": v for k, v in best_metrics.items()})
         tracking.log_metrics({f"best_{k}": v for k, v in best.as_dict().items()})
 
-        recommender = A.train_recommender(interactions, best, settings.seed, A.solver_for(settings))
+        recommender = A.train_recommender(interactions, best, settings.seed, A.solver_for(settings),
+                                          search=A.search_for(settings))
         version = log_model(recommender, cfg, tracking)
         if version:
             tracking.set_tags({"shoprec.registered_model": f"{settings.registered_model}/{version}"})
@@ -135,9 +136,16 @@ def run(spark: SparkSession, cfg: Config, run_date: str) -> dict[str, int]:
             recommender.items.select(F.lit("item").alias("entity"), F.col(S.ITEM_ID).alias("id"),
                                      F.col(A.ITEM_INDEX).alias("factor_index")))
         write(index, ALS_INDEX)
-        recs = recommender.recommend(interactions.select(S.USER_ID), exclusions(interactions, settings.exclude),
-                                     settings.top_k)
+        excluded = exclusions(interactions, settings.exclude)
+        recs = recommender.recommend(interactions.select(S.USER_ID), excluded, settings.top_k)
         write(recs, ALS_RECS)
+        recall = A.search_recall(recommender, interactions, excluded, settings.top_k, settings.ivf_recall_users,
+                                 settings.seed)
+        if recall is not None:
+            # What the approximate search costs in accuracy, on this run's own factors.
+            tracking.log_metrics({"ivf_recall_at_k": recall})
+            log.info("train_als %s: the IVF search finds %.4f of the exact top-%d (%d users sampled)",
+                     run_date, recall, settings.top_k, settings.ivf_recall_users)
         write(recommender.similar_items(settings.similar_k), SIMILAR_ITEMS)
 
         users = read_snapshot(spark, cfg.table_path(USER_PROFILE), run_date)

@@ -18,7 +18,7 @@ from pyspark.sql import types as T
 from shoprec import schemas as S
 from shoprec.config import AlsConfig
 from shoprec.evaluation.ranking import RANK
-from shoprec.models.neighbours import nearest_neighbours, top_unexcluded
+from shoprec.models.neighbours import TargetSearch, nearest_neighbours, top_unexcluded
 from shoprec.spark import CacheScope
 
 USER_INDEX = "user_index"
@@ -56,6 +56,11 @@ class AlsSolver:
 def solver_for(settings: AlsConfig) -> AlsSolver:
     """The solver the ``als`` section of the config asks for."""
     return AlsSolver(settings.solver, settings.blocks or None, settings.cg_steps)
+
+
+def search_for(settings: AlsConfig) -> TargetSearch:
+    """How the ``als`` section of the config asks top-K lists and similar items to be found."""
+    return TargetSearch(settings.top_k_search, settings.ivf_lists, settings.ivf_probes, settings.seed)
 
 
 def param_grid(ranks: list[int], reg_params: list[float], alphas: list[float], max_iter: int) -> list[AlsParams]:
@@ -97,9 +102,11 @@ def fit_als(indexed: DataFrame, params: AlsParams, seed: int, checkpoint_interva
     return als.fit(indexed)
 
 
-def recommend_unseen(model: ALSModel, users: DataFrame, exclude: DataFrame | None, k: int) -> DataFrame:
+def recommend_unseen(model: ALSModel, users: DataFrame, exclude: DataFrame | None, k: int,
+                     search: TargetSearch = TargetSearch()) -> DataFrame:
     """Each user's top ``k`` items by ALS score, leaving out the items in ``exclude``: exact,
-    however many items a user has to leave out.
+    however many items a user has to leave out (or, with an ``ivf`` ``search``, the top ``k``
+    among the items of the index lists nearest the user: see :mod:`shoprec.models.ivf`).
 
     The item factors are broadcast once; each user's factors meet the list of their excluded
     items, every item is scored, the excluded ones are masked and the best ``k`` kept
@@ -124,30 +131,35 @@ def recommend_unseen(model: ALSModel, users: DataFrame, exclude: DataFrame | Non
         excluded_col = "_excluded"
         lists = exclude.groupBy(USER_INDEX).agg(F.collect_list(ITEM_INDEX).alias(excluded_col))
         factors = factors.join(lists, USER_INDEX, "left")
-    return top_unexcluded(factors, model.itemFactors, k, excluded_col, id_col=USER_INDEX, target_col=ITEM_INDEX)
+    return top_unexcluded(factors, model.itemFactors, k, excluded_col, id_col=USER_INDEX, target_col=ITEM_INDEX,
+                          search=search)
 
 
-def similar_items(model: ALSModel, k: int) -> DataFrame:
-    """Each item's ``k`` nearest items by cosine similarity of its ALS factors (exact).
+def similar_items(model: ALSModel, k: int, search: TargetSearch = TargetSearch()) -> DataFrame:
+    """Each item's ``k`` nearest items by cosine similarity of its ALS factors (exact unless
+    ``search`` says otherwise).
 
     Returns:
         ``(item_index int, rank int, similar_index int, score double)``.
     """
-    return nearest_neighbours(model.itemFactors, k).withColumnRenamed("id", ITEM_INDEX)
+    return nearest_neighbours(model.itemFactors, k, search).withColumnRenamed("id", ITEM_INDEX)
 
 
 @dataclass
 class AlsRecommender:
-    """A fitted ALS model with the id <-> index maps that make it speak shop ids."""
+    """A fitted ALS model with the id <-> index maps that make it speak shop ids, and how its
+    top-K lists are searched."""
 
     model: ALSModel
     users: DataFrame
     items: DataFrame
     params: AlsParams
+    search: TargetSearch = TargetSearch()
 
-    def recommend(self, users: DataFrame, exclude: DataFrame | None, k: int) -> DataFrame:
+    def recommend(self, users: DataFrame, exclude: DataFrame | None, k: int,
+                  search: TargetSearch | None = None) -> DataFrame:
         """Top ``k`` per user of ``users`` (``user_id`` rows) the model knows, minus ``exclude``
-        ``(user_id, item_id)`` pairs.
+        ``(user_id, item_id)`` pairs, found as ``search`` says (default: the recommender's own).
 
         Returns:
             ``user_id, rank int, item_id, score double``.
@@ -157,7 +169,7 @@ class AlsRecommender:
         if exclude is not None:
             excluded = (exclude.select(S.USER_ID, S.ITEM_ID).join(self.users, S.USER_ID)
                         .join(self.items, S.ITEM_ID).select(USER_INDEX, ITEM_INDEX))
-        ranked = recommend_unseen(self.model, known, excluded, k)
+        ranked = recommend_unseen(self.model, known, excluded, k, search or self.search)
         return (ranked.join(self.users, USER_INDEX).join(self.items, ITEM_INDEX)
                 .select(S.USER_ID, RANK, S.ITEM_ID, SCORE))
 
@@ -175,8 +187,24 @@ class AlsRecommender:
             ``item_id, rank int, similar_item_id, score double``.
         """
         similar = self.items.select(F.col(ITEM_INDEX).alias("similar_index"), F.col(S.ITEM_ID).alias(SIMILAR_ITEM_ID))
-        return (similar_items(self.model, k).join(self.items, ITEM_INDEX).join(similar, "similar_index")
+        return (similar_items(self.model, k, self.search).join(self.items, ITEM_INDEX).join(similar, "similar_index")
                 .select(S.ITEM_ID, RANK, SIMILAR_ITEM_ID, SCORE))
+
+
+def search_recall(recommender: AlsRecommender, users: DataFrame, exclude: DataFrame | None, k: int,
+                  sample_users: int, seed: int) -> float | None:
+    """The share of the exact top ``k`` that the recommender's own search finds, over a sample of
+    ``sample_users`` of ``users`` (drawn by a hash of the id and ``seed``, so the same users each
+    run); None when the search is exact or no user is sampled."""
+    if recommender.search.method == "exact" or sample_users <= 0:
+        return None
+    with CacheScope() as scope:
+        sample = scope.cache(users.select(S.USER_ID).distinct()
+                             .orderBy(F.xxhash64(S.USER_ID, F.lit(seed)), S.USER_ID).limit(sample_users))
+        exact = scope.cache(recommender.recommend(sample, exclude, k, TargetSearch()).select(S.USER_ID, S.ITEM_ID))
+        found = recommender.recommend(sample, exclude, k).select(S.USER_ID, S.ITEM_ID)
+        wanted = exact.count()
+        return exact.join(found, [S.USER_ID, S.ITEM_ID]).count() / wanted if wanted else None
 
 
 def release_factors(model: ALSModel) -> None:
@@ -208,10 +236,12 @@ def release_factors(model: ALSModel) -> None:
 
 
 def train_recommender(interactions: DataFrame, params: AlsParams, seed: int, solver: AlsSolver = AlsSolver(),
-                      strength_col: str = STRENGTH, scope: CacheScope | None = None) -> AlsRecommender:
+                      strength_col: str = STRENGTH, scope: CacheScope | None = None,
+                      search: TargetSearch = TargetSearch()) -> AlsRecommender:
     """Index ids and fit ALS on ``(user_id, item_id, strength_col)`` rows.
 
     Args:
+        search: how the recommender's top-K lists and similar items are found.
         scope: released with this scope: the id indices and the factors the fit cached (without
             one they stay cached until :meth:`AlsRecommender.release` or the session's end).
     """
@@ -220,7 +250,7 @@ def train_recommender(interactions: DataFrame, params: AlsParams, seed: int, sol
     items = index_ids(interactions, S.ITEM_ID, ITEM_INDEX).cache()
     indexed = (interactions.join(users, S.USER_ID).join(items, S.ITEM_ID)
                .select(USER_INDEX, ITEM_INDEX, F.col(strength_col).cast("float").alias(STRENGTH)))
-    recommender = AlsRecommender(fit_als(indexed, params, seed, solver=solver), users, items, params)
+    recommender = AlsRecommender(fit_als(indexed, params, seed, solver=solver), users, items, params, search)
     if scope is not None:
         scope.on_release(recommender.release)
     return recommender
@@ -228,10 +258,12 @@ def train_recommender(interactions: DataFrame, params: AlsParams, seed: int, sol
 
 def tune(train: DataFrame, truth: DataFrame, exclude: DataFrame | None, grid: list[AlsParams], k: int, seed: int,
          solver: AlsSolver = AlsSolver(), strength_col: str = STRENGTH,
-         on_trial=None) -> list[tuple[AlsParams, dict[str, float]]]:
+         on_trial=None, search: TargetSearch = TargetSearch()) -> list[tuple[AlsParams, dict[str, float]]]:
     """Fit every grid point on ``train`` and score its top ``k`` against ``truth``.
 
     Args:
+        search: how each point's top ``k`` is found (as in production, so that the point chosen
+            is the best as served).
         on_trial: called with ``(params, metrics)`` after each point (to log a nested run).
 
     Returns:
@@ -246,7 +278,7 @@ def tune(train: DataFrame, truth: DataFrame, exclude: DataFrame | None, grid: li
             # Each point's factors and indices go once it is scored (or fails): a grid's worth
             # would crowd the executors' storage memory, spilling to disk what later points need.
             with CacheScope() as point:
-                recommender = train_recommender(train, params, seed, solver, strength_col, scope=point)
+                recommender = train_recommender(train, params, seed, solver, strength_col, scope=point, search=search)
                 metrics = ranking_metrics(recommender.recommend(users, exclude, k), truth, k)
             results.append((params, metrics))
             if on_trial is not None:

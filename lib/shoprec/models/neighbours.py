@@ -1,11 +1,15 @@
-"""Exact scoring of dense vectors against a broadcast matrix, computed on the executors: each
-query's top targets by dot product with some targets left out, and cosine nearest neighbours."""
+"""Scoring of dense vectors against a broadcast matrix, computed on the executors: each query's
+top targets by dot product with some targets left out, and cosine nearest neighbours; exact, or
+approximate through an inverted-file index (:mod:`shoprec.models.ivf`) for large catalogues."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from shoprec.config import TOP_K_SEARCHES
 from shoprec.evaluation.ranking import RANK
 
 SIMILAR_INDEX = "similar_index"
@@ -16,6 +20,23 @@ BLOCK_SCORES = 1 << 22
 SELF = "excluded_self"
 
 
+@dataclass(frozen=True)
+class TargetSearch:
+    """How each query's best targets are found: ``exact`` scores every target; ``ivf`` only
+    those of the ``probes`` lists (of ``lists`` k-means clusters of the targets; 0: about the
+    square root of their number) nearest to the query, and more lists where those hold too few
+    targets (:mod:`shoprec.models.ivf`). The index is deterministic for a ``seed``."""
+
+    method: str = "exact"
+    lists: int = 0
+    probes: int = 32
+    seed: int = 42
+
+    def __post_init__(self):
+        if self.method not in TOP_K_SEARCHES:
+            raise ValueError(f"search method {self.method!r} is not one of {', '.join(TOP_K_SEARCHES)}")
+
+
 def unit_rows(matrix):
     """``matrix`` with each row scaled to length 1 (rows of zeros stay zeros)."""
     import numpy as np
@@ -24,16 +45,13 @@ def unit_rows(matrix):
     return matrix / np.where(norms == 0, 1, norms)
 
 
-def broadcast_matrix(vectors: DataFrame, normalise: bool = False):
-    """``(id int, features array<float>)`` rows as one ``(ids int64, matrix float64)`` pair sorted
-    by id, broadcast to the executors (it passes through the driver once), or None when empty.
+def collect_matrix(vectors: DataFrame, normalise: bool = False):
+    """``(id int, features array<float>)`` rows as one ``(ids int64, matrix float64)`` pair on
+    the driver, sorted by id.
 
     The matrix is float64 so that a score does not depend on how rows were batched: BLAS takes
     other code paths for one row than for a block, and in float32 the difference reaches the
     seventh digit, enough to reorder near-ties between a local run and a cluster run.
-
-    Returns:
-        ``(broadcast, row count)``.
     """
     import numpy as np
 
@@ -41,12 +59,10 @@ def broadcast_matrix(vectors: DataFrame, normalise: bool = False):
     for row in vectors.orderBy("id").toLocalIterator():
         ids.append(row["id"])
         rows.append(row["features"])
-    if not ids:
-        return None, 0
-    matrix = np.asarray(rows, dtype=np.float64)
-    if normalise:
+    matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+    if normalise and len(rows):
         matrix = unit_rows(matrix)
-    return vectors.sparkSession.sparkContext.broadcast((np.asarray(ids, dtype=np.int64), matrix)), len(ids)
+    return np.asarray(ids, dtype=np.int64), matrix
 
 
 def block_rows_for(columns: int) -> int:
@@ -56,7 +72,7 @@ def block_rows_for(columns: int) -> int:
 
 def top_columns(scores, column_ids, k: int):
     """Each row's ``k`` highest finite scores, best first, ties to the smaller column id
-    (``column_ids`` ascending, as :func:`broadcast_matrix` sorts them).
+    (``column_ids`` ascending, as :func:`collect_matrix` sorts them).
 
     Returns:
         ``(rows, ranks, columns, scores)`` flat arrays; ranks count from 1 within each row.
@@ -90,19 +106,41 @@ def top_columns(scores, column_ids, k: int):
     return rows[finite], ranks[finite], top[finite], top_scores[finite]
 
 
+def exact_block(shared: tuple, query_vectors, excluded: list | None, k: int):
+    """One block of queries scored against every target (``shared``: :func:`collect_matrix`'s
+    pair), the excluded ids masked (unknown ones ignored), the best ``k`` kept.
+
+    Returns:
+        ``(rows, ranks, target ids, scores)`` as :func:`shoprec.models.ivf.search`.
+    """
+    import numpy as np
+
+    target_ids, target_vectors = shared
+    scores = query_vectors @ target_vectors.T
+    if excluded is not None:
+        left_out = np.concatenate(excluded)
+        rows = np.repeat(np.arange(len(excluded)), [len(ids) for ids in excluded])
+        columns = np.minimum(np.searchsorted(target_ids, left_out), len(target_ids) - 1)
+        known = target_ids[columns] == left_out
+        scores[rows[known], columns[known]] = -np.inf
+    rows, ranks, columns, top_scores = top_columns(scores, target_ids, k)
+    return rows, ranks, target_ids[columns], top_scores
+
+
 def top_unexcluded(queries: DataFrame, targets: DataFrame, k: int, excluded_col: str | None = None,
                    id_col: str = "id", target_col: str = "target", score_col: str = SCORE,
-                   cosine: bool = False) -> DataFrame:
+                   cosine: bool = False, search: TargetSearch = TargetSearch()) -> DataFrame:
     """Each query vector's ``k`` targets with the highest dot product (or cosine similarity),
-    leaving out the target ids listed in the query's ``excluded_col`` (exact, however many are
-    left out).
+    leaving out the target ids listed in the query's ``excluded_col`` (however many are left
+    out): exact, or with ``search`` ``ivf`` among the targets of the lists each query probes.
 
-    The targets are broadcast once (:func:`broadcast_matrix`); each partition multiplies its
-    queries against them in blocks (:func:`block_rows_for`) and keeps the best ``k``, ties to
-    the smaller target id. A query with fewer than ``k`` targets left gets them all. Executor
-    memory is about ``targets x dims x 8`` bytes for the matrix plus ``8 x``
-    :data:`BLOCK_SCORES` bytes for one block of scores, so this suits catalogues up to a few
-    million items.
+    The targets pass through the driver once and are broadcast: as they are for the exact
+    search (:func:`exact_block`), as an inverted-file index for ``ivf`` (built on the driver by
+    k-means over a sample of them: :mod:`shoprec.models.ivf`). Each partition then ranks its
+    queries in blocks (:func:`block_rows_for`) and keeps the best ``k``, ties to the smaller
+    target id. A query with fewer than ``k`` targets left gets them all. Executor memory is about
+    ``targets x dims x 8`` bytes for the matrix plus ``8 x`` :data:`BLOCK_SCORES` bytes for one
+    block of scores, so the exact search suits catalogues up to a few million items.
 
     Args:
         queries: ``(id_col int, features array<float>[, excluded_col array<int>])``.
@@ -112,46 +150,57 @@ def top_unexcluded(queries: DataFrame, targets: DataFrame, k: int, excluded_col:
     Returns:
         ``(id_col int, rank int, target_col int, score_col double)``, rank 1 = best.
     """
+    from shoprec.models import ivf
+
     spark = queries.sparkSession
     schema = f"{id_col} int, {RANK} int, {target_col} int, {score_col} double"
-    shared, n = broadcast_matrix(targets, normalise=cosine)
-    if k <= 0 or n == 0:
+    ids, matrix = collect_matrix(targets, normalise=cosine)
+    if k <= 0 or not len(ids):
         return spark.createDataFrame([], schema)
-    block_rows = block_rows_for(n)
+    if search.method == "ivf":
+        index = ivf.build_index(ids, matrix, search.lists, search.seed)
+        shared = spark.sparkContext.broadcast(index)
+        # A block's scores are spread over the lists it probes: about probes / lists of an exact block's.
+        block_rows = block_rows_for(int(len(ids) * min(1.0, search.probes / index.lists)))
+
+        def rank_block(value, query_vectors, excluded):
+            return ivf.search(value, query_vectors, k, search.probes, excluded)
+    else:
+        shared = spark.sparkContext.broadcast((ids, matrix))
+        block_rows = block_rows_for(len(ids))
+
+        def rank_block(value, query_vectors, excluded):
+            return exact_block(value, query_vectors, excluded, k)
 
     def score(batches):
         import numpy as np
         import pandas as pd
 
-        target_ids, target_vectors = shared.value
+        value = shared.value
         for batch in batches:
             for start in range(0, len(batch), block_rows):
                 block = batch.iloc[start:start + block_rows]
                 query_vectors = np.stack(block["features"].to_numpy()).astype(np.float64)
                 if cosine:
                     query_vectors = unit_rows(query_vectors)
-                scores = query_vectors @ target_vectors.T
+                excluded = None
                 if excluded_col is not None:
-                    lists = [np.asarray(ids if ids is not None else [], dtype=np.int64) for ids in block[excluded_col]]
-                    left_out = np.concatenate(lists)
-                    rows = np.repeat(np.arange(len(block)), [len(ids) for ids in lists])
-                    columns = np.minimum(np.searchsorted(target_ids, left_out), n - 1)
-                    known = target_ids[columns] == left_out
-                    scores[rows[known], columns[known]] = -np.inf
-                rows, ranks, columns, top_scores = top_columns(scores, target_ids, k)
+                    excluded = [np.asarray(ids if ids is not None else [], dtype=np.int64) for ids in block[excluded_col]]
+                rows, ranks, found, found_scores = rank_block(value, query_vectors, excluded)
                 yield pd.DataFrame({
                     id_col: block[id_col].to_numpy()[rows].astype("int32"),
                     RANK: ranks.astype("int32"),
-                    target_col: target_ids[columns].astype("int32"),
-                    score_col: top_scores,
+                    target_col: found.astype("int32"),
+                    score_col: found_scores,
                 })
 
     return queries.mapInPandas(score, schema)
 
 
-def nearest_neighbours(vectors: DataFrame, k: int) -> DataFrame:
-    """Each vector's ``k`` most cosine-similar other vectors (exact; never the vector itself;
-    ties to the smaller id): :func:`top_unexcluded` with each row's own id as its excluded list.
+def nearest_neighbours(vectors: DataFrame, k: int, search: TargetSearch = TargetSearch()) -> DataFrame:
+    """Each vector's ``k`` most cosine-similar other vectors (never the vector itself; ties to
+    the smaller id; exact unless ``search`` says otherwise): :func:`top_unexcluded` with each
+    row's own id as its excluded list.
 
     Args:
         vectors: ``(id int, features array<float>)``, ids unique (``ALSModel.itemFactors`` has this shape).
@@ -161,4 +210,4 @@ def nearest_neighbours(vectors: DataFrame, k: int) -> DataFrame:
         ``(id int, rank int, similar_index int, score double)``, rank 1 = most similar.
     """
     queries = vectors.select("id", "features", F.array("id").alias(SELF))
-    return top_unexcluded(queries, vectors, k, SELF, target_col=SIMILAR_INDEX, cosine=True)
+    return top_unexcluded(queries, vectors, k, SELF, target_col=SIMILAR_INDEX, cosine=True, search=search)
