@@ -50,6 +50,15 @@ def test_top_unexcluded_masks_each_querys_own_list_and_breaks_ties_by_id(spark):
     assert result[0].__fields__ == ["id", "rank", "target", "score"]
 
 
+@pytest.mark.parametrize("search", [TargetSearch(), TargetSearch("ivf")], ids=["exact", "ivf"])
+def test_top_unexcluded_with_no_targets_is_empty(spark, search):
+    targets = spark.createDataFrame([], "id int, features array<float>")
+    queries = spark.createDataFrame([(1, [1.0, 0.0])], "id int, features array<float>")
+
+    assert top_unexcluded(queries, targets, 3, search=search).collect() == []
+    assert nearest_neighbours(targets, 2, search).collect() == []
+
+
 def test_top_unexcluded_scores_do_not_depend_on_how_queries_are_partitioned(spark):
     """A local run and a cluster run batch the same queries differently; their rankings and
     scores (compared to 6 places downstream) must agree."""

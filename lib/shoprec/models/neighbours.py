@@ -47,22 +47,36 @@ def unit_rows(matrix):
 
 def collect_matrix(vectors: DataFrame, normalise: bool = False):
     """``(id int, features array<float>)`` rows as one ``(ids int64, matrix float64)`` pair on
-    the driver, sorted by id.
+    the driver, sorted by id (``(0, 0)`` when there are none).
+
+    Each Arrow batch of rows is turned into arrays on the executors and travels to the driver as
+    one pickled pair: about three times faster than collecting the rows one by one (2,000,000
+    vectors of 16: 6.5-9.2 s against 22.6-24.9 s).
 
     The matrix is float64 so that a score does not depend on how rows were batched: BLAS takes
     other code paths for one row than for a block, and in float32 the difference reaches the
     seventh digit, enough to reorder near-ties between a local run and a cluster run.
     """
+    import pickle
+
     import numpy as np
 
-    ids, rows = [], []
-    for row in vectors.orderBy("id").toLocalIterator():
-        ids.append(row["id"])
-        rows.append(row["features"])
-    matrix = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
-    if normalise and len(rows):
-        matrix = unit_rows(matrix)
-    return np.asarray(ids, dtype=np.int64), matrix
+    def packed(batches):
+        import pandas as pd
+
+        for batch in batches:
+            if len(batch):
+                matrix = np.stack(batch["features"].to_numpy()).astype(np.float64)
+                yield pd.DataFrame({"pair": [pickle.dumps((batch["id"].to_numpy(np.int64), matrix))]})
+
+    pairs = [pickle.loads(row["pair"]) for row in
+             vectors.select("id", "features").mapInPandas(packed, "pair binary").collect()]
+    if not pairs:
+        return np.empty(0, dtype=np.int64), np.empty((0, 0))
+    ids = np.concatenate([pair[0] for pair in pairs])
+    order = np.argsort(ids, kind="stable")
+    matrix = np.vstack([pair[1] for pair in pairs])[order]
+    return ids[order], unit_rows(matrix) if normalise else matrix
 
 
 def block_rows_for(columns: int) -> int:
