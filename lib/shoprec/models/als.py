@@ -106,7 +106,7 @@ def recommend_unseen(model: ALSModel, users: DataFrame, exclude: DataFrame | Non
                      search: TargetSearch = TargetSearch()) -> DataFrame:
     """Each user's top ``k`` items by ALS score, leaving out the items in ``exclude``: exact,
     however many items a user has to leave out (or, with an ``ivf`` ``search``, the top ``k``
-    among the items of the index lists nearest the user: see :mod:`shoprec.models.ivf`).
+    among the items of the index lists most promising for the user: see :mod:`shoprec.models.ivf`).
 
     The item factors are broadcast once; each user's factors meet the list of their excluded
     items, every item is scored, the excluded ones are masked and the best ``k`` kept

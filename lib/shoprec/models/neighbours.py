@@ -24,8 +24,8 @@ SELF = "excluded_self"
 class TargetSearch:
     """How each query's best targets are found: ``exact`` scores every target; ``ivf`` only
     those of the ``probes`` lists (of ``lists`` k-means clusters of the targets; 0: about the
-    square root of their number) nearest to the query, and more lists where those hold too few
-    targets (:mod:`shoprec.models.ivf`). The index is deterministic for a ``seed``."""
+    square root of their number) most promising for the query, and more lists where those hold
+    too few targets (:mod:`shoprec.models.ivf`). The index is deterministic for a ``seed``."""
 
     method: str = "exact"
     lists: int = 0
