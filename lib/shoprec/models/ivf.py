@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shoprec.models.neighbours import top_columns
+from shoprec.models.neighbours import excluded_positions, top_columns
 
 #: k-means is trained on at most this many targets per list (as FAISS does: more adds time, not quality).
 TRAINING_POINTS_PER_LIST = 64
@@ -192,11 +192,7 @@ def search(index: IvfIndex, queries: np.ndarray, k: int, probes: int,
     if excluded is None:
         excluded = [np.empty(0, dtype=np.int64)] * n_rows
     # Exclusions as (row, list, position in list), ids unknown to the index dropped.
-    ex_rows = np.repeat(np.arange(n_rows), [len(e) for e in excluded])
-    ex_ids = np.concatenate(excluded).astype(np.int64) if n_rows else np.empty(0, dtype=np.int64)
-    at = np.minimum(np.searchsorted(index.ids, ex_ids), len(index.ids) - 1)
-    known = index.ids[at] == ex_ids
-    ex_rows, at = ex_rows[known], at[known]
+    ex_rows, at = excluded_positions(index.ids, excluded)
     ex_lists = index.list_of[at]
     ex_positions = index.slot_of[at] - index.offsets[ex_lists]
     by_list = np.argsort(ex_lists, kind="stable")

@@ -120,6 +120,18 @@ def top_columns(scores, column_ids, k: int):
     return rows[finite], ranks[finite], top[finite], top_scores[finite]
 
 
+def excluded_positions(target_ids, excluded: list):
+    """Each query's excluded ids as ``(query rows, positions in target_ids)`` pairs, ids that
+    ``target_ids`` (ascending) does not hold left out."""
+    import numpy as np
+
+    rows = np.repeat(np.arange(len(excluded)), [len(ids) for ids in excluded])
+    left_out = np.concatenate(excluded).astype(np.int64) if excluded else np.empty(0, dtype=np.int64)
+    positions = np.minimum(np.searchsorted(target_ids, left_out), len(target_ids) - 1)
+    known = target_ids[positions] == left_out
+    return rows[known], positions[known]
+
+
 def exact_block(shared: tuple, query_vectors, excluded: list | None, k: int):
     """One block of queries scored against every target (``shared``: :func:`collect_matrix`'s
     pair), the excluded ids masked (unknown ones ignored), the best ``k`` kept.
@@ -132,11 +144,8 @@ def exact_block(shared: tuple, query_vectors, excluded: list | None, k: int):
     target_ids, target_vectors = shared
     scores = query_vectors @ target_vectors.T
     if excluded is not None:
-        left_out = np.concatenate(excluded)
-        rows = np.repeat(np.arange(len(excluded)), [len(ids) for ids in excluded])
-        columns = np.minimum(np.searchsorted(target_ids, left_out), len(target_ids) - 1)
-        known = target_ids[columns] == left_out
-        scores[rows[known], columns[known]] = -np.inf
+        rows, columns = excluded_positions(target_ids, excluded)
+        scores[rows, columns] = -np.inf
     rows, ranks, columns, top_scores = top_columns(scores, target_ids, k)
     return rows, ranks, target_ids[columns], top_scores
 
@@ -168,8 +177,10 @@ def top_unexcluded(queries: DataFrame, targets: DataFrame, k: int, excluded_col:
 
     spark = queries.sparkSession
     schema = f"{id_col} int, {RANK} int, {target_col} int, {score_col} double"
+    if k <= 0:
+        return spark.createDataFrame([], schema)
     ids, matrix = collect_matrix(targets, normalise=cosine)
-    if k <= 0 or not len(ids):
+    if not len(ids):
         return spark.createDataFrame([], schema)
     if search.method == "ivf":
         index = ivf.build_index(ids, matrix, search.lists, search.seed)
